@@ -1,0 +1,73 @@
+"""The guard: turns raw model text into a schema-valid caption, or says precisely why not.
+
+Nothing the model writes is trusted: grammar-constrained decoding still produces truncated
+output, raw control characters and strings cut by a stop sequence (see the vLLM-on-CPU notes).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+import fastjsonschema
+import orjson
+
+from engine.schema import validate_caption
+
+EXCERPT_CHARS: Final = 300
+_CODE_FENCE = re.compile(r"\A```(?:json)?\s*\n(.*?)\n?```\Z", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardRejection:
+    """Why one output was refused; ``retryable`` says whether asking again can help."""
+
+    reason: str
+    detail: str
+    excerpt: str
+    retryable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedCaption:
+    caption: dict[str, Any]
+
+
+def check_output(text: str, finish_reason: str | None) -> GuardedCaption | GuardRejection:
+    """Check one completion: finish reason, JSON syntax, schema. Never raises."""
+    excerpt = text[:EXCERPT_CHARS]
+    if finish_reason == "length":
+        return GuardRejection("truncated", "output hit max_tokens before the JSON closed", excerpt)
+    if finish_reason not in ("stop", None):
+        return GuardRejection("finish_reason", f"unexpected finish reason {finish_reason!r}", excerpt)
+    body = _strip_code_fence(text.strip())
+    if not body:
+        return GuardRejection("empty", "the model returned no text", excerpt)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return GuardRejection("invalid_json", str(exc), excerpt)
+    try:
+        validate_caption(value)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return GuardRejection("schema", exc.message, excerpt)
+    return GuardedCaption(_normalise(value))
+
+
+def _strip_code_fence(body: str) -> str:
+    # A fenced object is still exactly one JSON object; prose around it is not accepted.
+    match = _CODE_FENCE.match(body)
+    return match.group(1).strip() if match else body
+
+
+def _normalise(caption: dict[str, Any]) -> dict[str, Any]:
+    """Trim strings; drop empty and repeated list items (order kept)."""
+    normalised: dict[str, Any] = {}
+    for key, value in caption.items():
+        if isinstance(value, str):
+            normalised[key] = value.strip()
+        else:
+            items = (item.strip() for item in value)
+            normalised[key] = list(dict.fromkeys(item for item in items if item))
+    return normalised

@@ -1,0 +1,138 @@
+"""The in-process vLLM engine: AsyncLLM, continuous batching, structured JSON output."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from PIL import Image
+
+from engine.base import Generation
+from engine.errors import EngineDeadError, EngineError
+from engine.prompts import SYSTEM_PROMPT, USER_PROMPT
+from engine.schema import CAPTION_SCHEMA
+
+logger = logging.getLogger(__name__)
+
+
+def engine_args(
+    model: str,
+    *,
+    dtype: str = "auto",
+    quantization: str | None = None,
+    kv_cache_dtype: str = "auto",
+    max_num_seqs: int = 16,
+    max_num_batched_tokens: int = 8192,
+    max_model_len: int = 4096,
+    gpu_memory_utilization: float = 0.9,
+    seed: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The vLLM engine arguments vidcap uses; FP8 settings pass through unchanged."""
+    args: dict[str, Any] = {
+        "model": model,
+        "dtype": dtype,
+        "quantization": quantization,
+        "kv_cache_dtype": kv_cache_dtype,
+        "max_num_seqs": max_num_seqs,
+        "max_num_batched_tokens": max_num_batched_tokens,
+        "max_model_len": max_model_len,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        # The fixed prompt text precedes the image, so every request shares its prefix.
+        "enable_prefix_caching": True,
+        # Live frames never repeat: caching processed images only costs memory.
+        "mm_processor_cache_gb": 0,
+        "limit_mm_per_prompt": {"image": 1},
+        # Engine-level whitespace ban: the per-request flag did not take effect (notes).
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        "disable_log_stats": True,
+    }
+    if seed is not None:
+        args["seed"] = seed
+    args.update(extra or {})
+    return args
+
+
+class VllmEngine:
+    """CaptionEngine over vLLM's AsyncLLM. All streams share one instance."""
+
+    def __init__(self, llm: Any, prompt: str, model_id: str, temperature: float, stop: list[str]):
+        self._llm = llm
+        self._prompt = prompt
+        self.model_id = model_id
+        self._temperature = temperature
+        self._stop = list(stop)
+
+    @classmethod
+    def start(cls, args: dict[str, Any], model_id: str, temperature: float, stop: list[str]):
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        prompt = render_prompt(llm.tokenizer if hasattr(llm, "tokenizer") else None, args["model"])
+        return cls(llm, prompt, model_id, temperature, stop)
+
+    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+        from vllm.v1.engine.exceptions import EngineDeadError as VllmDeadError
+
+        if self._llm.errored:
+            raise EngineDeadError(f"vLLM engine is dead: {self._llm.dead_error}")
+        request = {"prompt": self._prompt, "multi_modal_data": {"image": image}}
+        submitted = time.monotonic()
+        first_token_s: float | None = None
+        final = None
+        try:
+            # Cancelling this loop makes vLLM abort the request (generate() catches it).
+            async for output in self._llm.generate(request, self._sampling(max_tokens), request_id):
+                if first_token_s is None and output.outputs and output.outputs[0].token_ids:
+                    first_token_s = time.monotonic() - submitted
+                final = output
+        except VllmDeadError as exc:
+            raise EngineDeadError(f"vLLM engine died: {exc}") from exc
+        except (asyncio.CancelledError, EngineError):
+            raise
+        except Exception as exc:
+            raise EngineError(f"vLLM request {request_id} failed: {exc!r}") from exc
+        if final is None or not final.outputs:
+            raise EngineError(f"vLLM request {request_id} returned no output")
+        completion = final.outputs[0]
+        return Generation(
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            prompt_tokens=len(final.prompt_token_ids or ()),
+            output_tokens=len(completion.token_ids),
+            first_token_s=first_token_s,
+        )
+
+    def _sampling(self, max_tokens: int):
+        from vllm.sampling_params import SamplingParams, StructuredOutputsParams
+
+        return SamplingParams(
+            temperature=self._temperature,
+            max_tokens=max_tokens,
+            stop=self._stop or None,
+            # Keep the stop string, so "}\n" leaves a complete object for the guard to judge.
+            include_stop_str_in_output=True,
+            structured_outputs=StructuredOutputsParams(json=CAPTION_SCHEMA),
+        )
+
+    async def close(self) -> None:
+        self._llm.shutdown()
+
+
+def render_prompt(tokenizer: Any, model: str) -> str:
+    """The canonical prompts through the model's chat template: fixed text, then the image."""
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "user", "content": [{"type": "text", "text": USER_PROMPT}, {"type": "image"}]},
+    ]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # vLLM adds BOS when it tokenizes; the template's own BOS would make it twice.
+    bos = getattr(tokenizer, "bos_token", None)
+    return text[len(bos):] if bos and text.startswith(bos) else text

@@ -1,0 +1,202 @@
+"""Typed, validated configuration. Unknown keys and bad values fail at start-up, by name."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import model_validator
+
+from engine.errors import VidcapError
+from stream.ids import validate_stream_id
+
+StreamId = Annotated[str, AfterValidator(validate_stream_id)]
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(VidcapError):
+    """The configuration cannot be used; the message names each bad key and value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StreamConfig(_Section):
+    id: StreamId
+    """Stream id; becomes a NATS subject token (A-Z a-z 0-9 _ -)."""
+    url: str = Field(min_length=1)
+    """File path, rtsp://, rtsps://, http(s):// (HLS) or any URL FFmpeg opens."""
+    live: bool | None = None
+    """Live sources reconnect when they end; default: true for network URLs, false for files."""
+    loop: bool = False
+    """Replay a file forever (demos and soak tests)."""
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = Field(10.0, gt=0, le=300)
+    """Longest wait for a source to open."""
+    read_timeout_s: float = Field(10.0, gt=0, le=300)
+    """Longest wait for data once open; FFmpeg reports a frozen server after about twice this."""
+    reconnect_initial_s: float = Field(1.0, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
+    options: dict[str, str] = Field(default_factory=dict)
+    """Extra FFmpeg demuxer options, passed through unchanged."""
+
+    @property
+    def is_live(self) -> bool:
+        if self.live is not None:
+            return self.live
+        return re.match(r"^[a-z][a-z0-9+.-]*://", self.url) is not None
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> StreamConfig:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s}) must be >= "
+                f"reconnect_initial_s ({self.reconnect_initial_s})"
+            )
+        return self
+
+
+class KeyframeConfig(_Section):
+    threshold: float = Field(12.0, gt=0, le=100)
+    """Content-change score (0-100, mean luma difference in percent) that counts as a cut."""
+    min_gap_s: float = Field(1.0, ge=0, le=3600)
+    """No two keyframes closer than this (stream time)."""
+    max_interval_s: float = Field(10.0, gt=0, le=86400)
+    """Heartbeat: a keyframe at least this often, so a static camera is still captioned."""
+    analysis_width: int = Field(64, ge=16, le=640)
+    """Width of the downscaled luma image the score is computed on."""
+
+    @model_validator(mode="after")
+    def _gap_below_heartbeat(self) -> KeyframeConfig:
+        if self.min_gap_s > self.max_interval_s:
+            raise ValueError(
+                f"min_gap_s ({self.min_gap_s}) must be <= max_interval_s ({self.max_interval_s})"
+            )
+        return self
+
+
+class EngineConfig(_Section):
+    kind: Literal["vllm"] = "vllm"
+    model: str = "tiny"
+    """Checkpoint path or hub id. 'tiny' builds a random-weight Gemma 3 locally (demo/tests)."""
+    model_id: str | None = None
+    """Name reported in events; default: the model path's last component."""
+    dtype: str = "auto"
+    quantization: str | None = None
+    """e.g. 'fp8' on an H100; passed to vLLM unchanged."""
+    kv_cache_dtype: str = "auto"
+    """e.g. 'fp8' on an H100; passed to vLLM unchanged."""
+    max_num_seqs: int = Field(16, ge=1, le=1024)
+    max_num_batched_tokens: int = Field(8192, ge=256)
+    max_model_len: int = Field(4096, ge=256)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    temperature: float = Field(0.1, ge=0, le=2)
+    max_tokens: int = Field(512, ge=16, le=8192)
+    stop: list[str] = Field(default_factory=list)
+    """Optional stop strings, e.g. ['}\\n']; the guard still checks every output."""
+    request_timeout_s: float = Field(60.0, gt=0, le=3600)
+    max_attempts: int = Field(3, ge=1, le=10)
+    """Tries per keyframe before a failure event is published."""
+    image_size: int = Field(896, ge=32, le=4096)
+    """Frames are resized on our side so their longer side is at most this."""
+    seed: int | None = None
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    """Further vLLM engine arguments, passed through unchanged."""
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> EngineConfig:
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "
+                f"max_num_seqs ({self.max_num_seqs})"
+            )
+        return self
+
+
+class NatsConfig(_Section):
+    url: str | None = None
+    """nats://host:port; empty starts an embedded nats-server on 127.0.0.1."""
+    subject_prefix: str = Field("vidcap", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    jetstream: bool = True
+    stream_name: str = Field("VIDCAP", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """JetStream stream created (if missing) over '<subject_prefix>.>'."""
+    duplicate_window_s: float = Field(120.0, gt=0)
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    creds_file: Path | None = None
+    connect_timeout_s: float = Field(5.0, gt=0, le=120)
+    ack_timeout_s: float = Field(5.0, gt=0, le=120)
+
+
+class PipelineConfig(_Section):
+    max_pending_keyframes: int = Field(8, ge=1, le=10000)
+    """Keyframes of one stream waiting for the engine; live streams drop the stalest beyond."""
+    max_in_flight_per_stream: int = Field(4, ge=1, le=1024)
+    """Keyframes of one stream being captioned at once."""
+
+
+class Config(_Section):
+    streams: list[StreamConfig] = Field(min_length=1)
+    keyframes: KeyframeConfig = KeyframeConfig()
+    engine: EngineConfig = EngineConfig()
+    nats: NatsConfig = NatsConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Config:
+        ids = [stream.id for stream in self.streams]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"stream ids must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+
+def load_config(path: Path) -> Config:
+    """Read a YAML file, expand ${ENV} references, validate."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: expected a mapping at the top level")
+    return parse_config(_expand_env(raw, ""), source=str(path))
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} invalid setting(s)"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        value = error.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {error['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _expand_env(value: Any, key: str) -> Any:
+    """Replace ${VAR} in strings so secrets stay in the environment, not in files."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{key}.{i}") for i, v in enumerate(value)]
+    if isinstance(value, str):
+        return _ENV_REFERENCE.sub(lambda m: _env_value(m.group(1), key), value)
+    return value
+
+
+def _env_value(name: str, key: str) -> str:
+    if name not in os.environ:
+        raise ConfigError(f"{key}: environment variable {name} is not set")
+    return os.environ[name]
