@@ -1,0 +1,66 @@
+"""Build the configured engine. 'tiny' means a locally built random-weight checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+from engine.vllm_engine import VllmEngine, engine_args
+
+logger = logging.getLogger(__name__)
+
+TINY_MODEL = "tiny"
+
+
+class EngineSettings(Protocol):
+    model: str
+    model_id: str | None
+    dtype: str
+    quantization: str | None
+    kv_cache_dtype: str
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_model_len: int
+    gpu_memory_utilization: float
+    temperature: float
+    stop: list[str]
+    seed: int | None
+    engine_args: dict
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VIDCAP_CACHE", Path.home() / ".cache" / "vidcap"))
+
+
+def resolve_model(model: str) -> str:
+    if model != TINY_MODEL:
+        return model
+    from engine.tiny_model import build_tiny_model
+
+    logger.warning(
+        "engine.model is 'tiny': a random-weight Gemma 3 built locally. Its captions are "
+        "meaningless; set engine.model to a real checkpoint (e.g. wynd/wynd-vidcap-12b) on a GPU."
+    )
+    return str(build_tiny_model(cache_dir() / "tiny-gemma3"))
+
+
+def start_vllm_engine(settings: EngineSettings) -> VllmEngine:
+    """Start vLLM in process (blocking: tens of seconds; before any stream starts)."""
+    model = resolve_model(settings.model)
+    args = engine_args(
+        model,
+        dtype=settings.dtype,
+        quantization=settings.quantization,
+        kv_cache_dtype=settings.kv_cache_dtype,
+        max_num_seqs=settings.max_num_seqs,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+        max_model_len=settings.max_model_len,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        seed=settings.seed,
+        extra=settings.engine_args,
+    )
+    model_id = settings.model_id or settings.model.rstrip("/").rsplit("/", 1)[-1]
+    logger.info("starting vLLM engine for %s", model)
+    return VllmEngine.start(args, model_id, settings.temperature, settings.stop)

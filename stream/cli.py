@@ -1,0 +1,119 @@
+"""The `vidcap` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+import orjson
+
+from engine.errors import VidcapError
+from stream.config import Config, ConfigError, NatsConfig, load_config, parse_config
+from stream.ids import stream_id_from_source
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except VidcapError as exc:
+        print(f"vidcap: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidcap", description="Live video captioning.")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="caption streams and publish events to NATS")
+    run.add_argument("sources", nargs="*", metavar="SOURCE", help="files or URLs (quick form)")
+    run.add_argument("--config", type=Path, help="YAML configuration file")
+    run.add_argument("--nats", help="NATS URL (default: config, else an embedded server)")
+    run.add_argument("--model", help="engine.model override")
+    run.add_argument("--quiet", action="store_true", help="do not print events")
+    run.set_defaults(handler=_run)
+
+    tail = commands.add_parser("tail", help="print events as they are published")
+    tail.add_argument("--nats", default="nats://127.0.0.1:4222")
+    tail.add_argument("--prefix", default="vidcap")
+    tail.add_argument("--stream", help="only this stream id")
+    tail.add_argument("--json", action="store_true", help="raw JSON, one event per line")
+    tail.set_defaults(handler=_tail)
+
+    demo = commands.add_parser("demo", help="run the whole path on a generated clip (CPU)")
+    demo.add_argument("--streams", type=int, default=2)
+    demo.set_defaults(handler=_demo)
+
+    schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
+    schemas.add_argument("directory", type=Path)
+    schemas.set_defaults(handler=_schemas)
+    return parser
+
+
+def build_run_config(args: argparse.Namespace) -> Config:
+    if bool(args.config) == bool(args.sources):
+        raise ConfigError("give either --config FILE or one or more SOURCEs")
+    if args.config:
+        config = load_config(args.config)
+    else:
+        taken: set[str] = set()
+        streams = []
+        for source in args.sources:
+            taken.add(stream_id := stream_id_from_source(source, taken))
+            streams.append({"id": stream_id, "url": source})
+        config = parse_config({"streams": streams}, source="command line")
+    if args.nats:
+        config = config.model_copy(update={"nats": config.nats.model_copy(update={"url": args.nats})})
+    if args.model:
+        engine = config.engine.model_copy(update={"model": args.model})
+        config = config.model_copy(update={"engine": engine})
+    return config
+
+
+def _run(args: argparse.Namespace) -> int:
+    from stream.runner import run_with_signals
+    from stream.tail import format_event
+
+    config = build_run_config(args)
+    printer = None if args.quiet else (lambda event: print(format_event(event), flush=True))
+    return asyncio.run(run_with_signals(config, printer))
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from stream.tail import tail
+
+    config = NatsConfig(url=args.nats, subject_prefix=args.prefix)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(tail(args.nats, config, args.stream, args.json))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return asyncio.run(run_demo(args.streams))
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from stream.event_schemas import EVENT_SCHEMAS
+
+    args.directory.mkdir(parents=True, exist_ok=True)
+    for name, schema in EVENT_SCHEMAS.items():
+        path = args.directory / f"{name}.schema.json"
+        path.write_bytes(orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

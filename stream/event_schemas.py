@@ -1,0 +1,100 @@
+"""JSON Schemas of the published events; ``schemas/*.json`` are generated from here.
+
+Run ``vidcap schemas DIR`` to write them; a test keeps the committed copies in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, get_args
+
+from engine.schema import CAPTION_SCHEMA
+from stream.events import CAPTION_SCHEMA_ID, STATUS_SCHEMA_ID
+from stream.frames import SourceState
+from stream.ids import STREAM_ID_PATTERN
+
+_NUMBER_OR_NULL: Final = {"type": ["number", "null"]}
+
+
+def _envelope(schema_id: str, event_type: str) -> dict[str, Any]:
+    return {
+        "schema": {"const": schema_id},
+        "type": {"const": event_type},
+        "stream": {"type": "string", "pattern": STREAM_ID_PATTERN},
+        "session": {"type": "string", "minLength": 1},
+        "seq": {"type": "integer", "minimum": 0},
+    }
+
+
+def _strict(title: str, properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": title,
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+        **extra,
+    }
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    schema = _strict("", properties)
+    del schema["$schema"], schema["title"]
+    return schema
+
+
+_CAPTION = {key: value for key, value in CAPTION_SCHEMA.items() if key not in ("$schema", "title")}
+_ERROR = _object(
+    {"reason": {"type": "string"}, "detail": {"type": "string"}, "excerpt": {"type": "string"}}
+)
+
+CAPTION_EVENT_SCHEMA: Final = _strict(
+    f"vidcap caption event ({CAPTION_SCHEMA_ID})",
+    {
+        **_envelope(CAPTION_SCHEMA_ID, "caption"),
+        "keyframe": {"type": "integer", "minimum": 0},
+        "frame": _object(
+            {
+                "index": {"type": "integer", "minimum": 0},
+                "pts": {"type": ["integer", "null"]},
+                "time_base": {"type": ["string", "null"]},
+                "time_s": {"type": "number", "minimum": 0},
+                "captured_at": {"type": "string", "format": "date-time"},
+            }
+        ),
+        "selection": _object(
+            {"reason": {"enum": ["start", "cut", "interval"]}, "score": {"type": "number"}}
+        ),
+        "status": {"enum": ["ok", "failed"]},
+        "caption": {"oneOf": [_CAPTION, {"type": "null"}]},
+        "error": {"oneOf": [_ERROR, {"type": "null"}]},
+        "model": {"type": "string"},
+        "attempts": {"type": "integer", "minimum": 1},
+        "tokens": _object(
+            {"prompt": {"type": "integer", "minimum": 0}, "output": {"type": "integer", "minimum": 0}}
+        ),
+        "timing": _object(
+            {"queue_s": {"type": "number"}, "engine_s": {"type": "number"}, "first_token_s": _NUMBER_OR_NULL}
+        ),
+    },
+    # A caption exactly when ok; an error exactly when failed.
+    oneOf=[
+        {"properties": {"status": {"const": "ok"}, "caption": {"type": "object"}, "error": {"type": "null"}}},
+        {"properties": {"status": {"const": "failed"}, "caption": {"type": "null"}, "error": {"type": "object"}}},
+    ],
+)
+
+STATUS_EVENT_SCHEMA: Final = _strict(
+    f"vidcap status event ({STATUS_SCHEMA_ID})",
+    {
+        **_envelope(STATUS_SCHEMA_ID, "status"),
+        "state": {"enum": list(get_args(SourceState))},
+        "detail": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"},
+    },
+)
+STATUS_EVENT_SCHEMA["properties"]["dropped"] = {"type": "integer", "minimum": 1}
+STATUS_EVENT_SCHEMA["if"] = {"properties": {"state": {"const": "keyframes_dropped"}}}
+STATUS_EVENT_SCHEMA["then"] = {"required": ["dropped"]}
+
+EVENT_SCHEMAS: Final = {"caption-event": CAPTION_EVENT_SCHEMA, "status-event": STATUS_EVENT_SCHEMA}

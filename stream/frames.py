@@ -1,0 +1,56 @@
+"""What flows between the stages of one stream: frames, keyframes, source state changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from PIL import Image
+
+SelectionReason = Literal["start", "cut", "interval"]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTime:
+    """Where a frame sits: decode order, media timestamp, and when we received it."""
+
+    index: int
+    """Decoded frames counted from 0 over the stream's life (reconnects continue the count)."""
+    pts: int | None
+    time_base: Fraction | None
+    time_s: float
+    """Monotonic stream time in seconds; what keyframe selection measures gaps with."""
+    captured_at: float
+    """Wall-clock (Unix) time the frame was decoded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keyframe:
+    stream_id: str
+    time: FrameTime
+    reason: SelectionReason
+    score: float
+    image: Image.Image
+
+
+SourceState = Literal[
+    "connecting",  # opening the source
+    "live",  # frames are arriving
+    "reconnecting",  # a live source ended or failed; reopening after a backoff
+    "ended",  # a file reached its end
+    "failed",  # the source cannot be read (files: for good)
+    "stopped",  # vidcap is shutting down
+    "keyframes_dropped",  # the engine fell behind; the stalest waiting keyframes were dropped
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """A change in a source's condition; published in order with the stream's captions."""
+
+    stream_id: str
+    state: SourceState
+    detail: str
+    at: float
+    """Wall-clock (Unix) time of the change."""

