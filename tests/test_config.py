@@ -1,0 +1,108 @@
+"""Bad configuration fails at start-up with a message naming the key and the value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stream.config import ConfigError, load_config, parse_config
+from stream.ids import stream_id_from_source, validate_stream_id
+
+MINIMAL = {"streams": [{"id": "cam1", "url": "rtsp://127.0.0.1:8554/cam"}]}
+
+
+def test_minimal_config_gets_documented_defaults() -> None:
+    config = parse_config(MINIMAL)
+    assert config.engine.temperature == 0.1
+    assert config.nats.url is None and config.nats.jetstream
+    assert config.streams[0].is_live
+    assert config.streams[0].rtsp_transport == "tcp"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"streams": []}, "streams: List should have at least 1 item"),
+        ({"streams": [{"id": "a.b", "url": "x"}]}, "streams.0.id"),
+        ({"streams": [{"id": "cam>", "url": "x"}]}, "'cam>'"),
+        ({"streams": [{"id": "cam1", "url": "x", "colour": "red"}]}, "streams.0.colour: Extra inputs"),
+        ({"engine": {"temperature": 5}}, "engine.temperature"),
+        ({"engine": {"max_num_seqs": 0}}, "(got 0)"),
+        ({"engine": {"max_tokens": "many"}}, "(got 'many')"),
+        ({"engine": {"max_num_seqs": 512, "max_num_batched_tokens": 256}}, "max_num_batched_tokens (256)"),
+        ({"keyframes": {"min_gap_s": 20, "max_interval_s": 5}}, "min_gap_s (20.0)"),
+        ({"nats": {"subject_prefix": "a b"}}, "nats.subject_prefix"),
+        ({"nats": {"jetstrem": True}}, "nats.jetstrem: Extra inputs"),
+        ({"pipeline": {"max_pending_keyframes": -1}}, "pipeline.max_pending_keyframes"),
+    ],
+)
+def test_bad_values_name_key_and_value(change: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({**MINIMAL, **change})
+    assert expected in str(error.value)
+
+
+def test_duplicate_stream_ids_are_named() -> None:
+    streams = [{"id": "cam1", "url": "a"}, {"id": "cam1", "url": "b"}]
+    with pytest.raises(ConfigError, match="repeated: cam1"):
+        parse_config({"streams": streams})
+
+
+def test_secrets_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDCAP_TEST_TOKEN", "s3cret")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "streams: [{id: cam1, url: 'rtsp://127.0.0.1/x'}]\nnats: {token: '${VIDCAP_TEST_TOKEN}'}\n"
+    )
+    config = load_config(path)
+    assert config.nats.token is not None
+    assert config.nats.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(config)
+
+
+def test_missing_environment_variable_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("streams: [{id: cam1, url: x}]\nnats: {token: '${VIDCAP_SURELY_UNSET}'}\n")
+    with pytest.raises(ConfigError, match="nats.token: environment variable VIDCAP_SURELY_UNSET"):
+        load_config(path)
+
+
+def test_unreadable_yaml_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("streams: [\n")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(path)
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(Path(__file__).parents[1] / "configs" / "example.yaml")
+    assert config.engine.temperature == 0.1
+
+
+def test_cli_exits_2_with_the_message_on_bad_config(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("streams: [{id: 'bad id', url: x}]\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "run", "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "streams.0.id" in done.stderr and "'bad id'" in done.stderr
+
+
+@pytest.mark.parametrize("hostile", ["", "a.b", "*", ">", "a b", "x" * 65, "ü", "a\nb", "../x"])
+def test_hostile_stream_ids_are_rejected(hostile: str) -> None:
+    with pytest.raises(ValueError, match="invalid stream id"):
+        validate_stream_id(hostile)
+
+
+def test_ids_derived_from_sources_are_valid_and_unique() -> None:
+    taken: set[str] = set()
+    for source in ["rtsp://u:p@10.0.0.1/live/cam.1", "/videos/cam.1.mp4", "/videos/cam.1.mp4", "?"]:
+        stream_id = stream_id_from_source(source, taken)
+        validate_stream_id(stream_id)
+        assert stream_id not in taken
+        taken.add(stream_id)
