@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from engine.base import CaptionEngine
 from engine.captioner import Captioner
 from engine.factory import start_vllm_engine
 from stream.config import Config
@@ -50,9 +51,14 @@ class Runner:
         for pipeline in self.pipelines:
             pipeline.stop()
 
-    async def run(self, url: str) -> int:
-        """Run every stream until each ends or stop is requested; returns the exit status."""
-        engine = start_vllm_engine(self.config.engine)
+    async def run(self, url: str, engine: CaptionEngine | None = None) -> int:
+        """Run every stream until each ends or stop is requested; returns the exit status.
+
+        Without ``engine``, the configured one is started here and closed at the end.
+        """
+        owns_engine = engine is None
+        if engine is None:
+            engine = start_vllm_engine(self.config.engine)
         captioner = Captioner(
             engine,
             max_tokens=self.config.engine.max_tokens,
@@ -79,7 +85,8 @@ class Runner:
             return 0 if all(results) else 1
         finally:
             await publisher.close()
-            await engine.close()
+            if owns_engine:
+                await engine.close()
 
     async def _run_isolated(self, pipeline: StreamPipeline) -> bool:
         """A failing stream is logged and reported by its exit status; the others go on."""
