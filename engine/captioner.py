@@ -64,7 +64,12 @@ class Captioner:
             checked = check_output(generation.text, generation.finish_reason)
             if isinstance(checked, GuardedCaption):
                 return CaptionOutcome(
-                    checked.caption, None, attempt, time.monotonic() - started, first_token_s, tokens
+                    checked.caption,
+                    None,
+                    attempt,
+                    time.monotonic() - started,
+                    first_token_s,
+                    tokens,
                 )
             rejection = checked
             logger.info("request %s attempt %d rejected: %s", request_id, attempt, checked.reason)
@@ -88,7 +93,12 @@ class Captioner:
 
     @staticmethod
     def _failed(
-        reason: str, detail: str, excerpt: str, attempts: int, started: float, tokens: dict[str, int]
+        reason: str,
+        detail: str,
+        excerpt: str,
+        attempts: int,
+        started: float,
+        tokens: dict[str, int],
     ) -> CaptionOutcome:
         error = {"reason": reason, "detail": detail, "excerpt": excerpt}
         return CaptionOutcome(None, error, attempts, time.monotonic() - started, None, tokens)

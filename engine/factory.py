@@ -23,7 +23,7 @@ class EngineSettings(Protocol):
     max_num_seqs: int
     max_num_batched_tokens: int
     max_model_len: int
-    gpu_memory_utilization: float
+    gpu_memory_utilization: float | None
     temperature: float
     stop: list[str]
     seed: int | None
@@ -32,6 +32,13 @@ class EngineSettings(Protocol):
 
 def cache_dir() -> Path:
     return Path(os.environ.get("VIDCAP_CACHE", Path.home() / ".cache" / "vidcap"))
+
+
+def default_memory_share() -> float:
+    """vLLM's CPU backend reads this as a share of RAM for the KV cache: keep it small there."""
+    from vllm.platforms import current_platform
+
+    return 0.1 if current_platform.is_cpu() else 0.9
 
 
 def resolve_model(model: str) -> str:
@@ -57,7 +64,7 @@ def start_vllm_engine(settings: EngineSettings) -> VllmEngine:
         max_num_seqs=settings.max_num_seqs,
         max_num_batched_tokens=settings.max_num_batched_tokens,
         max_model_len=settings.max_model_len,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
+        gpu_memory_utilization=settings.gpu_memory_utilization or default_memory_share(),
         seed=settings.seed,
         extra=settings.engine_args,
     )

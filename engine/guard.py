@@ -40,7 +40,9 @@ def check_output(text: str, finish_reason: str | None) -> GuardedCaption | Guard
     if finish_reason == "length":
         return GuardRejection("truncated", "output hit max_tokens before the JSON closed", excerpt)
     if finish_reason not in ("stop", None):
-        return GuardRejection("finish_reason", f"unexpected finish reason {finish_reason!r}", excerpt)
+        return GuardRejection(
+            "finish_reason", f"unexpected finish reason {finish_reason!r}", excerpt
+        )
     body = _strip_code_fence(text.strip())
     if not body:
         return GuardRejection("empty", "the model returned no text", excerpt)

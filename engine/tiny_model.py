@@ -17,8 +17,15 @@ from typing import Final
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS: Final = (
-    "<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>",
-    "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<image_soft_token>",
 )
 NEWLINE_TOKENS: Final = ("\n", "\n\n", "\n\n\n", "\n\n\n\n")
 # Printable ASCII ("▁" stands for space, SentencePiece style); all else falls back to bytes.
@@ -87,19 +94,36 @@ def build_config(vocab: dict[str, int]):  # -> transformers.Gemma3Config
     from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
 
     text = Gemma3TextConfig(
-        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
-        max_position_embeddings=8192, sliding_window=512,
+        vocab_size=len(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        query_pre_attn_scalar=32,
+        max_position_embeddings=8192,
+        sliding_window=512,
         layer_types=["sliding_attention", "full_attention"],
-        pad_token_id=vocab["<pad>"], eos_token_id=vocab["<eos>"], bos_token_id=vocab["<bos>"],
+        pad_token_id=vocab["<pad>"],
+        eos_token_id=vocab["<eos>"],
+        bos_token_id=vocab["<bos>"],
     )
     vision = SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        image_size=IMAGE_SIZE, patch_size=14, vision_use_head=False,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=14,
+        vision_use_head=False,
     )
     return Gemma3Config(
-        text_config=text, vision_config=vision, mm_tokens_per_image=TOKENS_PER_IMAGE,
-        boi_token_index=vocab["<start_of_image>"], eoi_token_index=vocab["<end_of_image>"],
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=TOKENS_PER_IMAGE,
+        boi_token_index=vocab["<start_of_image>"],
+        eoi_token_index=vocab["<end_of_image>"],
         image_token_index=vocab["<image_soft_token>"],
         eos_token_id=[vocab["<eos>"], vocab["<end_of_turn>"]],
     )
@@ -125,8 +149,10 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     save_file(_published_layout(model.state_dict()), directory / "model.safetensors")
     image_processor = Gemma3ImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     processor = Gemma3Processor(
-        image_processor=image_processor, tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE, image_seq_length=TOKENS_PER_IMAGE,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+        image_seq_length=TOKENS_PER_IMAGE,
     )
     processor.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -171,11 +197,11 @@ def _published_layout(state: dict) -> dict:
     renamed = {}
     for name, tensor in state.items():
         if name.startswith("model."):
-            name = name[len("model."):]
+            name = name[len("model.") :]
         if name.startswith("vision_tower.") and not name.startswith("vision_tower.vision_model."):
-            name = "vision_tower.vision_model." + name[len("vision_tower."):]
+            name = "vision_tower.vision_model." + name[len("vision_tower.") :]
         if name.startswith("language_model.") and not name.startswith("language_model.model."):
-            name = "language_model.model." + name[len("language_model."):]
+            name = "language_model.model." + name[len("language_model.") :]
         if ".head." in name or name == "lm_head.weight":
             continue  # published Gemma 3 has no vision head; the LM head is tied
         renamed[name] = tensor.contiguous().clone()

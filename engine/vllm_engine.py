@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any
@@ -77,6 +78,8 @@ class VllmEngine:
     async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
         from vllm.v1.engine.exceptions import EngineDeadError as VllmDeadError
 
+        if self._llm is None:
+            raise EngineDeadError("vLLM engine is closed")
         if self._llm.errored:
             raise EngineDeadError(f"vLLM engine is dead: {self._llm.dead_error}")
         request = {"prompt": self._prompt, "multi_modal_data": {"image": image}}
@@ -118,8 +121,18 @@ class VllmEngine:
             structured_outputs=StructuredOutputsParams(json=CAPTION_SCHEMA),
         )
 
+    @property
+    def requests_in_flight(self) -> int:
+        return int(self._llm.get_num_unfinished_requests())
+
     async def close(self) -> None:
-        self._llm.shutdown()
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        llm.shutdown()
+        # Let AsyncLLM.__del__ run now, while modules are alive, not at interpreter exit.
+        del llm
+        gc.collect()
 
 
 def render_prompt(tokenizer: Any, model: str) -> str:
@@ -135,4 +148,4 @@ def render_prompt(tokenizer: Any, model: str) -> str:
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     # vLLM adds BOS when it tokenizes; the template's own BOS would make it twice.
     bos = getattr(tokenizer, "bos_token", None)
-    return text[len(bos):] if bos and text.startswith(bos) else text
+    return text[len(bos) :] if bos and text.startswith(bos) else text

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from stream.ids import stream_id_from_source
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # vLLM reads this when imported; its INFO lines drown vidcap's own output otherwise.
+    os.environ.setdefault(
+        "VLLM_LOGGING_LEVEL", "INFO" if args.log_level in ("debug", "info") else "WARNING"
+    )
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -32,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidcap", description="Live video captioning.")
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="caption streams and publish events to NATS")
@@ -73,7 +80,9 @@ def build_run_config(args: argparse.Namespace) -> Config:
             streams.append({"id": stream_id, "url": source})
         config = parse_config({"streams": streams}, source="command line")
     if args.nats:
-        config = config.model_copy(update={"nats": config.nats.model_copy(update={"url": args.nats})})
+        config = config.model_copy(
+            update={"nats": config.nats.model_copy(update={"url": args.nats})}
+        )
     if args.model:
         engine = config.engine.model_copy(update={"model": args.model})
         config = config.model_copy(update={"engine": engine})
@@ -110,7 +119,9 @@ def _schemas(args: argparse.Namespace) -> int:
     args.directory.mkdir(parents=True, exist_ok=True)
     for name, schema in EVENT_SCHEMAS.items():
         path = args.directory / f"{name}.schema.json"
-        path.write_bytes(orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+        path.write_bytes(
+            orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
         print(path)
     return 0
 

@@ -8,8 +8,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic import model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from engine.errors import VidcapError
 from stream.ids import validate_stream_id
@@ -94,7 +101,8 @@ class EngineConfig(_Section):
     max_num_seqs: int = Field(16, ge=1, le=1024)
     max_num_batched_tokens: int = Field(8192, ge=256)
     max_model_len: int = Field(4096, ge=256)
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    """Share of GPU memory vLLM may use; default 0.9 on a GPU, 0.1 of RAM on the CPU backend."""
     temperature: float = Field(0.1, ge=0, le=2)
     max_tokens: int = Field(512, ge=16, le=8192)
     stop: list[str] = Field(default_factory=list)

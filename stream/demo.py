@@ -38,7 +38,6 @@ def demo_config(clip: Path, streams: int) -> Config:
                 "max_num_seqs": 8,
                 "max_num_batched_tokens": 4096,
                 "max_model_len": 4096,
-                "gpu_memory_utilization": 0.1,
                 "seed": 0,
                 "request_timeout_s": 120,
             },

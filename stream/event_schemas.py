@@ -71,16 +71,35 @@ CAPTION_EVENT_SCHEMA: Final = _strict(
         "model": {"type": "string"},
         "attempts": {"type": "integer", "minimum": 1},
         "tokens": _object(
-            {"prompt": {"type": "integer", "minimum": 0}, "output": {"type": "integer", "minimum": 0}}
+            {
+                "prompt": {"type": "integer", "minimum": 0},
+                "output": {"type": "integer", "minimum": 0},
+            }
         ),
         "timing": _object(
-            {"queue_s": {"type": "number"}, "engine_s": {"type": "number"}, "first_token_s": _NUMBER_OR_NULL}
+            {
+                "queue_s": {"type": "number"},
+                "engine_s": {"type": "number"},
+                "first_token_s": _NUMBER_OR_NULL,
+            }
         ),
     },
     # A caption exactly when ok; an error exactly when failed.
     oneOf=[
-        {"properties": {"status": {"const": "ok"}, "caption": {"type": "object"}, "error": {"type": "null"}}},
-        {"properties": {"status": {"const": "failed"}, "caption": {"type": "null"}, "error": {"type": "object"}}},
+        {
+            "properties": {
+                "status": {"const": "ok"},
+                "caption": {"type": "object"},
+                "error": {"type": "null"},
+            }
+        },
+        {
+            "properties": {
+                "status": {"const": "failed"},
+                "caption": {"type": "null"},
+                "error": {"type": "object"},
+            }
+        },
     ],
 )
 

@@ -47,11 +47,16 @@ def caption_event(
         "error": outcome.error,
         "model": model,
         "attempts": outcome.attempts,
-        "tokens": {"prompt": outcome.tokens.get("prompt", 0), "output": outcome.tokens.get("output", 0)},
+        "tokens": {
+            "prompt": outcome.tokens.get("prompt", 0),
+            "output": outcome.tokens.get("output", 0),
+        },
         "timing": {
             "queue_s": round(queue_s, 4),
             "engine_s": round(outcome.engine_s, 4),
-            "first_token_s": None if outcome.first_token_s is None else round(outcome.first_token_s, 4),
+            "first_token_s": None
+            if outcome.first_token_s is None
+            else round(outcome.first_token_s, 4),
         },
     }
 

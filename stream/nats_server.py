@@ -55,8 +55,16 @@ class EmbeddedNatsServer:
         for stale in self.data_dir.glob("nats-server_*.ports"):
             stale.unlink()
         command = [
-            find_nats_server(), "-a", "127.0.0.1", "-p", str(self._port), "-js",
-            "-sd", str(self.data_dir / "jetstream"), "--ports_file_dir", str(self.data_dir),
+            find_nats_server(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self._port),
+            "-js",
+            "-sd",
+            str(self.data_dir / "jetstream"),
+            "--ports_file_dir",
+            str(self.data_dir),
         ]
         log = (self.data_dir / "nats-server.log").open("ab")
         self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -69,9 +77,8 @@ class EmbeddedNatsServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise NatsServerError(
-                    f"nats-server exited with {process.returncode}; see {self.data_dir}/nats-server.log"
-                )
+                log = self.data_dir / "nats-server.log"
+                raise NatsServerError(f"nats-server exited with {process.returncode}; see {log}")
             if ports_file.exists():
                 text = ports_file.read_text()
                 if '"nats"' in text:

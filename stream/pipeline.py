@@ -103,10 +103,17 @@ class StreamPipeline:
         request_id = f"{self.stream.id}-{self._session}-{number}"
         outcome = await self._captioner.caption(keyframe.image, request_id)
         if not outcome.ok:
-            logger.warning("stream %s keyframe %d failed: %s", self.stream.id, number, outcome.error)
+            logger.warning(
+                "stream %s keyframe %d failed: %s", self.stream.id, number, outcome.error
+            )
         return caption_event(
-            session=self._session, seq=seq, keyframe_no=number, keyframe=keyframe,
-            outcome=outcome, model=self._model_id, queue_s=queue_s,
+            session=self._session,
+            seq=seq,
+            keyframe_no=number,
+            keyframe=keyframe,
+            outcome=outcome,
+            model=self._model_id,
+            queue_s=queue_s,
         )
 
     async def _submit_status(

@@ -98,7 +98,7 @@ class EventPublisher:
                 await self._publish_once(subject, payload, msg_id)
                 self.published += 1
                 return
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            except (TimeoutError, nats.errors.Error) as exc:
                 if attempt == PUBLISH_ATTEMPTS - 1:
                     raise PublishError(subject, msg_id, exc) from exc
                 logger.warning("publish %s failed (%r); retrying", msg_id, exc)

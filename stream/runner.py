@@ -71,8 +71,13 @@ class Runner:
             await publisher.ensure_stream()
             self.pipelines = [
                 StreamPipeline(
-                    stream, self.config, captioner, publisher, session=self.session,
-                    model_id=engine.model_id, on_event=self._on_event,
+                    stream,
+                    self.config,
+                    captioner,
+                    publisher,
+                    session=self.session,
+                    model_id=engine.model_id,
+                    on_event=self._on_event,
                 )
                 for stream in self.config.streams
             ]

@@ -29,7 +29,8 @@ def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.INFO)
     yield
     errors = [
-        r for r in caplog.get_records("call")
+        r
+        for r in caplog.get_records("call")
         if r.levelno >= logging.ERROR and r.name.split(".")[0] in ("stream", "engine")
     ]
     assert not errors, f"unexpected ERROR logs: {[r.getMessage() for r in errors]}"
@@ -50,9 +51,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_engine_config(model: Path, **overrides: object) -> EngineConfig:
     settings: dict[str, object] = {
-        "model": str(model), "model_id": "tiny-gemma3", "max_num_seqs": 8,
-        "max_num_batched_tokens": 4096, "max_model_len": 4096,
-        "gpu_memory_utilization": 0.1, "seed": 0, "request_timeout_s": 120,
+        "model": str(model),
+        "model_id": "tiny-gemma3",
+        "max_num_seqs": 8,
+        "max_num_batched_tokens": 4096,
+        "max_model_len": 4096,
+        "seed": 0,
+        "request_timeout_s": 120,
     }
     settings.update(overrides)
     return EngineConfig.model_validate(settings)
@@ -84,7 +89,9 @@ def rtsp_server() -> Iterator[Callable[[Path], str]]:
     def serve(path: Path) -> str:
         process = subprocess.Popen(
             [SYSTEM_PYTHON, str(HELPERS / "rtsp_server.py"), str(path)],
-            stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
+            stdout=subprocess.PIPE,
+            stderr=sys.stderr,
+            text=True,
         )
         processes.append(process)
         return f"rtsp://127.0.0.1:{_read_port(process)}/stream"

@@ -28,11 +28,17 @@ def test_minimal_config_gets_documented_defaults() -> None:
         ({"streams": []}, "streams: List should have at least 1 item"),
         ({"streams": [{"id": "a.b", "url": "x"}]}, "streams.0.id"),
         ({"streams": [{"id": "cam>", "url": "x"}]}, "'cam>'"),
-        ({"streams": [{"id": "cam1", "url": "x", "colour": "red"}]}, "streams.0.colour: Extra inputs"),
+        (
+            {"streams": [{"id": "cam1", "url": "x", "colour": "red"}]},
+            "streams.0.colour: Extra inputs",
+        ),
         ({"engine": {"temperature": 5}}, "engine.temperature"),
         ({"engine": {"max_num_seqs": 0}}, "(got 0)"),
         ({"engine": {"max_tokens": "many"}}, "(got 'many')"),
-        ({"engine": {"max_num_seqs": 512, "max_num_batched_tokens": 256}}, "max_num_batched_tokens (256)"),
+        (
+            {"engine": {"max_num_seqs": 512, "max_num_batched_tokens": 256}},
+            "max_num_batched_tokens (256)",
+        ),
         ({"keyframes": {"min_gap_s": 20, "max_interval_s": 5}}, "min_gap_s (20.0)"),
         ({"nats": {"subject_prefix": "a b"}}, "nats.subject_prefix"),
         ({"nats": {"jetstrem": True}}, "nats.jetstrem: Extra inputs"),
@@ -87,7 +93,9 @@ def test_cli_exits_2_with_the_message_on_bad_config(tmp_path: Path) -> None:
     path.write_text("streams: [{id: 'bad id', url: x}]\n")
     done = subprocess.run(
         [sys.executable, "-m", "stream.cli", "run", "--config", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert "streams.0.id" in done.stderr and "'bad id'" in done.stderr

@@ -36,7 +36,9 @@ async def test_rtsp_feed_to_ordered_caption_events_on_nats(
     url = rtsp_server(sample_clip)
     config = parse_config(
         {
-            "streams": [{"id": "cam-e2e", "url": url, "read_timeout_s": 5, "reconnect_initial_s": 0.5}],
+            "streams": [
+                {"id": "cam-e2e", "url": url, "read_timeout_s": 5, "reconnect_initial_s": 0.5}
+            ],
             "keyframes": {"min_gap_s": 0.5, "max_interval_s": 30},
             "engine": tiny_engine_config(tiny_model).model_dump(),
             "nats": {"url": nats_server.url, "subject_prefix": "e2e", "stream_name": "E2E"},
@@ -69,10 +71,14 @@ async def test_rtsp_feed_to_ordered_caption_events_on_nats(
     assert states[-1] == "stopped"
 
     # One caption per shot of the first playback, on its first frame, each ok or explicitly failed.
-    first_play = delivered[: next(i for i, e in enumerate(delivered) if e.get("state") == "reconnecting")]
+    first_play = delivered[
+        : next(i for i, e in enumerate(delivered) if e.get("state") == "reconnecting")
+    ]
     captions = [e for e in first_play if e["type"] == "caption"]
     assert [c["keyframe"] for c in captions] == list(range(clip_spec.shots))
-    assert [c["selection"]["reason"] for c in captions] == ["start"] + ["cut"] * (clip_spec.shots - 1)
+    assert [c["selection"]["reason"] for c in captions] == ["start"] + ["cut"] * (
+        clip_spec.shots - 1
+    )
     for caption, cut in zip(captions, clip_spec.cut_frames, strict=True):
         assert abs(caption["frame"]["index"] - cut) <= FRAME_TOLERANCE, (caption["frame"], cut)
     for caption in captions:

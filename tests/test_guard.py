@@ -54,7 +54,12 @@ def test_normalisation_trims_and_drops_empty_and_repeated_items() -> None:
 MALFORMED = [
     ("truncated", VALID_TEXT[:-20], "stop", "invalid_json"),
     ("hit max_tokens", VALID_TEXT, "length", "truncated"),
-    ("cut by stop string", VALID_TEXT[: VALID_TEXT.index("}") - 10] + "}\n", "stop", "invalid_json"),
+    (
+        "cut by stop string",
+        VALID_TEXT[: VALID_TEXT.index("}") - 10] + "}\n",
+        "stop",
+        "invalid_json",
+    ),
     ("aborted", VALID_TEXT, "abort", "finish_reason"),
     ("prose before", "Here is the JSON: " + VALID_TEXT, "stop", "invalid_json"),
     ("prose after", VALID_TEXT + " Hope this helps!", "stop", "invalid_json"),

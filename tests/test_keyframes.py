@@ -55,10 +55,14 @@ def test_golden_cuts_on_generated_clips(
 def test_heartbeat_gives_keyframes_on_a_static_picture() -> None:
     selector = KeyframeSelector(KeyframeConfig(max_interval_s=2.0, min_gap_s=0.5))
     still = np.full((36, 64), 128, np.uint8)
-    chosen = [
-        (n, s.reason) for n in range(250) if (s := selector.process_frame(n / 25, still))
+    chosen = [(n, s.reason) for n in range(250) if (s := selector.process_frame(n / 25, still))]
+    assert chosen == [
+        (0, "start"),
+        (50, "interval"),
+        (100, "interval"),
+        (150, "interval"),
+        (200, "interval"),
     ]
-    assert chosen == [(0, "start"), (50, "interval"), (100, "interval"), (150, "interval"), (200, "interval")]
 
 
 def test_min_gap_suppresses_cuts_too_close_together() -> None:

@@ -28,5 +28,7 @@ def test_rendered_prompt_puts_fixed_text_before_the_image(tiny_model: Path) -> N
 
     prompt = render_prompt(AutoTokenizer.from_pretrained(tiny_model), str(tiny_model))
     assert not prompt.startswith("<bos>"), "vLLM adds BOS itself"
-    assert prompt.index(SYSTEM_PROMPT) < prompt.index(USER_PROMPT) < prompt.index("<start_of_image>")
+    assert (
+        prompt.index(SYSTEM_PROMPT) < prompt.index(USER_PROMPT) < prompt.index("<start_of_image>")
+    )
     assert prompt.endswith("<start_of_turn>model\n")

@@ -1,0 +1,153 @@
+"""Several streams in one process: bad sources are reported, good ones go on; shutdown drains."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nats
+import orjson
+
+from engine.vllm_engine import VllmEngine
+from stream.config import parse_config
+from stream.nats_server import EmbeddedNatsServer
+from stream.runner import Runner
+from stream.sample_clip import ClipSpec, write_clip
+from tests.conftest import tiny_engine_config
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_bad_streams_get_status_events_and_never_stop_the_good_one(
+    tmp_path: Path,
+    sample_clip: Path,
+    clip_spec: ClipSpec,
+    nats_server: EmbeddedNatsServer,
+    vllm_engine: VllmEngine,
+    tiny_model: Path,
+) -> None:
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_bytes(b"this is not a video\n" * 100)
+    config = parse_config(
+        {
+            "streams": [
+                {"id": "good", "url": str(sample_clip)},
+                {"id": "missing", "url": str(tmp_path / "nowhere.mp4")},
+                {"id": "garbage", "url": str(not_video)},
+                {
+                    "id": "refused",
+                    "url": f"rtsp://127.0.0.1:{closed_port()}/cam",
+                    "open_timeout_s": 1,
+                    "reconnect_initial_s": 0.2,
+                    "reconnect_max_s": 0.4,
+                },
+            ],
+            "engine": tiny_engine_config(tiny_model).model_dump(),
+            "nats": {"url": nats_server.url, "subject_prefix": "iso", "stream_name": "ISO"},
+        }
+    )
+    events: dict[str, list[dict[str, Any]]] = {s.id: [] for s in config.streams}
+
+    def on_event(event: dict[str, Any]) -> None:
+        events[event["stream"]].append(event)
+        if event["stream"] == "good" and event.get("state") == "ended":
+            runner.request_stop()  # the live one would retry forever
+
+    runner = Runner(config, on_event)
+    status = await asyncio.wait_for(runner.run(nats_server.url, engine=vllm_engine), 180)
+    assert status == 0
+
+    good = events["good"]
+    assert [e["keyframe"] for e in good if e["type"] == "caption"] == list(range(clip_spec.shots))
+    assert [e.get("state") for e in good if e["type"] == "status"] == [
+        "connecting",
+        "live",
+        "ended",
+    ]
+    for stream_id in ("missing", "garbage"):
+        states = [(e["state"], e["detail"]) for e in events[stream_id]]
+        assert [s for s, _ in states] == ["connecting", "failed"], states
+        assert "Error" in states[-1][1]
+    refused = [e["state"] for e in events["refused"]]
+    assert refused[0] == "connecting" and "reconnecting" in refused and refused[-1] == "stopped"
+    for stream_events in events.values():
+        assert [e["seq"] for e in stream_events] == list(range(len(stream_events)))
+
+
+async def test_a_file_is_replayed_at_the_engines_pace_without_losing_keyframes(
+    tmp_path: Path, nats_server: EmbeddedNatsServer, vllm_engine: VllmEngine, tiny_model: Path
+) -> None:
+    spec = ClipSpec(shots=8, shot_frames=10, fps=25)
+    clip = write_clip(tmp_path / "fast-cuts.mp4", spec)
+    config = parse_config(
+        {
+            "streams": [{"id": "fast", "url": str(clip)}],
+            "keyframes": {"min_gap_s": 0.1},
+            "engine": tiny_engine_config(tiny_model).model_dump(),
+            "nats": {"url": nats_server.url, "subject_prefix": "pace", "jetstream": False},
+            "pipeline": {"max_pending_keyframes": 1, "max_in_flight_per_stream": 1},
+        }
+    )
+    seen: list[dict[str, Any]] = []
+    status = await Runner(config, seen.append).run(nats_server.url, engine=vllm_engine)
+    assert status == 0
+    captions = [e for e in seen if e["type"] == "caption"]
+    assert [c["frame"]["index"] for c in captions] == spec.cut_frames
+    assert not [e for e in seen if e.get("state") == "keyframes_dropped"]
+
+
+def test_sigterm_drains_publishes_and_exits_zero(
+    tmp_path: Path, nats_server: EmbeddedNatsServer, tiny_model: Path
+) -> None:
+    clip = write_clip(tmp_path / "loop.mp4", ClipSpec(shots=2, shot_frames=25))
+    config = tmp_path / "vidcap.yaml"
+    config.write_text(
+        orjson.dumps(
+            {
+                "streams": [{"id": "looped", "url": str(clip), "loop": True}],
+                "engine": tiny_engine_config(tiny_model).model_dump(mode="json"),
+                "nats": {"url": nats_server.url, "subject_prefix": "sig", "stream_name": "SIG"},
+            }
+        ).decode()
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    output = []
+    for line in process.stdout:  # wait for the third caption, then ask it to stop
+        output.append(line)
+        if line.startswith("looped #") and " kf 2 " in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    rest, _ = process.communicate(timeout=120)
+    output.append(rest)
+    assert process.returncode == 0, "".join(output)
+    printed = [line for line in "".join(output).splitlines() if line.startswith("looped #")]
+    assert printed[-1].startswith(f"looped #{len(printed) - 1} status  stopped")
+
+    async def stored() -> list[dict[str, Any]]:
+        client = await nats.connect(nats_server.url)
+        subscription = await client.jetstream().subscribe("sig.>", ordered_consumer=True)
+        info = await client.jetstream().stream_info("SIG")
+        messages = [await subscription.next_msg(timeout=5) for _ in range(info.state.messages)]
+        await client.close()
+        return [orjson.loads(m.data) for m in messages]
+
+    events = asyncio.run(stored())
+    assert [e["seq"] for e in events] == list(range(len(printed)))
+    assert events[-1]["state"] == "stopped"
