@@ -1,9 +1,9 @@
-# ruff: noqa: E501  (verbatim prompt lines are long on purpose)
 """The canonical Wynd-VidCap-12B prompts, verbatim from the model card.
 
 The model was trained with exactly these strings; any edit (even whitespace) moves it off its
 training distribution. ``tests/test_prompts.py`` checks them against the model card.
 """
+# ruff: noqa: E501  (verbatim prompt lines are long on purpose)
 
 SYSTEM_PROMPT = "You are an image annotation API trained to analyze video keyframes. You must follow the output rules exactly and return only valid JSON."
 
