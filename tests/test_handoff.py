@@ -1,0 +1,78 @@
+"""The ingest-to-loop handoff: live feeds drop the stalest keyframe, files wait for room."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from fractions import Fraction
+
+from PIL import Image
+
+from stream.frames import FrameTime, Keyframe, SourceStatus
+from stream.handoff import KeyframeHandoff
+
+
+def keyframe(index: int) -> Keyframe:
+    when = FrameTime(index, index, Fraction(1, 25), index / 25, time.time())
+    return Keyframe("cam1", when, "cut", 50.0, Image.new("RGB", (2, 2)))
+
+
+def status(state: str) -> SourceStatus:
+    return SourceStatus("cam1", state, "", time.time())  # type: ignore[arg-type]
+
+
+async def drain(handoff: KeyframeHandoff) -> list[object]:
+    items = []
+    while (item := await handoff.get()) is not None:
+        items.append(item.time.index if isinstance(item, Keyframe) else item.state)
+    return items
+
+
+async def test_live_policy_keeps_the_newest_keyframes_and_every_status() -> None:
+    handoff = KeyframeHandoff(2, "drop_oldest", asyncio.get_running_loop())
+    stop = threading.Event()
+
+    def produce() -> None:
+        handoff.put_threadsafe(status("live"), stop)
+        for index in range(5):
+            handoff.put_threadsafe(keyframe(index), stop)
+        handoff.put_threadsafe(status("reconnecting"), stop)
+        handoff.close_threadsafe()
+
+    await asyncio.to_thread(produce)
+    assert await drain(handoff) == ["live", 3, 4, "reconnecting"]
+    assert handoff.dropped == 3
+
+
+async def test_file_policy_blocks_the_producer_and_loses_nothing() -> None:
+    handoff = KeyframeHandoff(1, "block", asyncio.get_running_loop())
+    stop = threading.Event()
+    produced: list[int] = []
+
+    def produce() -> None:
+        for index in range(20):
+            assert handoff.put_threadsafe(keyframe(index), stop)
+            produced.append(index)
+        handoff.close_threadsafe()
+
+    producer = asyncio.create_task(asyncio.to_thread(produce))
+    await asyncio.sleep(0.1)
+    assert len(produced) <= 2  # waiting for the consumer
+    consumed = await drain(handoff)
+    await producer
+    assert consumed == list(range(20)) and handoff.dropped == 0
+
+
+async def test_a_blocked_producer_gives_up_when_stopped() -> None:
+    handoff = KeyframeHandoff(1, "block", asyncio.get_running_loop())
+    stop = threading.Event()
+
+    def produce() -> bool:
+        handoff.put_threadsafe(keyframe(0), stop)
+        return handoff.put_threadsafe(keyframe(1), stop)
+
+    producer = asyncio.create_task(asyncio.to_thread(produce))
+    await asyncio.sleep(0.1)
+    stop.set()
+    assert await asyncio.wait_for(producer, 2) is False
