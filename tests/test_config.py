@@ -88,6 +88,20 @@ def test_example_config_is_valid() -> None:
     assert config.engine.temperature == 0.1
 
 
+def test_kubernetes_config_map_holds_a_valid_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    manifests = (Path(__file__).parents[1] / "deploy" / "k8s" / "vidcap.yaml").read_text()
+    config_map = next(yaml.safe_load_all(manifests))
+    path = tmp_path / "vidcap.yaml"
+    path.write_text(config_map["data"]["vidcap.yaml"])
+    monkeypatch.setenv("NATS_TOKEN", "t")
+    config = load_config(path)
+    assert config.engine.quantization == "fp8" and config.engine.kv_cache_dtype == "fp8"
+
+
 def test_cli_exits_2_with_the_message_on_bad_config(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("streams: [{id: 'bad id', url: x}]\n")
