@@ -14,7 +14,7 @@ from engine.captioner import Captioner
 from engine.factory import start_vllm_engine
 from stream.config import Config
 from stream.nats_server import EmbeddedNatsServer
-from stream.pipeline import EventCallback, StreamPipeline, new_session_id
+from stream.pipeline import Event, EventCallback, StreamPipeline, new_session_id
 from stream.publisher import EventPublisher, connect
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class Runner:
         self._on_event = on_event
         self.pipelines: list[StreamPipeline] = []
         self._stop_requested = False
+        self.engine_died = False
 
     def request_stop(self) -> None:
         if self._stop_requested:
@@ -77,7 +78,7 @@ class Runner:
                     publisher,
                     session=self.session,
                     model_id=engine.model_id,
-                    on_event=self._on_event,
+                    on_event=self._observe,
                 )
                 for stream in self.config.streams
             ]
@@ -87,11 +88,21 @@ class Runner:
             results = await asyncio.gather(
                 *(self._run_isolated(p) for p in self.pipelines), return_exceptions=False
             )
-            return 0 if all(results) else 1
+            return 0 if all(results) and not self.engine_died else 1
         finally:
             await publisher.close()
             if owns_engine:
                 await engine.close()
+
+    def _observe(self, event: Event) -> None:
+        """Pass events on; a dead engine stops every stream (its failure events are published)."""
+        if self._on_event is not None:
+            self._on_event(event)
+        error = event.get("error") or {}
+        if error.get("reason") == "engine_dead" and not self.engine_died:
+            self.engine_died = True
+            logger.error("the engine died (%s); stopping all streams", error.get("detail"))
+            self.request_stop()
 
     async def _run_isolated(self, pipeline: StreamPipeline) -> bool:
         """A failing stream is logged and reported by its exit status; the others go on."""

@@ -41,6 +41,7 @@ async def tail(url: str, config: NatsConfig, stream: str | None, raw: bool) -> N
         await queue.put(msg.data)
 
     await client.subscribe(subject, cb=on_message)
+    await client.flush()  # the subscription is live on the server before we say so
     print(f"vidcap tail: listening on {subject} at {url}", flush=True)
     try:
         while True:

@@ -8,11 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import av
 import nats
 import orjson
+import pytest
 
 from engine.vllm_engine import VllmEngine
 from stream.config import parse_config
@@ -151,3 +157,63 @@ def test_sigterm_drains_publishes_and_exits_zero(
     events = asyncio.run(stored())
     assert [e["seq"] for e in events] == list(range(len(printed)))
     assert events[-1]["state"] == "stopped"
+
+
+def write_hls(source: Path, directory: Path) -> Path:
+    """Remux a clip into an HLS VOD playlist with 1-second segments (PyAV's hls muxer)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    playlist = directory / "index.m3u8"
+    options = {"hls_time": "1", "hls_playlist_type": "vod"}
+    with (
+        av.open(str(source)) as src,
+        av.open(str(playlist), "w", format="hls", options=options) as out,
+    ):
+        video = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                out.mux(packet)
+    return playlist
+
+
+@pytest.fixture
+def http_directory(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A real HTTP server on 127.0.0.1 serving a fresh directory."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+async def test_hls_over_http_is_captioned_like_a_file(
+    http_directory: tuple[Path, str],
+    sample_clip: Path,
+    clip_spec: ClipSpec,
+    nats_server: EmbeddedNatsServer,
+    vllm_engine: VllmEngine,
+    tiny_model: Path,
+) -> None:
+    root, base_url = http_directory
+    write_hls(sample_clip, root / "clip")
+    config = parse_config(
+        {
+            "streams": [{"id": "hls", "url": f"{base_url}/clip/index.m3u8", "live": False}],
+            "engine": tiny_engine_config(tiny_model).model_dump(),
+            "nats": {"url": nats_server.url, "subject_prefix": "hls", "jetstream": False},
+        }
+    )
+    seen: list[dict[str, Any]] = []
+    assert await Runner(config, seen.append).run(nats_server.url, engine=vllm_engine) == 0
+    captions = [e for e in seen if e["type"] == "caption"]
+    assert [c["frame"]["index"] for c in captions] == clip_spec.cut_frames
+    assert [e["state"] for e in seen if e["type"] == "status"] == ["connecting", "live", "ended"]
