@@ -67,13 +67,14 @@ class VllmEngine:
         self._stop = list(stop)
 
     @classmethod
-    def start(cls, args: dict[str, Any], model_id: str, temperature: float, stop: list[str]):
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
-        prompt = render_prompt(llm.tokenizer if hasattr(llm, "tokenizer") else None, args["model"])
-        return cls(llm, prompt, model_id, temperature, stop)
+    def start(
+        cls, args: dict[str, Any], model_id: str, temperature: float, stop: list[str]
+    ) -> VllmEngine:
+        # No local may hold the AsyncLLM: this frame outlives the call (seen here), and close()
+        # must drop the last reference so vLLM's __del__ runs before interpreter exit.
+        engine = cls(_new_async_llm(args), "", model_id, temperature, stop)
+        engine._prompt = render_prompt(getattr(engine._llm, "tokenizer", None), args["model"])
+        return engine
 
     async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
         from vllm.v1.engine.exceptions import EngineDeadError as VllmDeadError
@@ -133,6 +134,13 @@ class VllmEngine:
         # Let AsyncLLM.__del__ run now, while modules are alive, not at interpreter exit.
         del llm
         gc.collect()
+
+
+def _new_async_llm(args: dict[str, Any]) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
 
 def render_prompt(tokenizer: Any, model: str) -> str:
