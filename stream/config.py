@@ -69,14 +69,22 @@ class StreamConfig(_Section):
 
 
 class KeyframeConfig(_Section):
-    threshold: float = Field(12.0, gt=0, le=100)
-    """Content-change score (0-100, mean luma difference in percent) that counts as a cut."""
+    threshold: float = Field(30.0, gt=0, le=100)
+    """Picture-structure change (0-100) between consecutive frames that can be a cut."""
+    histogram_threshold: float = Field(15.0, gt=0, le=100)
+    """Colour-histogram change (0-100) that confirms a cut or a settled transition."""
+    adaptive_ratio: float = Field(3.0, ge=1, le=100)
+    """Without a colour change, a cut must score this many times the recent average."""
+    flash_frames: int = Field(3, ge=0, le=30)
+    """A change that reverts within this many frames is a flash; also the selection delay."""
+    settle_frames: int = Field(6, ge=1, le=300)
+    """A gradual transition is finished when the picture barely changed over this many frames."""
     min_gap_s: float = Field(1.0, ge=0, le=3600)
     """No two keyframes closer than this (stream time)."""
     max_interval_s: float = Field(10.0, gt=0, le=86400)
     """Heartbeat: a keyframe at least this often, so a static camera is still captioned."""
     analysis_width: int = Field(64, ge=16, le=640)
-    """Width of the downscaled luma image the score is computed on."""
+    """Width of the downscaled picture the scores are computed on."""
 
     @model_validator(mode="after")
     def _gap_below_heartbeat(self) -> KeyframeConfig:

@@ -9,7 +9,7 @@ from typing import Any, Final, get_args
 
 from engine.schema import CAPTION_SCHEMA
 from stream.events import CAPTION_SCHEMA_ID, STATUS_SCHEMA_ID
-from stream.frames import SourceState
+from stream.frames import SelectionReason, SourceState
 from stream.ids import STREAM_ID_PATTERN
 
 _NUMBER_OR_NULL: Final = {"type": ["number", "null"]}
@@ -63,7 +63,7 @@ CAPTION_EVENT_SCHEMA: Final = _strict(
             }
         ),
         "selection": _object(
-            {"reason": {"enum": ["start", "cut", "interval"]}, "score": {"type": "number"}}
+            {"reason": {"enum": list(get_args(SelectionReason))}, "score": {"type": "number"}}
         ),
         "status": {"enum": ["ok", "failed"]},
         "caption": {"oneOf": [_CAPTION, {"type": "null"}]},

@@ -8,7 +8,7 @@ from typing import Literal
 
 from PIL import Image
 
-SelectionReason = Literal["start", "cut", "interval"]
+SelectionReason = Literal["start", "cut", "transition", "interval"]
 
 
 @dataclass(frozen=True, slots=True)

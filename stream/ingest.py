@@ -1,7 +1,7 @@
 """One stream's ingest thread: decode, pick keyframes, hand them to the event loop.
 
-Per-frame work stays on this thread and in C (swscale shrinks the frame to a small luma
-image); only keyframes are converted to RGB at the model's input size.
+Per-frame work stays on this thread and in C (swscale shrinks the frame to a tiny YUV
+picture); only keyframes are converted to RGB, at the model's input size.
 """
 
 from __future__ import annotations
@@ -10,23 +10,19 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 
 import av
-import numpy as np
 from PIL import Image
 
 from stream.config import KeyframeConfig, StreamConfig
-from stream.frames import Keyframe, SourceState, SourceStatus
+from stream.frame_features import frame_features
+from stream.frames import FrameTime, Keyframe, SourceState, SourceStatus
 from stream.handoff import KeyframeHandoff
-from stream.keyframes import KeyframeSelector
+from stream.keyframes import KeyframeSelector, Selection
 from stream.source import VideoSource
 
 logger = logging.getLogger(__name__)
-
-
-def analysis_luma(frame: av.VideoFrame, width: int) -> np.ndarray:
-    height = max(2, round(width * frame.height / max(frame.width, 1)))
-    return frame.reformat(width=width, height=height, format="gray").to_ndarray()
 
 
 def model_image(frame: av.VideoFrame, max_side: int) -> Image.Image:
@@ -86,22 +82,31 @@ class Ingest:
     def _decode_and_select(self) -> None:
         selector = KeyframeSelector(self._keyframes)
         source = VideoSource(self.config)
+        # The selector decides up to `lookahead` frames late; keep those frames until then.
+        recent: deque[tuple[FrameTime, av.VideoFrame]] = deque(maxlen=selector.lookahead + 1)
         for frame, frame_time in source.frames(self._stop, self._report):
             self.frames_decoded += 1
-            luma = analysis_luma(frame, self._keyframes.analysis_width)
-            selection = selector.process_frame(frame_time.time_s, luma)
-            if selection is None:
-                continue
+            recent.append((frame_time, frame))
+            features = frame_features(frame, self._keyframes.analysis_width)
+            selections = selector.process_frame(frame_time.index, frame_time.time_s, features)
+            if not self._hand_over(selections, recent):
+                return
+        self._hand_over(selector.flush(), recent)
+
+    def _hand_over(
+        self, selections: list[Selection], recent: deque[tuple[FrameTime, av.VideoFrame]]
+    ) -> bool:
+        frames = {frame_time.index: (frame_time, frame) for frame_time, frame in recent}
+        for selection in selections:
+            frame_time, frame = frames[selection.index]
+            image = model_image(frame, self._image_size)
             keyframe = Keyframe(
-                self.config.id,
-                frame_time,
-                selection.reason,
-                selection.score,
-                model_image(frame, self._image_size),
+                self.config.id, frame_time, selection.reason, selection.score, image
             )
             self.keyframes_selected += 1
             if not self._handoff.put_threadsafe(keyframe, self._stop):
-                return
+                return False
+        return True
 
     def _report(self, state: SourceState, detail: str) -> None:
         logger.info("stream %s: %s (%s)", self.config.id, state, detail)

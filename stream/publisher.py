@@ -6,7 +6,6 @@ import asyncio
 import logging
 from typing import Any, Final
 
-import nats
 import nats.errors
 import nats.js.errors
 import orjson
@@ -41,13 +40,20 @@ def event_msg_id(event: dict[str, Any]) -> str:
 
 
 async def connect(config: NatsConfig, url: str) -> Client:
+    client = Client()
+
+    async def disconnected() -> None:
+        # nats-py also calls this when we close the connection ourselves.
+        if not (client.is_closed or client.is_draining):
+            logger.warning("NATS disconnected from %s; reconnecting", url)
+
     options: dict[str, Any] = {
         "servers": [url],
         "name": "vidcap",
         "connect_timeout": config.connect_timeout_s,
         "max_reconnect_attempts": -1,  # a NATS restart must not end captioning
         "error_cb": _log_error,
-        "disconnected_cb": _log_disconnected,
+        "disconnected_cb": disconnected,
         "reconnected_cb": _log_reconnected,
     }
     if config.user:
@@ -58,7 +64,8 @@ async def connect(config: NatsConfig, url: str) -> Client:
         options["token"] = config.token.get_secret_value()
     if config.creds_file:
         options["user_credentials"] = str(config.creds_file)
-    return await nats.connect(**options)
+    await client.connect(**options)
+    return client
 
 
 class EventPublisher:
@@ -120,10 +127,6 @@ class EventPublisher:
 
 async def _log_error(exc: Exception) -> None:
     logger.warning("NATS error: %r", exc)
-
-
-async def _log_disconnected() -> None:
-    logger.warning("NATS disconnected; reconnecting")
 
 
 async def _log_reconnected() -> None:

@@ -43,7 +43,8 @@ def shot_frame(spec: ClipSpec, shot: int, offset: int) -> np.ndarray:
     base = np.clip(level - 12 + pattern, 0, 255).astype(np.uint8)
     image = np.stack([base, np.roll(base, shot * 7, axis=1), base[::-1]], axis=-1)
     side = spec.height // 6
-    x = (offset * 4) % (spec.width - side)
+    travel = spec.width - side
+    x = abs((offset * 4) % (2 * travel) - travel)  # back and forth, never jumping
     y = spec.height // 2 - side // 2
     image[y : y + side, x : x + side] = 255 - level
     return image

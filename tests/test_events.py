@@ -18,8 +18,15 @@ from stream.frames import FrameTime, Keyframe, SourceStatus
 
 SCHEMA_DIR = Path(__file__).parents[1] / "schemas"
 CAPTION = {
-    "description": "d", "objects": ["o"], "actions": [], "environment": "e", "content_type": "c",
-    "specific_style": "s", "production_quality": "p", "summary": "s", "logos": [],
+    "description": "d",
+    "objects": ["o"],
+    "actions": [],
+    "environment": "e",
+    "content_type": "c",
+    "specific_style": "s",
+    "production_quality": "p",
+    "summary": "s",
+    "logos": [],
 }
 
 
@@ -42,8 +49,13 @@ def test_ok_and_failed_caption_events_validate_and_contradictions_do_not() -> No
     for outcome in (ok, failed):
         validate(
             caption_event(
-                session="s", seq=4, keyframe_no=2, keyframe=keyframe(), outcome=outcome,
-                model="m", queue_s=0.2,
+                session="s",
+                seq=4,
+                keyframe_no=2,
+                keyframe=keyframe(),
+                outcome=outcome,
+                model="m",
+                queue_s=0.2,
             )
         )
     event = caption_event(

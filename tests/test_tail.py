@@ -16,15 +16,29 @@ from stream.tail import format_event
 
 def status(stream: str, seq: int, state: str) -> dict:
     return {
-        "type": "status", "stream": stream, "session": "s", "seq": seq, "state": state,
-        "detail": "why", "at": "2026-11-25T00:00:00+00:00",
+        "type": "status",
+        "stream": stream,
+        "session": "s",
+        "seq": seq,
+        "state": state,
+        "detail": "why",
+        "at": "2026-11-25T00:00:00+00:00",
     }
 
 
 async def start_tail(url: str, *args: str) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream.cli", "tail", "--nats", url, "--prefix", "tl", *args,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "stream.cli",
+        "tail",
+        "--nats",
+        url,
+        "--prefix",
+        "tl",
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     assert process.stdout is not None
     banner = await asyncio.wait_for(process.stdout.readline(), 30)
@@ -45,7 +59,8 @@ async def test_tail_prints_filtered_events(nats_server: EmbeddedNatsServer) -> N
     assert orjson.loads(line) == status("cam1", 0, "connecting")  # cam2 filtered out
     lines = [await asyncio.wait_for(readable.stdout.readline(), 10) for _ in range(2)]
     assert [x.decode().strip() for x in lines] == [
-        format_event(status("cam2", 0, "live")), "cam1 #0 status  connecting: why"
+        format_event(status("cam2", 0, "live")),
+        "cam1 #0 status  connecting: why",
     ]
     for process in (raw, readable):
         process.terminate()

@@ -1,0 +1,92 @@
+"""What keyframe selection looks at: a tiny YUV picture of each frame, made by swscale.
+
+The full-resolution frame is never converted to RGB or copied into numpy: swscale shrinks it
+(area filter, which also averages away compression noise) straight to a few thousand pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import av
+import numpy as np
+
+LUMA_BINS: Final = 16
+CHROMA_BINS: Final = 8
+# Luma std (0-255) below which a picture has too little structure to normalise.
+FLAT_STD: Final = 6.0
+# A flat picture this dark or bright, or one almost uniform, has nothing to caption: black,
+# white, a solid card, or "black with a copyright line" (std 4-5 on PySceneDetect's
+# testvideo.mp4). A flat mid-grey picture (fog, a dim room) is still content.
+UNIFORM_STD: Final = 2.0
+DARK_MEAN: Final = 40.0
+BRIGHT_MEAN: Final = 215.0
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFeatures:
+    luma: np.ndarray
+    """2-D float32 luma, 0-255."""
+    normalised: np.ndarray
+    """Luma minus its mean, over its std: the picture's structure, blind to brightness."""
+    chroma: np.ndarray
+    """U and V planes stacked (2, h, w), float32, 0-255."""
+    histogram: np.ndarray
+    """Concatenated Y, U, V histograms, each summing to 1 (float32)."""
+    mean: float
+    std: float
+
+    @property
+    def flat(self) -> bool:
+        return self.std < FLAT_STD
+
+    @property
+    def blank(self) -> bool:
+        """Nothing to caption; never a keyframe (except a stream's first frame)."""
+        if self.std < UNIFORM_STD:
+            return True
+        return self.flat and not DARK_MEAN <= self.mean <= BRIGHT_MEAN
+
+
+def features_from_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> FrameFeatures:
+    luma = y.astype(np.float32)
+    mean, std = float(luma.mean()), float(luma.std())
+    normalised = (luma - mean) / std if std >= FLAT_STD else np.zeros_like(luma)
+    histogram = np.concatenate(
+        [
+            _histogram(y, LUMA_BINS),
+            _histogram(u, CHROMA_BINS),
+            _histogram(v, CHROMA_BINS),
+        ]
+    )
+    chroma = np.stack([u, v]).astype(np.float32)
+    return FrameFeatures(luma, normalised, chroma, histogram, mean, std)
+
+
+def _histogram(plane: np.ndarray, bins: int) -> np.ndarray:
+    shift = 8 - (bins.bit_length() - 1)  # bins is a power of two
+    counts = np.bincount((plane >> shift).ravel(), minlength=bins)
+    return (counts / plane.size).astype(np.float32)
+
+
+def analysis_size(width: int, height: int, analysis_width: int) -> tuple[int, int]:
+    """Analysis picture size: ``analysis_width`` wide, aspect kept, even height."""
+    height = max(2, round(analysis_width * height / max(width, 1) / 2) * 2)
+    return analysis_width, height
+
+
+def frame_features(frame: av.VideoFrame, analysis_width: int) -> FrameFeatures:
+    width, height = analysis_size(frame.width, frame.height, analysis_width)
+    small = frame.reformat(width=width, height=height, format="yuv444p", interpolation="AREA")
+    y, u, v = (np.frombuffer(plane, np.uint8) for plane in small.planes)
+    stride_y, stride_u, stride_v = (plane.line_size for plane in small.planes)
+    return features_from_planes(
+        _unpad(y, stride_y, width, height),
+        _unpad(u, stride_u, width, height),
+        _unpad(v, stride_v, width, height),
+    )
+
+
+def _unpad(buffer: np.ndarray, stride: int, width: int, height: int) -> np.ndarray:
+    return buffer[: stride * height].reshape(height, stride)[:, :width]

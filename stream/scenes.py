@@ -1,0 +1,50 @@
+"""Scene cuts of a whole video file, with the same selector the live pipeline uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from stream.config import KeyframeConfig
+from stream.frame_features import frame_features
+from stream.keyframes import KeyframeSelector, Selection
+
+NO_HEARTBEAT_S = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class SceneReport:
+    cuts: list[int]
+    """Frame indices (decoded frames from 0) where a new scene starts; frame 0 not included."""
+    frames: int
+    fps: float
+    selections: list[Selection]
+
+
+def detect_scenes(path: Path, config: KeyframeConfig | None = None) -> SceneReport:
+    """Decode ``path`` and list its cuts; the heartbeat is off (only content decides)."""
+    config = (config or KeyframeConfig()).model_copy(update={"max_interval_s": NO_HEARTBEAT_S})
+    selector = KeyframeSelector(config)
+    selections: list[Selection] = []
+    frames = 0
+    last_time = 0.0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        for frame in container.decode(stream):
+            last_time = _frame_time(frame, frames, fps, last_time)
+            features = frame_features(frame, config.analysis_width)
+            selections += selector.process_frame(frames, last_time, features)
+            frames += 1
+    selections += selector.flush()
+    cuts = [s.index for s in selections if s.reason in ("cut", "transition")]
+    return SceneReport(cuts, frames, fps, selections)
+
+
+def _frame_time(frame: av.VideoFrame, index: int, fps: float, last: float) -> float:
+    if frame.pts is not None and frame.time_base is not None:
+        return max(float(frame.pts * frame.time_base), last)
+    return index / fps if fps else last
