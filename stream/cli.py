@@ -10,10 +10,18 @@ import os
 import sys
 from pathlib import Path
 
+import av
 import orjson
 
 from engine.errors import VidcapError
-from stream.config import Config, ConfigError, NatsConfig, load_config, parse_config
+from stream.config import (
+    Config,
+    ConfigError,
+    NatsConfig,
+    load_config,
+    parse_config,
+    parse_section,
+)
 from stream.ids import stream_id_from_source
 
 
@@ -60,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the whole path on a generated clip (CPU)")
     demo.add_argument("--streams", type=int, default=2)
     demo.set_defaults(handler=_demo)
+
+    scenes = commands.add_parser("scenes", help="list the scene cuts of a video file")
+    scenes.add_argument("video", type=Path)
+    scenes.add_argument(
+        "--json", action="store_true", help='{"cuts": [...], "frames": N, "fps": F}'
+    )
+    scenes.add_argument("--threshold", type=float, help="keyframes.threshold")
+    scenes.add_argument("--min-gap", type=float, help="keyframes.min_gap_s (seconds)")
+    scenes.set_defaults(handler=_scenes)
 
     schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
     schemas.add_argument("directory", type=Path)
@@ -111,6 +128,32 @@ def _demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
 
     return asyncio.run(run_demo(args.streams))
+
+
+def _scenes(args: argparse.Namespace) -> int:
+    from stream.config import KeyframeConfig
+    from stream.scenes import detect_scenes
+
+    overrides = {"threshold": args.threshold, "min_gap_s": args.min_gap}
+    settings = {key: value for key, value in overrides.items() if value is not None}
+    config = parse_section(KeyframeConfig, settings, "vidcap scenes")
+    try:
+        report = detect_scenes(args.video, config)
+    except (OSError, av.error.FFmpegError, IndexError) as exc:
+        print(f"vidcap scenes: cannot read {args.video}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        body = {"cuts": report.cuts, "frames": report.frames, "fps": round(report.fps, 6)}
+        body["keyframes"] = [
+            {"frame": s.index, "time_s": round(s.time_s, 6), "reason": s.reason, "score": s.score}
+            for s in report.selections
+        ]
+        print(orjson.dumps(body).decode())
+    else:
+        print(f"{args.video}: {report.frames} frames at {report.fps:.3f} fps")
+        for selection in report.selections:
+            print(f"  frame {selection.index:>7}  {selection.time_s:9.3f} s  {selection.reason}")
+    return 0
 
 
 def _schemas(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -31,6 +31,9 @@ class ConfigError(VidcapError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SectionT = TypeVar("SectionT", bound=_Section)
 
 
 class StreamConfig(_Section):
@@ -185,8 +188,13 @@ def load_config(path: Path) -> Config:
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    return parse_section(Config, data, source)
+
+
+def parse_section(model: type[SectionT], data: dict[str, Any], source: str) -> SectionT:
+    """Validate ``data`` as ``model``; a ConfigError names every bad key and value."""
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
 

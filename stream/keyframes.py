@@ -11,8 +11,11 @@ and a timestamp, and returns the keyframes it has decided on, possibly a few fra
   ``flash_frames`` frames: that is a camera flash.
 - A gradual transition (dissolve, fade out/in) never makes one large step; it is found when
   the picture has settled (little change over ``settle_frames`` frames) and differs from the
-  last keyframe in content as much as a cut would. A pan or zoom that ends on a new view
-  counts too, once it has stopped; one still moving never settles.
+  last keyframe in content as much as a cut would, and the way there looked like a
+  transition: colours changed, or contrast dipped (a dissolve's mixed frames, a fade's
+  black). A pan or a drift within one shot does neither; one still moving never settles.
+- A cut held back by ``min_gap_s`` is taken once the gap has passed, if the picture still
+  differs from the last keyframe.
 - Blank pictures (black, white, a solid card, black with one line of text) are never
   keyframes, except a stream's first frame.
 - ``min_gap_s`` and ``max_interval_s`` (heartbeat) hold per stream, in stream time.
@@ -20,6 +23,7 @@ and a timestamp, and returns the keyframes it has decided on, possibly a few fra
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -29,13 +33,14 @@ from stream.config import KeyframeConfig
 from stream.frame_features import FLAT_STD, FrameFeatures
 from stream.frames import SelectionReason
 
-_MEAN_ABS_Z_UNRELATED = 2 / np.sqrt(np.pi)  # E|z1 - z2| for unrelated standardised pictures
+_MEAN_ABS_Z_UNRELATED = 2 / math.sqrt(math.pi)  # E|z1 - z2| for unrelated standardised pictures
 _RECENT_SCORES = 8
 # Scale mean pixel differences (percent) to the structure score's range: a cut between two
 # unrelated real shots moves mean luma by ~20-40 % and chroma by ~5-15 %.
 _LUMA_WEIGHT = 2.0
 _CHROMA_WEIGHT = 4.0
 _FULL_CONTRAST_STD = 16.0  # luma std from which picture structure is fully trusted
+_TRANSITION_CONTRAST_DIP = 0.9  # a dissolve's mid-point has ~0.7x the contrast of its ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,8 @@ class KeyframeSelector:
         self._recent: deque[float] = deque(maxlen=_RECENT_SCORES)
         self._window: deque[FrameFeatures] = deque(maxlen=config.settle_frames + 1)
         self._pending: _Candidate | None = None
+        self._cut_held_back = False  # a confirmed cut came inside min_gap_s
+        self._lowest_contrast = 0.0  # least luma std seen since the last keyframe
 
     @property
     def lookahead(self) -> int:
@@ -136,6 +143,7 @@ class KeyframeSelector:
             self._pending = _Candidate(index, time_s, score, previous, frame)
         self._recent.append(score)
         self._window.append(frame)
+        self._lowest_contrast = min(self._lowest_contrast, frame.std)
         if not selections and self._pending is None:
             selections += self._transition_or_heartbeat(index, time_s, frame)
         return selections
@@ -150,9 +158,12 @@ class KeyframeSelector:
     ) -> bool:
         if score < self._config.threshold or frame.blank:
             return False
-        colour_changed = histogram_change(previous, frame) >= self._config.histogram_threshold
-        typical = float(np.mean(self._recent)) if self._recent else 0.0
-        return colour_changed or score >= self._config.adaptive_ratio * max(typical, 1.0)
+        if histogram_change(previous, frame) >= self._config.histogram_threshold:
+            return True
+        if len(self._recent) < _RECENT_SCORES:
+            return False  # too little history to call the score an outlier
+        typical = float(np.mean(self._recent))
+        return score >= self._config.adaptive_ratio * max(typical, 1.0)
 
     def _follow_candidate(self, frame: FrameFeatures) -> list[Selection]:
         candidate = self._pending
@@ -164,7 +175,10 @@ class KeyframeSelector:
         if candidate.frames_seen < self._config.flash_frames:
             return []
         self._pending = None
-        return [self._confirm(candidate)] if self._gap_allows(candidate.time_s) else []
+        if self._gap_allows(candidate.time_s):
+            return [self._confirm(candidate)]
+        self._cut_held_back = True
+        return []
 
     def _confirm(self, candidate: _Candidate) -> Selection:
         return self._select(
@@ -176,6 +190,13 @@ class KeyframeSelector:
     ) -> list[Selection]:
         if not self._gap_allows(time_s):
             return []
+        reference = self._reference
+        assert reference is not None
+        if self._cut_held_back and not frame.blank:
+            # The gap has passed; if the picture still differs, the held-back cut counts now.
+            self._cut_held_back = False
+            if scene_change(reference, frame) >= self._config.threshold:
+                return [self._select(index, time_s, "cut", cut_score(reference, frame), frame)]
         if self._settled_somewhere_new(frame):
             assert self._reference is not None
             return [
@@ -194,7 +215,14 @@ class KeyframeSelector:
         if reference.blank:  # e.g. the stream started on black: any settled picture is new
             return True
         # Content, not brightness: a lighting drift within a shot is not a new scene.
-        return scene_change(reference, frame) >= self._config.threshold
+        if scene_change(reference, frame) < self._config.threshold:
+            return False
+        # And the way here looked like a transition, not a pan or a drift within one shot:
+        # the colours changed, or contrast dipped on the way (mixing two pictures in a dissolve
+        # lowers it; a fade passes through black).
+        colours_changed = histogram_change(reference, frame) >= self._config.histogram_threshold
+        dipped = self._lowest_contrast <= _TRANSITION_CONTRAST_DIP * min(reference.std, frame.std)
+        return colours_changed or dipped
 
     def _settled(self, frame: FrameFeatures) -> bool:
         """Little change over the whole settle window: a slow fade is not settled."""
@@ -215,4 +243,6 @@ class KeyframeSelector:
     ) -> Selection:
         self._last_keyframe_s = time_s
         self._reference = frame
-        return Selection(index, time_s, reason, round(score, 3))
+        self._lowest_contrast = frame.std
+        self._cut_held_back = False
+        return Selection(index, time_s, reason, round(float(score), 3))

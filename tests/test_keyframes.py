@@ -147,7 +147,7 @@ def test_colour_only_cut_between_cards_fires() -> None:
 def test_min_gap_holds_back_a_cut_until_the_gap_has_passed() -> None:
     frames = shot(12, 30) + shot(13, 5) + shot(14, 60)  # cuts at 30 and 35 (0.2 s apart)
     # The shot that began at 35 is still new when the gap allows (frame 55): it gets its turn.
-    assert run(frames, min_gap_s=1.0) == [(0, "start"), (30, "cut"), (55, "transition")]
+    assert run(frames, min_gap_s=1.0) == [(0, "start"), (30, "cut"), (55, "cut")]
 
 
 def test_resolution_change_counts_as_a_cut() -> None:
@@ -177,3 +177,22 @@ def test_model_image_never_exceeds_the_configured_side() -> None:
     assert max(image.size) == 896 and image.size == (896, 504)
     small = av.VideoFrame.from_ndarray(np.zeros((240, 320, 3), np.uint8), format="rgb24")
     assert model_image(small, 896).size == (320, 240)
+
+
+def test_vidcap_scenes_json(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    spec = SPECS["320x240@25"]
+    clip = write_clip(tmp_path / "clip.mp4", spec)
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "scenes", "--json", str(clip)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    body = json.loads(done.stdout)
+    assert body["cuts"] == spec.cut_frames[1:]
+    assert body["frames"] == spec.frames and body["fps"] == spec.fps
