@@ -81,13 +81,14 @@ class KeyframeConfig(_Section):
     flash_frames: int = Field(3, ge=0, le=30)
     """A change that reverts within this many frames is a flash; also the selection delay."""
     settle_frames: int = Field(6, ge=1, le=300)
-    """A gradual transition is finished when the picture barely changed over this many frames."""
-    min_gap_s: float = Field(1.0, ge=0, le=3600)
-    """No two keyframes closer than this (stream time)."""
+    """A gradual transition has ended when the picture's overall look held this many frames."""
+    min_gap_s: float = Field(0.5, ge=0, le=3600)
+    """No two keyframes closer than this (stream time); a cut held back is taken after it."""
     max_interval_s: float = Field(10.0, gt=0, le=86400)
     """Heartbeat: a keyframe at least this often, so a static camera is still captioned."""
-    analysis_width: int = Field(64, ge=16, le=640)
-    """Width of the downscaled picture the scores are computed on."""
+    analysis_width: int = Field(64, ge=48, le=640)
+    """Width of the downscaled picture the scores are computed on. Below ~48 pixels a small
+    moving object becomes most of the picture's structure and reads as a scene change."""
 
     @model_validator(mode="after")
     def _gap_below_heartbeat(self) -> KeyframeConfig:

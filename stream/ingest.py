@@ -16,7 +16,7 @@ import av
 from PIL import Image
 
 from stream.config import KeyframeConfig, StreamConfig
-from stream.frame_features import frame_features
+from stream.frame_features import FeatureExtractor
 from stream.frames import FrameTime, Keyframe, SourceState, SourceStatus
 from stream.handoff import KeyframeHandoff
 from stream.keyframes import KeyframeSelector, Selection
@@ -81,14 +81,16 @@ class Ingest:
 
     def _decode_and_select(self) -> None:
         selector = KeyframeSelector(self._keyframes)
+        features = FeatureExtractor(self._keyframes.analysis_width)
         source = VideoSource(self.config)
         # The selector decides up to `lookahead` frames late; keep those frames until then.
         recent: deque[tuple[FrameTime, av.VideoFrame]] = deque(maxlen=selector.lookahead + 1)
         for frame, frame_time in source.frames(self._stop, self._report):
             self.frames_decoded += 1
             recent.append((frame_time, frame))
-            features = frame_features(frame, self._keyframes.analysis_width)
-            selections = selector.process_frame(frame_time.index, frame_time.time_s, features)
+            selections = selector.process_frame(
+                frame_time.index, frame_time.time_s, features(frame)
+            )
             if not self._hand_over(selections, recent):
                 return
         self._hand_over(selector.flush(), recent)

@@ -7,10 +7,12 @@ and a timestamp, and returns the keyframes it has decided on, possibly a few fra
   luma normalised by its own mean and std so brightness ramps do not count; else brightness;
   else colour) that is also either a colour-histogram change (a pan or zoom moves structure
   but keeps the histogram) or an outlier against the recent scores (sustained motion raises
-  them all). It is confirmed only if the picture does not return to its pre-cut state within
-  ``flash_frames`` frames: that is a camera flash.
+  them all). It is confirmed only if, over the next ``flash_frames`` frames, the picture
+  neither returns to its pre-cut state (a camera flash) nor keeps changing as fast (a pan or
+  zoom that has just begun).
 - A gradual transition (dissolve, fade out/in) never makes one large step; it is found when
-  the picture has settled (little change over ``settle_frames`` frames) and differs from the
+  the picture has settled (its histogram, brightness and contrast stopped moving over
+  ``settle_frames`` frames; the new shot may itself move) and differs from the
   last keyframe in content as much as a cut would, and the way there looked like a
   transition: colours changed, or contrast dipped (a dissolve's mixed frames, a fade's
   black). A pan or a drift within one shot does neither; one still moving never settles.
@@ -40,7 +42,12 @@ _RECENT_SCORES = 8
 _LUMA_WEIGHT = 2.0
 _CHROMA_WEIGHT = 4.0
 _FULL_CONTRAST_STD = 16.0  # luma std from which picture structure is fully trusted
-_TRANSITION_CONTRAST_DIP = 0.9  # a dissolve's mid-point has ~0.7x the contrast of its ends
+_SETTLED_LEVELS = 3.0  # luma mean/std drift (0-255) still counted as settled
+_DISSOLVE_SPANS = (4, 8, 16)  # frames either side of a frame tested for being a dissolve's blend
+_MIXTURE_FIT = 0.9  # R^2 of middle ~ a*before + b*after + c that makes a blend
+_MIXTURE_SHARE = 0.1  # each picture's least weight in a dissolve's middle
+_MIXTURE_GAIN = 0.15  # how much better two pictures must explain it than one
+_FADE_IN_SETTLE_FRAMES = 3  # after black, the fade-in has ended once 3 frames hold their look
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,42 @@ def histogram_change(a: FrameFeatures, b: FrameFeatures) -> float:
     return float(np.abs(a.histogram - b.histogram).sum()) * (100.0 / 6.0)
 
 
+def relative_contrast(frame: FrameFeatures) -> float:
+    """Luma std over mean: unchanged when lights dim or brighten (both scale together)."""
+    return frame.std / (frame.mean + 10.0)
+
+
+def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) -> bool:
+    """Is ``middle`` a blend of ``old`` and ``new`` (a dissolve frame), by least squares?
+
+    Both pictures must carry weight, and together explain ``middle`` clearly better than
+    either alone: a frame of smooth motion resembles each neighbour by itself.
+    """
+    if not middle.luma.shape == old.luma.shape == new.luma.shape:
+        return False
+    target = middle.luma.ravel()
+    total = float(((target - target.mean()) ** 2).sum())
+    if total == 0:
+        return False
+    ones = np.ones_like(target)
+    both, weights = _fit(target, total, old.luma.ravel(), new.luma.ravel(), ones)
+    alone = max(
+        _fit(target, total, old.luma.ravel(), ones)[0],
+        _fit(target, total, new.luma.ravel(), ones)[0],
+    )
+    return (
+        both >= _MIXTURE_FIT
+        and both - alone >= _MIXTURE_GAIN
+        and min(weights[0], weights[1]) >= _MIXTURE_SHARE
+    )
+
+
+def _fit(target: np.ndarray, total: float, *columns: np.ndarray) -> tuple[float, np.ndarray]:
+    """R^2 and weights of target ~ a linear combination of columns."""
+    weights, residual, *_ = np.linalg.lstsq(np.stack(columns, axis=1), target, rcond=None)
+    return (1.0 - float(residual[0]) / total if residual.size else 0.0), weights
+
+
 def pixel_change(a: FrameFeatures, b: FrameFeatures) -> float:
     """Brightness or colour change, scaled to the structure score's range (0-100)."""
     return min(100.0, max(_LUMA_WEIGHT * luma_change(a, b), _CHROMA_WEIGHT * chroma_change(a, b)))
@@ -110,6 +153,7 @@ class _Candidate:
     before: FrameFeatures
     after: FrameFeatures
     frames_seen: int = 0
+    largest_after: float = 0.0  # largest frame-to-frame change seen after the candidate
 
 
 class KeyframeSelector:
@@ -124,7 +168,9 @@ class KeyframeSelector:
         self._window: deque[FrameFeatures] = deque(maxlen=config.settle_frames + 1)
         self._pending: _Candidate | None = None
         self._cut_held_back = False  # a confirmed cut came inside min_gap_s
-        self._lowest_contrast = 0.0  # least luma std seen since the last keyframe
+        self._recent_frames: deque[FrameFeatures] = deque(maxlen=2 * max(_DISSOLVE_SPANS) + 1)
+        self._saw_dissolve = False  # a dissolve-like blend was seen since the last keyframe
+        self._passed_blank = False  # a blank picture was seen since the last keyframe
 
     @property
     def lookahead(self) -> int:
@@ -138,15 +184,31 @@ class KeyframeSelector:
         score = cut_score(previous, frame)
         selections: list[Selection] = []
         if self._pending is not None:
-            selections += self._follow_candidate(frame)
+            selections += self._follow_candidate(frame, score)
         elif self._is_cut_candidate(score, previous, frame):
             self._pending = _Candidate(index, time_s, score, previous, frame)
         self._recent.append(score)
         self._window.append(frame)
-        self._lowest_contrast = min(self._lowest_contrast, frame.std)
+        self._track_dissolve(frame)
+        self._passed_blank = self._passed_blank or frame.blank
         if not selections and self._pending is None:
             selections += self._transition_or_heartbeat(index, time_s, frame)
         return selections
+
+    def _track_dissolve(self, frame: FrameFeatures) -> None:
+        """Note when a recent frame is a blend of the frames some way either side of it: the
+        signature of a dissolve (a pan's middle view is no blend of its ends). Two spans, so
+        short and long dissolves both show it."""
+        if self._pending is not None:
+            self._recent_frames.clear()  # possibly a flash: not part of any dissolve
+            return
+        self._recent_frames.append(frame)
+        for span in _DISSOLVE_SPANS:
+            if self._saw_dissolve or len(self._recent_frames) < 2 * span + 1:
+                return
+            first, middle = self._recent_frames[-2 * span - 1], self._recent_frames[-span - 1]
+            if structure_change(first, frame) >= self._config.threshold / 2:
+                self._saw_dissolve = is_mixture(middle, first, frame)
 
     def flush(self) -> list[Selection]:
         """End of stream: a cut still under flash watch is confirmed (nothing came back)."""
@@ -165,16 +227,19 @@ class KeyframeSelector:
         typical = float(np.mean(self._recent))
         return score >= self._config.adaptive_ratio * max(typical, 1.0)
 
-    def _follow_candidate(self, frame: FrameFeatures) -> list[Selection]:
+    def _follow_candidate(self, frame: FrameFeatures, score: float) -> list[Selection]:
         candidate = self._pending
         assert candidate is not None
         if cut_score(candidate.before, frame) < self._config.threshold / 2:
             self._pending = None  # the old picture came back: a flash, not a cut
             return []
         candidate.frames_seen += 1
+        candidate.largest_after = max(candidate.largest_after, score)
         if candidate.frames_seen < self._config.flash_frames:
             return []
         self._pending = None
+        if candidate.largest_after >= max(self._config.threshold, candidate.score / 2):
+            return []  # the picture keeps changing as fast: a pan or zoom began, not a cut
         if self._gap_allows(candidate.time_s):
             return [self._confirm(candidate)]
         self._cut_held_back = True
@@ -208,30 +273,36 @@ class KeyframeSelector:
         return []
 
     def _settled_somewhere_new(self, frame: FrameFeatures) -> bool:
-        if frame.blank or not self._settled(frame):
-            return False
+        # Cheapest test first: most frames are still in the last keyframe's shot.
         reference = self._reference
         assert reference is not None
+        if frame.blank:
+            return False
         if reference.blank:  # e.g. the stream started on black: any settled picture is new
-            return True
+            return self._settled(frame)
         # Content, not brightness: a lighting drift within a shot is not a new scene.
         if scene_change(reference, frame) < self._config.threshold:
             return False
-        # And the way here looked like a transition, not a pan or a drift within one shot:
-        # the colours changed, or contrast dipped on the way (mixing two pictures in a dissolve
-        # lowers it; a fade passes through black).
-        colours_changed = histogram_change(reference, frame) >= self._config.histogram_threshold
-        dipped = self._lowest_contrast <= _TRANSITION_CONTRAST_DIP * min(reference.std, frame.std)
-        return colours_changed or dipped
-
-    def _settled(self, frame: FrameFeatures) -> bool:
-        """Little change over the whole settle window: a slow fade is not settled."""
-        if len(self._window) <= self._config.settle_frames:
+        if self._passed_blank:  # a fade through black: done once the fade-in stops
+            return self._settled(frame, _FADE_IN_SETTLE_FRAMES)
+        if not self._settled(frame):
             return False
-        earlier = self._window[0]
-        return (
-            cut_score(earlier, frame) < self._config.threshold / 3
-            and histogram_change(earlier, frame) < self._config.histogram_threshold / 3
+        # And the way here was a dissolve, not a pan or a drift within one shot.
+        return self._saw_dissolve
+
+    def _settled(self, frame: FrameFeatures, frames: int | None = None) -> bool:
+        """The picture's overall statistics (histogram, brightness, contrast) stopped moving
+        over the last ``frames`` (default settle_frames): a transition has ended, even if the
+        new shot itself moves."""
+        frames = frames or self._config.settle_frames
+        if len(self._window) <= frames:
+            return False
+        tolerance = self._config.histogram_threshold / 3
+        return all(
+            histogram_change(earlier, frame) < tolerance
+            and abs(earlier.mean - frame.mean) < _SETTLED_LEVELS
+            and abs(earlier.std - frame.std) < _SETTLED_LEVELS
+            for earlier in list(self._window)[-frames - 1 :]
         )
 
     def _gap_allows(self, time_s: float) -> bool:
@@ -243,6 +314,7 @@ class KeyframeSelector:
     ) -> Selection:
         self._last_keyframe_s = time_s
         self._reference = frame
-        self._lowest_contrast = frame.std
+        self._saw_dissolve = False
+        self._passed_blank = False
         self._cut_held_back = False
         return Selection(index, time_s, reason, round(float(score), 3))

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 
 from stream.config import KeyframeConfig
-from stream.frame_features import frame_features
+from stream.frame_features import FeatureExtractor
 from stream.keyframes import KeyframeSelector, Selection
 
 NO_HEARTBEAT_S = 86400.0
@@ -27,6 +27,7 @@ def detect_scenes(path: Path, config: KeyframeConfig | None = None) -> SceneRepo
     """Decode ``path`` and list its cuts; the heartbeat is off (only content decides)."""
     config = (config or KeyframeConfig()).model_copy(update={"max_interval_s": NO_HEARTBEAT_S})
     selector = KeyframeSelector(config)
+    features = FeatureExtractor(config.analysis_width)
     selections: list[Selection] = []
     frames = 0
     last_time = 0.0
@@ -36,8 +37,7 @@ def detect_scenes(path: Path, config: KeyframeConfig | None = None) -> SceneRepo
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         for frame in container.decode(stream):
             last_time = _frame_time(frame, frames, fps, last_time)
-            features = frame_features(frame, config.analysis_width)
-            selections += selector.process_frame(frames, last_time, features)
+            selections += selector.process_frame(frames, last_time, features(frame))
             frames += 1
     selections += selector.flush()
     cuts = [s.index for s in selections if s.reason in ("cut", "transition")]

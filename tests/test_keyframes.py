@@ -32,7 +32,7 @@ def generated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return spec, write_clip(tmp_path_factory.mktemp("clips") / f"{request.param}.mp4", spec)
 
 
-@pytest.mark.parametrize("analysis_width", [32, 64, 128])
+@pytest.mark.parametrize("analysis_width", [48, 64, 128])
 @pytest.mark.parametrize("threshold", [20.0, 30.0, 40.0])
 def test_golden_cuts_on_generated_clips(
     generated: tuple[ClipSpec, Path], analysis_width: int, threshold: float
