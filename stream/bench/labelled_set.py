@@ -93,17 +93,24 @@ class _Writer:
         self.container.close()
 
 
-def build(sources: dict[str, Path], path: Path) -> LabelledVideo:
-    """Write the labelled video; joins and distractors take turns over the shot list."""
+def build(sources: dict[str, Path], path: Path, variant: int = 0) -> LabelledVideo:
+    """Write the labelled video; joins and distractors take turns over the shot list.
+
+    ``variant`` shifts which join and distractor each shot gets (and reverses the shot order
+    for odd variants), so the same footage gives differently arranged sets: variant 0 was
+    looked at while tuning the detector, the others were not.
+    """
     shots = load_shots(sources)
+    if variant % 2:
+        shots.reverse()
     writer = _Writer(path)
     video = LabelledVideo(path, 0)
     joins = ["hard", "dissolve", "hard", "fade", "hard"]
     distractors = ["flash", "ramp", "pan", "freeze", None]
     for n, shot in enumerate(shots):
         if n > 0:
-            _join(writer, video, joins[n % len(joins)], shots[n - 1][-1], shot)
-        _write_shot(writer, video, shot, distractors[n % len(distractors)])
+            _join(writer, video, joins[(n + variant) % len(joins)], shots[n - 1][-1], shot)
+        _write_shot(writer, video, shot, distractors[(n + 2 * variant) % len(distractors)])
     writer.close()
     video.frames = writer.count
     return video

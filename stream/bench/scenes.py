@@ -182,21 +182,58 @@ def one_core_fps(path: Path) -> float:
     return float(done.stdout.strip())
 
 
+VARIANTS = (0, 1, 2)  # 0 was used while tuning; 1 and 2 are held out
+
+
 def run_benchmark(videos: list[Path], media: list[Path]) -> int:
     sources = find_sources(media)
     if not sources:
         print(f"no source clips found in {', '.join(map(str, media))}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as scratch:
-        print(f"building the labelled set from {', '.join(sorted(sources))} ...", flush=True)
-        labelled = build(sources, Path(scratch) / "labelled-720p.mp4")
-        print_accuracy(labelled)
-        for video in [labelled.path, *videos]:
+        print(f"building the labelled sets from {', '.join(sorted(sources))} ...", flush=True)
+        sets = [build(sources, Path(scratch) / f"labelled-{v}.mp4", v) for v in VARIANTS]
+        totals: dict[str, list[dict[str, Score]]] = {}
+        for variant, labelled in zip(VARIANTS, sets, strict=True):
+            print(
+                f"\n== labelled set, variant {variant}"
+                + (" (tuned on)" if variant == 0 else " (held out)")
+            )
+            for name, scores in print_accuracy(labelled).items():
+                totals.setdefault(name, []).append(scores)
+        print_totals(totals)
+        for video in [sets[0].path, *videos]:
             print_speed(video)
     return 0
 
 
-def print_accuracy(labelled: LabelledVideo) -> None:
+HEADER = (
+    f"{'detector':24} {'P':>5} {'R':>5} {'F1':>5} | "
+    f"{'hard F1':>7} {'gradual F1':>10} {'distractor FP':>13}"
+)
+
+
+def row(name: str, scores: dict[str, Score]) -> str:
+    total = scores["all"]
+    return (
+        f"{name:24} {total.precision:5.2f} {total.recall:5.2f} {total.f1:5.2f} | "
+        f"{scores['hard'].f1:7.2f} {scores['gradual'].f1:10.2f} "
+        f"{scores['distractor'].false_positives:13d}"
+    )
+
+
+def print_totals(totals: dict[str, list[dict[str, Score]]]) -> None:
+    print("\n== all variants together")
+    print(HEADER)
+    for name, per_set in totals.items():
+        summed = {
+            kind: Score(*(sum(getattr(s[kind], f) for s in per_set) for f in Score.__slots__))
+            for kind in per_set[0]
+        }
+        print(row(name, summed))
+
+
+def print_accuracy(labelled: LabelledVideo) -> dict[str, dict[str, Score]]:
     frames = labelled.frames
     runs = [
         timed("vidcap", frames, lambda: vidcap_cuts(labelled.path)),
@@ -219,20 +256,15 @@ def print_accuracy(labelled: LabelledVideo) -> None:
         f"\nlabelled set: {frames} frames 1280x720@25, {kinds['hard']} hard cuts, "
         f"{kinds['gradual']} gradual transitions, {kinds['distractor']} distractors"
     )
-    print(
-        f"{'detector':24} {'P':>5} {'R':>5} {'F1':>5} | "
-        f"{'hard F1':>7} {'gradual F1':>10} {'distractor FP':>13}"
-    )
+    print(HEADER)
+    results: dict[str, dict[str, Score]] = {}
     for run in runs:
         if run.cuts is None:
             print(f"{run.name:24} (not available)")
             continue
-        s = score(run.cuts, labelled.events)
-        print(
-            f"{run.name:24} {s['all'].precision:5.2f} {s['all'].recall:5.2f} {s['all'].f1:5.2f} | "
-            f"{s['hard'].f1:7.2f} {s['gradual'].f1:10.2f} {s['distractor'].false_positives:13d}"
-            f"   cuts={run.cuts}"
-        )
+        results[run.name] = score(run.cuts, labelled.events)
+        print(f"{row(run.name, results[run.name])}   cuts={run.cuts}")
+    return results
 
 
 def print_speed(video: Path) -> None:
