@@ -94,31 +94,31 @@ def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) ->
     """Is ``middle`` a blend of ``old`` and ``new`` (a dissolve frame), by least squares?
 
     Both pictures must carry weight, and together explain ``middle`` clearly better than
-    either alone: a frame of smooth motion resembles each neighbour by itself.
+    either alone: a frame of smooth motion resembles each neighbour by itself. Closed form
+    from correlations (two-predictor regression): a few dot products, no matrix solve.
     """
     if not middle.luma.shape == old.luma.shape == new.luma.shape:
         return False
-    target = middle.luma.ravel()
-    total = float(((target - target.mean()) ** 2).sum())
-    if total == 0:
+    y, a, b = (_centred(f.luma) for f in (middle, old, new))
+    ny, na, nb = (float(np.sqrt(v @ v)) for v in (y, a, b))
+    if min(ny, na, nb) == 0:
         return False
-    ones = np.ones_like(target)
-    both, weights = _fit(target, total, old.luma.ravel(), new.luma.ravel(), ones)
-    alone = max(
-        _fit(target, total, old.luma.ravel(), ones)[0],
-        _fit(target, total, new.luma.ravel(), ones)[0],
-    )
+    r_ya, r_yb, r_ab = float(y @ a) / (ny * na), float(y @ b) / (ny * nb), float(a @ b) / (na * nb)
+    if r_ab > 0.999:
+        return False  # the two ends are the same picture: nothing to blend
+    both = (r_ya**2 + r_yb**2 - 2 * r_ya * r_yb * r_ab) / (1 - r_ab**2)
+    weight_old = (r_ya - r_yb * r_ab) / (1 - r_ab**2) * ny / na
+    weight_new = (r_yb - r_ya * r_ab) / (1 - r_ab**2) * ny / nb
     return (
         both >= _MIXTURE_FIT
-        and both - alone >= _MIXTURE_GAIN
-        and min(weights[0], weights[1]) >= _MIXTURE_SHARE
+        and both - max(r_ya**2, r_yb**2) >= _MIXTURE_GAIN
+        and min(weight_old, weight_new) >= _MIXTURE_SHARE
     )
 
 
-def _fit(target: np.ndarray, total: float, *columns: np.ndarray) -> tuple[float, np.ndarray]:
-    """R^2 and weights of target ~ a linear combination of columns."""
-    weights, residual, *_ = np.linalg.lstsq(np.stack(columns, axis=1), target, rcond=None)
-    return (1.0 - float(residual[0]) / total if residual.size else 0.0), weights
+def _centred(luma: np.ndarray) -> np.ndarray:
+    flat = luma.ravel()
+    return flat - flat.mean()
 
 
 def pixel_change(a: FrameFeatures, b: FrameFeatures) -> float:
