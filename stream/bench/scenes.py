@@ -8,6 +8,7 @@ Accuracy is scored on a labelled set built from real footage (see labelled_set.p
 from __future__ import annotations
 
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,8 @@ import av
 
 from stream.bench.labelled_set import Event, LabelledVideo, build, find_sources
 from stream.config import KeyframeConfig
+from stream.frame_features import FeatureExtractor
+from stream.keyframes import KeyframeSelector
 from stream.scenes import detect_scenes
 
 HARD_TOLERANCE = 2  # frames either side of a hard cut
@@ -116,17 +119,31 @@ class Run:
     name: str
     cuts: list[int] | None
     seconds: float
+    cpu_seconds: float
+    """CPU time of this process's threads and of child processes (ffmpeg)."""
     frames: int
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds
 
+    @property
+    def cpu_ms_per_frame(self) -> float:
+        return 1000 * self.cpu_seconds / self.frames
+
+
+def cpu_seconds() -> float:
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
 
 def timed(name: str, frames: int, detect: Callable[[], list[int] | None]) -> Run:
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(), time.perf_counter()
     cuts = detect()
-    return Run(name, cuts, time.perf_counter() - started, frames)
+    return Run(name, cuts, time.perf_counter() - started, cpu_seconds() - cpu, frames)
 
 
 def vidcap_cuts(path: Path) -> list[int]:
@@ -267,6 +284,29 @@ def print_accuracy(labelled: LabelledVideo) -> dict[str, dict[str, Score]]:
     return results
 
 
+def resident_mib() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def print_memory(video: Path, passes: int = 5) -> None:
+    """One stream's selector and extractor kept across several passes of the file: the
+    process's resident memory after each should stay flat."""
+    selector, extract, index = KeyframeSelector(KeyframeConfig()), FeatureExtractor(64), 0
+    sizes = []
+    for _ in range(passes):
+        with av.open(str(video)) as container:
+            for frame in container.decode(video=0):
+                selector.process_frame(index, index / 25, extract(frame))
+                index += 1
+        sizes.append(resident_mib())
+    print(
+        f"  resident memory after each of {passes} passes ({index} frames): "
+        + ", ".join(f"{size:.1f}" for size in sizes)
+        + " MiB"
+    )
+
+
 def print_speed(video: Path) -> None:
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
@@ -286,16 +326,24 @@ def print_speed(video: Path) -> None:
     ]
     floor, ours, content = runs[0], runs[1], runs[2]
     print(f"\nspeed on {video.name} ({frames} frames, {size}):")
+    print(f"  {'':24} {'frames/s':>9} {'vs vidcap':>10} {'CPU ms/frame':>13}")
     for run in runs:
         if run.cuts is None and run.name == "ffmpeg scdet":
             print(f"  {run.name:24} (ffmpeg not installed)")
             continue
-        print(f"  {run.name:24} {run.fps:8.1f} frames/s   {run.fps / ours.fps:5.2f}x vidcap")
-    overhead = floor.fps / ours.fps - 1
+        print(
+            f"  {run.name:24} {run.fps:9.1f} {run.fps / ours.fps:9.2f}x "
+            f"{run.cpu_ms_per_frame:13.2f}"
+        )
     print(
-        f"  vidcap vs PySceneDetect Content: {ours.fps / content.fps:.2f}x;"
-        f" detection adds {overhead * 100:.1f} % over pure decode"
+        f"  vidcap vs PySceneDetect Content: {ours.fps / content.fps:.2f}x frames/s, "
+        f"{content.cpu_ms_per_frame / ours.cpu_ms_per_frame:.2f}x less CPU per frame"
     )
+    print(
+        f"  detection over pure decode: +{(floor.fps / ours.fps - 1) * 100:.1f} % wall time, "
+        f"+{(ours.cpu_ms_per_frame / floor.cpu_ms_per_frame - 1) * 100:.1f} % CPU"
+    )
+    print_memory(video)
     single = one_core_fps(video)
     print(
         f"  one core, one decoder thread: {single:.1f} frames/s"
