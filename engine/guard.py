@@ -13,7 +13,7 @@ from typing import Any, Final
 import fastjsonschema
 import orjson
 
-from engine.schema import validate_caption
+from engine.schema import CAPTION_FIELDS, validate_caption
 
 EXCERPT_CHARS: Final = 300
 _CODE_FENCE = re.compile(r"\A```(?:json)?\s*\n(.*?)\n?```\Z", re.S)
@@ -64,9 +64,10 @@ def _strip_code_fence(body: str) -> str:
 
 
 def _normalise(caption: dict[str, Any]) -> dict[str, Any]:
-    """Trim strings; drop empty and repeated list items (order kept)."""
+    """Fields in the schema's order; strings trimmed; empty and repeated list items dropped."""
     normalised: dict[str, Any] = {}
-    for key, value in caption.items():
+    for key in CAPTION_FIELDS:
+        value = caption[key]
         if isinstance(value, str):
             normalised[key] = value.strip()
         else:

