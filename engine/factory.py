@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from engine.base import CaptionEngine
 from engine.vllm_engine import VllmEngine, engine_args
 
 logger = logging.getLogger(__name__)
@@ -15,7 +16,11 @@ TINY_MODEL = "tiny"
 
 
 class EngineSettings(Protocol):
+    kind: str
     model: str
+    url: str | None
+    api_key: Any
+    max_connections: int
     model_id: str | None
     dtype: str
     quantization: str | None
@@ -51,6 +56,25 @@ def resolve_model(model: str) -> str:
         "meaningless; set engine.model to a real checkpoint (e.g. wynd/wynd-vidcap-12b) on a GPU."
     )
     return str(build_tiny_model(cache_dir() / "tiny-gemma3"))
+
+
+async def start_engine(settings: EngineSettings) -> CaptionEngine:
+    """The configured engine; vLLM's start blocks for tens of seconds, before any stream."""
+    if settings.kind == "openai":
+        from engine.openai_engine import OpenAIEngine
+
+        assert settings.url is not None
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        return OpenAIEngine(
+            settings.url,
+            settings.model,
+            api_key=key,
+            temperature=settings.temperature,
+            stop=settings.stop,
+            max_connections=settings.max_connections,
+            model_id=settings.model_id,
+        )
+    return start_vllm_engine(settings)
 
 
 def start_vllm_engine(settings: EngineSettings) -> VllmEngine:

@@ -100,9 +100,17 @@ class KeyframeConfig(_Section):
 
 
 class EngineConfig(_Section):
-    kind: Literal["vllm"] = "vllm"
+    kind: Literal["vllm", "openai"] = "vllm"
+    """vllm: in-process AsyncLLM. openai: a remote OpenAI-compatible server (vllm serve)."""
     model: str = "tiny"
-    """Checkpoint path or hub id. 'tiny' builds a random-weight Gemma 3 locally (demo/tests)."""
+    """Checkpoint path or hub id (openai: the served model name). 'tiny' builds a
+    random-weight Gemma 3 locally (demo/tests)."""
+    url: str | None = None
+    """openai: the server's base URL, e.g. http://gpu-host:8000/v1."""
+    api_key: SecretStr | None = None
+    """openai: bearer token (use ${ENV})."""
+    max_connections: int = Field(64, ge=1, le=4096)
+    """openai: pooled HTTP connections (requests in flight at once)."""
     model_id: str | None = None
     """Name reported in events; default: the model path's last component."""
     dtype: str = "auto"
@@ -127,6 +135,12 @@ class EngineConfig(_Section):
     seed: int | None = None
     engine_args: dict[str, Any] = Field(default_factory=dict)
     """Further vLLM engine arguments, passed through unchanged."""
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> EngineConfig:
+        if self.kind == "openai" and not self.url:
+            raise ValueError("engine.url is required when engine.kind is 'openai'")
+        return self
 
     @model_validator(mode="after")
     def _batch_fits(self) -> EngineConfig:

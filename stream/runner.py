@@ -11,7 +11,7 @@ from pathlib import Path
 
 from engine.base import CaptionEngine
 from engine.captioner import Captioner
-from engine.factory import start_vllm_engine
+from engine.factory import start_engine
 from stream.config import Config
 from stream.nats_server import EmbeddedNatsServer
 from stream.pipeline import Event, EventCallback, StreamPipeline, new_session_id
@@ -59,7 +59,7 @@ class Runner:
         """
         owns_engine = engine is None
         if engine is None:
-            engine = start_vllm_engine(self.config.engine)
+            engine = await start_engine(self.config.engine)
         captioner = Captioner(
             engine,
             max_tokens=self.config.engine.max_tokens,

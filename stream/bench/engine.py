@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from engine.captioner import Captioner, CaptionOutcome
-from engine.factory import start_vllm_engine
+from engine.factory import start_engine
 from stream.config import EngineConfig
 
 
@@ -70,7 +70,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def bench_engine(settings: EngineConfig, levels: list[int], requests: int) -> int:
-    engine = start_vllm_engine(settings)
+    engine = await start_engine(settings)
     captioner = Captioner(
         engine,
         max_tokens=settings.max_tokens,
