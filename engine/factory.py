@@ -21,6 +21,8 @@ class EngineSettings(Protocol):
     url: str | None
     api_key: Any
     max_connections: int
+    worker_timeout_s: float
+    worker_attempts: int
     model_id: str | None
     dtype: str
     quantization: str | None
@@ -58,8 +60,21 @@ def resolve_model(model: str) -> str:
     return str(build_tiny_model(cache_dir() / "tiny-gemma3"))
 
 
-async def start_engine(settings: EngineSettings) -> CaptionEngine:
-    """The configured engine; vLLM's start blocks for tens of seconds, before any stream."""
+async def start_engine(settings: EngineSettings, nats_client: Any = None) -> CaptionEngine:
+    """The configured engine; vLLM's start blocks for tens of seconds, before any stream.
+
+    ``nats_client`` (with ``subject``) is needed by kind 'nats': requests go over it."""
+    if settings.kind == "nats":
+        from engine.nats_engine import NatsEngine
+
+        client, subject = nats_client
+        return NatsEngine(
+            client,
+            subject,
+            settings.model_id or settings.model,
+            settings.worker_timeout_s,
+            settings.worker_attempts,
+        )
     if settings.kind == "openai":
         from engine.openai_engine import OpenAIEngine
 

@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="do not print events")
     run.set_defaults(handler=_run)
 
+    worker = commands.add_parser("worker", help="serve the engine to `vidcap run`s over NATS")
+    worker.add_argument("--config", type=Path, required=True, help="engine, nats, concurrency")
+    worker.set_defaults(handler=_worker)
+
     tail = commands.add_parser("tail", help="print events as they are published")
     tail.add_argument("--nats", default="nats://127.0.0.1:4222")
     tail.add_argument("--prefix", default="vidcap")
@@ -134,6 +138,14 @@ def _run(args: argparse.Namespace) -> int:
     config = build_run_config(args)
     printer = None if args.quiet else (lambda event: print(format_event(event), flush=True))
     return asyncio.run(run_with_signals(config, printer))
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from stream.config import WorkerConfig, load_yaml
+    from stream.worker import run_worker
+
+    config = parse_section(WorkerConfig, load_yaml(args.config), str(args.config))
+    return asyncio.run(run_worker(config))
 
 
 def _tail(args: argparse.Namespace) -> int:

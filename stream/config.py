@@ -100,8 +100,9 @@ class KeyframeConfig(_Section):
 
 
 class EngineConfig(_Section):
-    kind: Literal["vllm", "openai"] = "vllm"
-    """vllm: in-process AsyncLLM. openai: a remote OpenAI-compatible server (vllm serve)."""
+    kind: Literal["vllm", "openai", "nats"] = "vllm"
+    """vllm: in-process AsyncLLM. openai: a remote OpenAI-compatible server (vllm serve).
+    nats: `vidcap worker`s serving over the configured NATS (scale-out)."""
     model: str = "tiny"
     """Checkpoint path or hub id (openai: the served model name). 'tiny' builds a
     random-weight Gemma 3 locally (demo/tests)."""
@@ -111,6 +112,10 @@ class EngineConfig(_Section):
     """openai: bearer token (use ${ENV})."""
     max_connections: int = Field(64, ge=1, le=4096)
     """openai: pooled HTTP connections (requests in flight at once)."""
+    worker_timeout_s: float = Field(60.0, gt=0, le=3600)
+    """nats: how long one try waits for a worker's reply before it goes to another worker."""
+    worker_attempts: int = Field(3, ge=1, le=20)
+    """nats: tries per request (a worker that died mid-request costs one)."""
     model_id: str | None = None
     """Name reported in events; default: the model path's last component."""
     dtype: str = "auto"
@@ -168,6 +173,23 @@ class NatsConfig(_Section):
     ack_timeout_s: float = Field(5.0, gt=0, le=120)
 
 
+class WorkerConfig(_Section):
+    """`vidcap worker`: serve a local engine to `vidcap run`s over NATS."""
+
+    engine: EngineConfig = EngineConfig()
+    nats: NatsConfig
+    concurrency: int = Field(32, ge=1, le=4096)
+    """Requests this worker works on at once (vLLM batches them)."""
+
+    @model_validator(mode="after")
+    def _serves_locally(self) -> WorkerConfig:
+        if self.engine.kind == "nats":
+            raise ValueError("a worker's engine.kind must be vllm or openai, not nats")
+        if not self.nats.url:
+            raise ValueError("a worker needs nats.url (the NATS its `vidcap run`s use)")
+        return self
+
+
 class PipelineConfig(_Section):
     max_pending_keyframes: int = Field(8, ge=1, le=10000)
     """Keyframes of one stream waiting for the engine; live streams drop the stalest beyond."""
@@ -193,13 +215,18 @@ class Config(_Section):
 
 def load_config(path: Path) -> Config:
     """Read a YAML file, expand ${ENV} references, validate."""
+    return parse_section(Config, load_yaml(path), str(path))
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping with ${ENV} references expanded."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level")
-    return parse_config(_expand_env(raw, ""), source=str(path))
+    return _expand_env(raw, "")
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> Config:

@@ -12,6 +12,7 @@ from pathlib import Path
 from engine.base import CaptionEngine
 from engine.captioner import Captioner
 from engine.factory import start_engine
+from engine.nats_engine import engine_subject
 from stream.config import Config
 from stream.nats_server import EmbeddedNatsServer
 from stream.pipeline import Event, EventCallback, StreamPipeline, new_session_id
@@ -58,15 +59,16 @@ class Runner:
         Without ``engine``, the configured one is started here and closed at the end.
         """
         owns_engine = engine is None
+        client = await connect(self.config.nats, url)
         if engine is None:
-            engine = await start_engine(self.config.engine)
+            subject = engine_subject(self.config.nats.subject_prefix)
+            engine = await start_engine(self.config.engine, (client, subject))
         captioner = Captioner(
             engine,
             max_tokens=self.config.engine.max_tokens,
             max_attempts=self.config.engine.max_attempts,
             timeout_s=self.config.engine.request_timeout_s,
         )
-        client = await connect(self.config.nats, url)
         publisher = EventPublisher(client, self.config.nats)
         try:
             await publisher.ensure_stream()
@@ -90,9 +92,9 @@ class Runner:
             )
             return 0 if all(results) and not self.engine_died else 1
         finally:
-            await publisher.close()
             if owns_engine:
                 await engine.close()
+            await publisher.close()
 
     def _observe(self, event: Event) -> None:
         """Pass events on; a dead engine stops every stream (its failure events are published)."""

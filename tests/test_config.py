@@ -88,6 +88,25 @@ def test_example_config_is_valid() -> None:
     assert config.engine.temperature == 0.1
 
 
+def test_worker_example_config_is_valid() -> None:
+    from stream.config import WorkerConfig, load_yaml, parse_section
+
+    path = Path(__file__).parents[1] / "configs" / "worker.yaml"
+    config = parse_section(WorkerConfig, load_yaml(path), str(path))
+    assert config.engine.kind == "vllm" and config.nats.url
+
+
+def test_a_worker_cannot_forward_to_workers() -> None:
+    from stream.config import WorkerConfig, parse_section
+
+    with pytest.raises(ConfigError, match="must be vllm or openai"):
+        parse_section(
+            WorkerConfig,
+            {"engine": {"kind": "nats"}, "nats": {"url": "nats://127.0.0.1:4222"}},
+            "w",
+        )
+
+
 def test_kubernetes_config_map_holds_a_valid_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

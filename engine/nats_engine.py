@@ -1,0 +1,156 @@
+"""Scale-out over NATS: `vidcap worker` serves an engine in a queue group; `vidcap run`
+sends keyframes to it as requests and keeps per-stream order itself (its sequencer).
+
+A request is a size-bounded JPEG with the request id and token budget in headers; the reply
+is the raw completion, which the requesting side's guard judges. A worker that dies
+mid-request simply never answers: the request times out after ``attempt_timeout_s`` and is
+sent again, to whichever worker the queue group picks. Each try has its own reply inbox, so a
+late answer to an abandoned try is dropped, never published twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from typing import Any, Final
+
+import nats.errors
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from PIL import Image
+
+from engine.base import CaptionEngine, Generation
+from engine.errors import EngineError
+
+logger = logging.getLogger(__name__)
+
+MAX_IMAGE_BYTES: Final = 900_000  # under NATS's default 1 MiB max_payload
+JPEG_QUALITIES: Final = (90, 80, 70, 55, 40)
+QUEUE_GROUP: Final = "vidcap-workers"
+NO_RESPONDERS_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0)
+
+
+def engine_subject(prefix: str) -> str:
+    # Not under "<prefix>.>": the JetStream stream that stores events would capture the
+    # requests and answer them with its own acks.
+    return f"{prefix}_engine.caption"
+
+
+def encode_jpeg(image: Image.Image, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+    """The best JPEG quality that fits; halve the size if even the lowest does not."""
+    picture = image.convert("RGB")
+    while True:
+        for quality in JPEG_QUALITIES:
+            buffer = io.BytesIO()
+            picture.save(buffer, format="JPEG", quality=quality)
+            if buffer.tell() <= max_bytes:
+                return buffer.getvalue()
+        picture = picture.resize((max(1, picture.width // 2), max(1, picture.height // 2)))
+
+
+class NatsEngine:
+    """The requesting side: a CaptionEngine whose work is done by `vidcap worker`s."""
+
+    def __init__(
+        self, client: Client, subject: str, model_id: str, attempt_timeout_s: float, attempts: int
+    ) -> None:
+        self._client = client
+        self._subject = subject
+        self.model_id = model_id
+        self._attempt_timeout_s = attempt_timeout_s
+        self._attempts = attempts
+
+    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+        payload = await asyncio.to_thread(encode_jpeg, image)
+        headers = {"Vidcap-Request-Id": request_id, "Vidcap-Max-Tokens": str(max_tokens)}
+        last_error = "no attempt"
+        for attempt in range(self._attempts):
+            try:
+                reply = await self._client.request(
+                    self._subject, payload, timeout=self._attempt_timeout_s, headers=headers
+                )
+                return _generation(reply)
+            except nats.errors.NoRespondersError:
+                last_error = "no worker is serving " + self._subject
+                await asyncio.sleep(NO_RESPONDERS_BACKOFF_S[min(attempt, 3)])
+            except nats.errors.TimeoutError:
+                last_error = f"no reply within {self._attempt_timeout_s:g} s (worker lost?)"
+            logger.warning("request %s try %d: %s; retrying", request_id, attempt + 1, last_error)
+        raise EngineError(f"{request_id}: {last_error} after {self._attempts} tries")
+
+    async def close(self) -> None:
+        pass  # the NATS client belongs to the caller (it also publishes the events)
+
+
+def _generation(reply: Msg) -> Generation:
+    if reply.headers and reply.headers.get("Vidcap-Error"):
+        raise EngineError(f"worker failed: {reply.headers['Vidcap-Error']}")
+    try:
+        body = orjson.loads(reply.data)
+        return Generation(
+            text=body["text"],
+            finish_reason=body["finish_reason"],
+            prompt_tokens=int(body["prompt_tokens"]),
+            output_tokens=int(body["output_tokens"]),
+            first_token_s=body.get("first_token_s"),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise EngineError(f"malformed worker reply: {reply.data[:200]!r}") from exc
+
+
+class Worker:
+    """The serving side: answers caption requests with a local engine, many at once."""
+
+    def __init__(self, client: Client, engine: CaptionEngine, subject: str, concurrency: int):
+        self._client = client
+        self._engine = engine
+        self._subject = subject
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.served = 0
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        subscription = await self._client.subscribe(
+            self._subject, queue=QUEUE_GROUP, cb=self._on_request
+        )
+        await self._client.flush()
+        logger.info("worker serving %s in queue group %s", self._subject, QUEUE_GROUP)
+        print(f"vidcap worker: serving {self._subject} (queue group {QUEUE_GROUP})", flush=True)
+        await stop.wait()
+        await subscription.drain()  # take no more; finish what is in flight
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _on_request(self, msg: Msg) -> None:
+        await self._slots.acquire()  # backpressure: NATS buffers the rest for this worker
+        task = asyncio.create_task(self._answer(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        request_id = headers.get("Vidcap-Request-Id", "unnamed")
+        try:
+            image = Image.open(io.BytesIO(msg.data))
+            image.load()
+            max_tokens = int(headers.get("Vidcap-Max-Tokens", "512"))
+            generation = await self._engine.generate(image, request_id, max_tokens)
+            await msg.respond(orjson.dumps(_as_dict(generation)))
+            self.served += 1
+        except Exception as exc:  # answer every request, even a bad one
+            logger.warning("request %s failed: %r", request_id, exc)
+            await self._client.publish(msg.reply, b"", headers={"Vidcap-Error": repr(exc)[:500]})
+        finally:
+            self._slots.release()
+
+
+def _as_dict(generation: Generation) -> dict[str, Any]:
+    return {
+        "text": generation.text,
+        "finish_reason": generation.finish_reason,
+        "prompt_tokens": generation.prompt_tokens,
+        "output_tokens": generation.output_tokens,
+        "first_token_s": generation.first_token_s,
+    }

@@ -1,0 +1,29 @@
+"""`vidcap worker`: a GPU host's engine, served to every `vidcap run` on the same NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from engine.factory import start_engine
+from engine.nats_engine import Worker, engine_subject
+from stream.config import WorkerConfig
+from stream.publisher import connect
+
+
+async def run_worker(config: WorkerConfig) -> int:
+    assert config.nats.url is not None
+    engine = await start_engine(config.engine)
+    client = await connect(config.nats, config.nats.url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    worker = Worker(client, engine, engine_subject(config.nats.subject_prefix), config.concurrency)
+    try:
+        await worker.serve(stop)  # SIGTERM: stop taking requests, answer those in flight
+    finally:
+        await client.drain()
+        await engine.close()
+    print(f"vidcap worker: stopped after serving {worker.served} requests", flush=True)
+    return 0

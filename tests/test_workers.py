@@ -1,0 +1,111 @@
+"""Scale-out: two real `vidcap worker` processes on a real nats-server, one killed mid-run.
+Every keyframe still gets exactly one event, in order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stream.config import parse_config
+from stream.nats_server import EmbeddedNatsServer
+from stream.runner import Runner
+from stream.sample_clip import ClipSpec, write_clip
+from tests.conftest import tiny_engine_config
+
+WORKER_START_TIMEOUT_S = 400
+
+
+@pytest.fixture
+def workers(
+    nats_server: EmbeddedNatsServer, tiny_model: Path, tmp_path: Path
+) -> Iterator[list[subprocess.Popen[str]]]:
+    config = tmp_path / "worker.yaml"
+    engine = tiny_engine_config(tiny_model, max_num_seqs=4).model_dump(mode="json")
+    body = {"engine": engine, "nats": {"url": nats_server.url, "subject_prefix": "sc"}}
+    config.write_text(orjson.dumps(body).decode())
+    command = [sys.executable, "-m", "stream.cli", "worker", "--config", str(config)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    processes = [
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        for _ in range(2)
+    ]
+    try:
+        for process in processes:
+            _wait_serving(process)
+        yield processes
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def _wait_serving(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    lines = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if line.startswith("vidcap worker: serving"):
+            # keep draining its output so the worker never blocks on a full pipe
+            threading.Thread(target=process.stdout.read, daemon=True).start()
+            return
+        if not line and process.poll() is not None:
+            raise RuntimeError("worker exited:\n" + "".join(lines[-30:]))
+    raise RuntimeError("worker did not start:\n" + "".join(lines[-30:]))
+
+
+async def test_killing_one_of_two_workers_loses_and_duplicates_nothing(
+    workers: list[subprocess.Popen[str]],
+    nats_server: EmbeddedNatsServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = ClipSpec(shots=12, shot_frames=20, fps=25)
+    clip = write_clip(tmp_path / "many-cuts.mp4", spec)
+    config = parse_config(
+        {
+            "streams": [{"id": "scaled", "url": str(clip)}],
+            "keyframes": {"min_gap_s": 0.5},
+            "engine": {
+                "kind": "nats",
+                "model_id": "tiny-gemma3",
+                "worker_timeout_s": 15,
+                "worker_attempts": 3,
+                "request_timeout_s": 120,
+            },
+            "nats": {"url": nats_server.url, "subject_prefix": "sc", "stream_name": "SC"},
+            "pipeline": {"max_in_flight_per_stream": 6, "max_pending_keyframes": 4},
+        }
+    )
+    events: list[dict[str, Any]] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        events.append(event)
+        if sum(e["type"] == "caption" for e in events) == 3:
+            workers[0].send_signal(signal.SIGKILL)  # mid-run, with requests in flight
+
+    assert await Runner(config, on_event).run(nats_server.url) == 0
+    assert workers[0].poll() is not None and workers[1].poll() is None
+    captions = [e for e in events if e["type"] == "caption"]
+    assert [c["keyframe"] for c in captions] == list(range(spec.shots))  # none lost, none twice
+    assert [c["frame"]["index"] for c in captions] == spec.cut_frames
+    assert [e["seq"] for e in events] == list(range(len(events)))  # in order
+    for caption in captions:
+        assert caption["status"] == "ok" or caption["error"]["reason"], caption
+    assert sum(c["status"] == "ok" for c in captions) >= spec.shots - 2
+    # The kill did catch requests in flight, and they were sent again to the other worker.
+    retried = [r for r in caplog.records if "worker lost?" in r.getMessage()]
+    assert retried, "no request was in flight on the killed worker"
