@@ -16,6 +16,8 @@ import orjson
 from engine.schema import CAPTION_FIELDS, validate_caption
 
 EXCERPT_CHARS: Final = 300
+MAX_DESCRIPTION_SENTENCES: Final = 4
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\bMr)(?<!\bDr)[.!?]+[\"')\]]*\s")
 _CODE_FENCE = re.compile(r"\A```(?:json)?\s*\n(.*?)\n?```\Z", re.S)
 
 
@@ -35,7 +37,8 @@ class GuardedCaption:
 
 
 def check_output(text: str, finish_reason: str | None) -> GuardedCaption | GuardRejection:
-    """Check one completion: finish reason, JSON syntax, schema. Never raises."""
+    """Check one completion: finish reason, JSON syntax, schema, the prompt's rules.
+    Never raises."""
     excerpt = text[:EXCERPT_CHARS]
     if finish_reason == "length":
         return GuardRejection("truncated", "output hit max_tokens before the JSON closed", excerpt)
@@ -54,7 +57,17 @@ def check_output(text: str, finish_reason: str | None) -> GuardedCaption | Guard
         validate_caption(value)
     except fastjsonschema.JsonSchemaValueException as exc:
         return GuardRejection("schema", exc.message, excerpt)
+    sentences = count_sentences(value["description"])
+    if sentences > MAX_DESCRIPTION_SENTENCES:
+        detail = f"description has {sentences} sentences (the prompt allows 4)"
+        return GuardRejection("rules", detail, excerpt)
     return GuardedCaption(_normalise(value))
+
+
+def count_sentences(text: str) -> int:
+    """Sentences as a reader counts them: terminal punctuation followed by a space or the end
+    (so "3.5 m" and "e.g." inside a sentence do not split it)."""
+    return len(_SENTENCE_END.findall(text.strip() + " ")) or (1 if text.strip() else 0)
 
 
 def _strip_code_fence(body: str) -> str:

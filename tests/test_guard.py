@@ -5,7 +5,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from engine.guard import EXCERPT_CHARS, GuardedCaption, GuardRejection, check_output
+from engine.guard import (
+    EXCERPT_CHARS,
+    GuardedCaption,
+    GuardRejection,
+    check_output,
+    count_sentences,
+)
 from engine.schema import CAPTION_FIELDS
 
 VALID = {
@@ -100,6 +106,28 @@ def test_malformed_output_is_rejected_with_reason(
     assert result.reason == reason
     assert result.detail
     assert result.excerpt == text[:EXCERPT_CHARS]
+
+
+def test_description_of_more_than_four_sentences_breaks_the_prompt_rules() -> None:
+    five = "One. Two! Three? Four. Five."
+    result = check_output(with_(description=five), "stop")
+    assert isinstance(result, GuardRejection) and result.reason == "rules"
+    four = "A 3.5 m boat, e.g. a dinghy, sails. Two. Three? Four!"
+    assert isinstance(check_output(with_(description=four), "stop"), GuardedCaption)
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("", 0),
+        ("No full stop", 1),
+        ("One. Two.", 2),
+        ("Wait... what?", 2),
+        ('He said "go." Then left.', 2),
+    ],
+)
+def test_sentence_count(text: str, sentences: int) -> None:
+    assert count_sentences(text) == sentences
 
 
 def test_excerpt_is_size_capped() -> None:

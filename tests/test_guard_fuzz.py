@@ -11,7 +11,7 @@ import random
 import jsonschema
 import orjson
 
-from engine.guard import GuardedCaption, GuardRejection, check_output
+from engine.guard import GuardedCaption, GuardRejection, check_output, count_sentences
 from engine.schema import CAPTION_FIELDS, CAPTION_SCHEMA, MAX_ACTIONS, MAX_OBJECTS
 
 RUNS = 10_000
@@ -83,7 +83,8 @@ def mutate(rng: random.Random, text: str) -> str:
 
 def prompt_rules_hold(caption: dict) -> bool:
     return (
-        list(caption) == list(CAPTION_FIELDS)
+        count_sentences(caption["description"]) <= 4
+        and list(caption) == list(CAPTION_FIELDS)
         and len(caption["objects"]) <= MAX_OBJECTS
         and len(caption["actions"]) <= MAX_ACTIONS
         and all(
