@@ -195,6 +195,9 @@ class PipelineConfig(_Section):
     """Keyframes of one stream waiting for the engine; live streams drop the stalest beyond."""
     max_in_flight_per_stream: int = Field(4, ge=1, le=1024)
     """Keyframes of one stream being captioned at once."""
+    max_in_flight_total: int | None = Field(None, ge=1, le=65536)
+    """Keyframes of all streams at the engine at once, shared fairly between streams;
+    default twice engine.max_num_seqs (enough to keep vLLM's batch full)."""
 
 
 class Config(_Section):

@@ -12,6 +12,7 @@ from uuid import uuid4
 from engine.captioner import Captioner
 from stream.config import Config, StreamConfig
 from stream.events import caption_event, status_event
+from stream.fair_share import FairShare
 from stream.frames import Keyframe, SourceState, SourceStatus
 from stream.handoff import KeyframeHandoff
 from stream.ingest import Ingest
@@ -39,6 +40,7 @@ class StreamPipeline:
         *,
         session: str,
         model_id: str,
+        share: FairShare,
         on_event: EventCallback | None = None,
     ) -> None:
         self.stream = stream
@@ -48,6 +50,7 @@ class StreamPipeline:
         self._session = session
         self._model_id = model_id
         self._on_event = on_event
+        self._share = share
         self._stopping = False
         self._ingest: Ingest | None = None
         self._keyframes_numbered = 0
@@ -99,9 +102,10 @@ class StreamPipeline:
         await sequencer.submit(lambda seq: self._caption(keyframe, seq, number))
 
     async def _caption(self, keyframe: Keyframe, seq: int, number: int) -> Event:
-        queue_s = max(0.0, time.time() - keyframe.time.captured_at)
         request_id = f"{self.stream.id}-{self._session}-{number}"
-        outcome = await self._captioner.caption(keyframe.image, request_id)
+        async with self._share.slot(self.stream.id):
+            queue_s = max(0.0, time.time() - keyframe.time.captured_at)
+            outcome = await self._captioner.caption(keyframe.image, request_id)
         if not outcome.ok:
             logger.warning(
                 "stream %s keyframe %d failed: %s", self.stream.id, number, outcome.error

@@ -14,6 +14,7 @@ from engine.captioner import Captioner
 from engine.factory import start_engine
 from engine.nats_engine import engine_subject
 from stream.config import Config
+from stream.fair_share import FairShare
 from stream.nats_server import EmbeddedNatsServer
 from stream.pipeline import Event, EventCallback, StreamPipeline, new_session_id
 from stream.publisher import EventPublisher, connect
@@ -72,6 +73,8 @@ class Runner:
         publisher = EventPublisher(client, self.config.nats)
         try:
             await publisher.ensure_stream()
+            total = self.config.pipeline.max_in_flight_total or 2 * self.config.engine.max_num_seqs
+            share = FairShare(total)
             self.pipelines = [
                 StreamPipeline(
                     stream,
@@ -80,6 +83,7 @@ class Runner:
                     publisher,
                     session=self.session,
                     model_id=engine.model_id,
+                    share=share,
                     on_event=self._observe,
                 )
                 for stream in self.config.streams

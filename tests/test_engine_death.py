@@ -1,0 +1,52 @@
+"""A dead vLLM engine fails every waiter promptly and says so; nothing hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+from engine.captioner import Captioner
+from engine.factory import start_vllm_engine
+from tests.conftest import tiny_engine_config
+
+PROMPT_FAILURE_S = 30.0
+
+
+def picture(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+
+
+async def test_killing_the_engine_core_fails_waiters_promptly(tiny_model: Path) -> None:
+    engine = start_vllm_engine(tiny_engine_config(tiny_model, max_num_seqs=4))
+    captioner = Captioner(engine, max_tokens=512, max_attempts=3, timeout_s=300)
+    try:
+        assert (await captioner.caption(picture(0), "before")).attempts >= 1
+        in_flight = [asyncio.create_task(captioner.caption(picture(n), f"w{n}")) for n in range(4)]
+        await asyncio.sleep(0.3)
+        cores = [
+            p
+            for p in psutil.Process(os.getpid()).children(recursive=True)
+            if "EngineCore" in " ".join(p.cmdline()) or "EngineCore" in p.name()
+        ]
+        assert cores, [p.cmdline() for p in psutil.Process(os.getpid()).children(recursive=True)]
+        killed_at = time.monotonic()
+        for core in cores:
+            core.send_signal(signal.SIGKILL)
+        outcomes = await asyncio.wait_for(asyncio.gather(*in_flight), PROMPT_FAILURE_S)
+        waited = time.monotonic() - killed_at
+        unfinished = [o for o in outcomes if not o.ok]
+        assert unfinished, "every request finished before the kill; nothing was tested"
+        assert all(o.error and o.error["reason"] == "engine_dead" for o in unfinished), outcomes
+        after = await asyncio.wait_for(captioner.caption(picture(9), "after"), 5)
+        assert after.error is not None and after.error["reason"] == "engine_dead"
+        assert waited < PROMPT_FAILURE_S
+    finally:
+        await engine.close()
