@@ -13,6 +13,7 @@ from PIL import Image
 from engine.base import CaptionEngine, Generation
 from engine.errors import EngineDeadError, EngineError, RequestTimeoutError
 from engine.guard import GuardedCaption, GuardRejection, check_output
+from engine.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,27 @@ class Captioner:
     max_tokens: int = 512
     max_attempts: int = 3
     timeout_s: float = 60.0
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def caption(self, image: Image.Image, request_id: str) -> CaptionOutcome:
+        self.metrics.in_flight.inc()
+        try:
+            outcome = await self._caption(image, request_id)
+        finally:
+            self.metrics.in_flight.dec()
+        self._record(outcome)
+        return outcome
+
+    def _record(self, outcome: CaptionOutcome) -> None:
+        m = self.metrics
+        m.captions.labels("ok" if outcome.error is None else outcome.error["reason"]).inc()
+        m.engine_latency.observe(outcome.engine_s)
+        if outcome.first_token_s is not None:
+            m.first_token.observe(outcome.first_token_s)
+        m.tokens.labels("in").inc(outcome.tokens.get("prompt", 0))
+        m.tokens.labels("out").inc(outcome.tokens.get("output", 0))
+
+    async def _caption(self, image: Image.Image, request_id: str) -> CaptionOutcome:
         started = time.monotonic()
         max_tokens = self.max_tokens
         rejection: GuardRejection | None = None
@@ -73,8 +93,9 @@ class Captioner:
                 )
             rejection = checked
             logger.info("request %s attempt %d rejected: %s", request_id, attempt, checked.reason)
-            if not checked.retryable:
+            if not checked.retryable or attempt == self.max_attempts:
                 break
+            self.metrics.retries.labels(checked.reason).inc()
             if checked.reason == "truncated":
                 max_tokens = int(max_tokens * TRUNCATION_GROWTH)
         assert rejection is not None

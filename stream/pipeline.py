@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
@@ -105,6 +106,7 @@ class StreamPipeline:
         request_id = f"{self.stream.id}-{self._session}-{number}"
         async with self._share.slot(self.stream.id):
             queue_s = max(0.0, time.time() - keyframe.time.captured_at)
+            self._captioner.metrics.queue_wait.labels(self.stream.id).observe(queue_s)
             outcome = await self._captioner.caption(keyframe.image, request_id)
         if not outcome.ok:
             logger.warning(
@@ -154,5 +156,9 @@ class StreamPipeline:
     async def _publish_in_order(self, sequencer: Sequencer[Event]) -> None:
         async for event in sequencer.results():
             await self._publisher.publish(event)
+            if event["type"] == "caption":
+                captured = datetime.fromisoformat(event["frame"]["captured_at"]).timestamp()
+                latency = max(0.0, time.time() - captured)
+                self._captioner.metrics.end_to_end.labels(self.stream.id).observe(latency)
             if self._on_event is not None:
                 self._on_event(event)

@@ -140,3 +140,22 @@ async def test_captions_failures_and_timeouts_keep_their_slots(seed: int) -> Non
 
 async def _collect_pairs(sequencer: Sequencer[tuple[int, str]]) -> list[tuple[int, str]]:
     return [value async for value in sequencer.results()]
+
+
+async def test_captioner_metrics_count_outcomes_retries_and_tokens() -> None:
+    from engine.metrics import Metrics
+
+    script = {"a": (0.0, GOOD, "stop"), "b": (0.0, "{oops", "stop"), "c": (0.0, GOOD, "length")}
+    metrics = Metrics()
+    captioner = Captioner(ScriptedEngine(script), max_attempts=3, timeout_s=5, metrics=metrics)
+    for name in script:
+        await captioner.caption(None, name)  # type: ignore[arg-type]
+    value = metrics.registry.get_sample_value
+    assert value("vidcap_captions_total", {"outcome": "ok"}) == 1
+    assert value("vidcap_captions_total", {"outcome": "invalid_json"}) == 1
+    assert value("vidcap_captions_total", {"outcome": "truncated"}) == 1
+    assert value("vidcap_engine_retries_total", {"reason": "invalid_json"}) == 2
+    assert value("vidcap_engine_retries_total", {"reason": "truncated"}) == 2
+    assert value("vidcap_engine_tokens_total", {"direction": "in"}) == 70  # 7 tries x 10
+    assert value("vidcap_engine_requests_in_flight") == 0
+    assert value("vidcap_engine_latency_seconds_count") == 3
