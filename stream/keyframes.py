@@ -85,11 +85,6 @@ def histogram_change(a: FrameFeatures, b: FrameFeatures) -> float:
     return float(np.abs(a.histogram - b.histogram).sum()) * (100.0 / 6.0)
 
 
-def relative_contrast(frame: FrameFeatures) -> float:
-    """Luma std over mean: unchanged when lights dim or brighten (both scale together)."""
-    return frame.std / (frame.mean + 10.0)
-
-
 def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) -> bool:
     """Is ``middle`` a blend of ``old`` and ``new`` (a dissolve frame), by least squares?
 
@@ -197,7 +192,7 @@ class KeyframeSelector:
 
     def _track_dissolve(self, frame: FrameFeatures) -> None:
         """Note when a recent frame is a blend of the frames some way either side of it: the
-        signature of a dissolve (a pan's middle view is no blend of its ends). Two spans, so
+        signature of a dissolve (a pan's middle view is no blend of its ends). Several spans, so
         short and long dissolves both show it."""
         if self._pending is not None:
             self._recent_frames.clear()  # possibly a flash: not part of any dissolve
