@@ -46,8 +46,6 @@ class Ingest:
         self._image_size = image_size
         self._handoff = handoff
         self._stop = threading.Event()
-        self.frames_decoded = 0
-        self.keyframes_selected = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -86,7 +84,6 @@ class Ingest:
         # The selector decides up to `lookahead` frames late; keep those frames until then.
         recent: deque[tuple[FrameTime, av.VideoFrame]] = deque(maxlen=selector.lookahead + 1)
         for frame, frame_time in source.frames(self._stop, self._report):
-            self.frames_decoded += 1
             recent.append((frame_time, frame))
             selections = selector.process_frame(
                 frame_time.index, frame_time.time_s, features(frame)
@@ -105,7 +102,6 @@ class Ingest:
             keyframe = Keyframe(
                 self.config.id, frame_time, selection.reason, selection.score, image
             )
-            self.keyframes_selected += 1
             if not self._handoff.put_threadsafe(keyframe, self._stop):
                 return False
         return True

@@ -75,7 +75,6 @@ class EventPublisher:
         self._client = client
         self._config = config
         self._js = client.jetstream(timeout=config.ack_timeout_s) if config.jetstream else None
-        self.published = 0
         self.duplicates = 0
 
     async def ensure_stream(self) -> None:
@@ -103,7 +102,6 @@ class EventPublisher:
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
                 await self._publish_once(subject, payload, msg_id)
-                self.published += 1
                 return
             except (TimeoutError, nats.errors.Error) as exc:
                 if attempt == PUBLISH_ATTEMPTS - 1:

@@ -24,10 +24,6 @@ class Sequencer(Generic[T]):
         self._next_seq = 0
         self._closed = False
 
-    @property
-    def open_slots(self) -> int:
-        return len(self._open)
-
     async def submit(self, make_work: Callable[[int], Awaitable[T]]) -> int:
         """Wait for a free slot, then start ``make_work(seq)`` in it; returns the seq."""
         if self._closed:

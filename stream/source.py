@@ -122,6 +122,12 @@ class VideoSource:
             except av.error.InvalidDataError:
                 # One bad packet must not end a live feed; the decoder resyncs on the next one.
                 self.corrupt_packets += 1
+                if self.corrupt_packets % 100 == 1:
+                    logger.warning(
+                        "stream %s: %d corrupt packet(s) skipped so far",
+                        self.config.id,
+                        self.corrupt_packets,
+                    )
                 continue
             yield from decoded
 
