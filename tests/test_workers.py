@@ -36,15 +36,17 @@ def workers(
     config.write_text(orjson.dumps(body).decode())
     command = [sys.executable, "-m", "stream.cli", "worker", "--config", str(config)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    processes = [
-        subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        for _ in range(2)
-    ]
+    processes: list[subprocess.Popen[str]] = []
     try:
-        for process in processes:
-            _wait_serving(process)
+        # One after the other: two engines starting at once race on vLLM's compile cache
+        # and peak memory together (a worker failed to start that way in one CI run).
+        for _ in range(2):
+            processes.append(
+                subprocess.Popen(
+                    command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+                )
+            )
+            _wait_serving(processes[-1])
         yield processes
     finally:
         for process in processes:
