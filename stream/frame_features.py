@@ -39,6 +39,10 @@ class FrameFeatures:
     """U and V planes stacked (2, h, w), float32, 0-255."""
     histogram: np.ndarray
     """Concatenated Y, U, V histograms, each summing to 1 (float32)."""
+    centred: np.ndarray
+    """Luma minus its mean, flattened: what dissolve tests correlate."""
+    norm: float
+    """Euclidean length of ``centred``."""
     mean: float
     std: float
 
@@ -55,11 +59,19 @@ class FrameFeatures:
 
 
 def features_from_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> FrameFeatures:
+    # Sums and dot products rather than ndarray.mean/std: those go through Python wrappers,
+    # and this runs for every frame of every stream.
     luma = y.astype(np.float32)
-    mean, std = float(luma.mean()), float(luma.std())
-    normalised = (luma - mean) * (1.0 / std) if std >= FLAT_STD else np.zeros_like(luma)
+    mean = float(luma.sum()) / luma.size
+    centred = luma.ravel() - mean
+    norm = float(np.sqrt(centred @ centred))
+    std = norm / np.sqrt(luma.size)
+    normalised = (
+        centred.reshape(luma.shape) * (1.0 / std) if std >= FLAT_STD else np.zeros_like(luma)
+    )
     chroma = np.stack([u, v]).astype(np.float32)
-    return FrameFeatures(luma, normalised, chroma, _histograms(y, u, v), mean, std)
+    histogram = _histograms(y, u, v)
+    return FrameFeatures(luma, normalised, chroma, histogram, centred, norm, mean, std)
 
 
 _LUMA_SHIFT: Final = 8 - (LUMA_BINS.bit_length() - 1)  # bins are powers of two

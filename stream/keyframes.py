@@ -62,7 +62,7 @@ def structure_change(a: FrameFeatures, b: FrameFeatures) -> float:
     """0 (same structure) to about 100 (unrelated pictures), blind to brightness and contrast."""
     if a.normalised.shape != b.normalised.shape:
         return 100.0
-    change = float(np.abs(a.normalised - b.normalised).mean()) / _MEAN_ABS_Z_UNRELATED
+    change = _mean_abs_difference(a.normalised, b.normalised) / _MEAN_ABS_Z_UNRELATED
     return min(100.0, 100.0 * change)
 
 
@@ -70,14 +70,14 @@ def luma_change(a: FrameFeatures, b: FrameFeatures) -> float:
     """Mean absolute luma difference, in percent of full scale."""
     if a.luma.shape != b.luma.shape:
         return 100.0
-    return float(np.abs(a.luma - b.luma).mean()) * (100.0 / 255.0)
+    return _mean_abs_difference(a.luma, b.luma) * (100.0 / 255.0)
 
 
 def chroma_change(a: FrameFeatures, b: FrameFeatures) -> float:
     """Mean absolute U/V difference, in percent of full scale: colour cuts at equal brightness."""
     if a.chroma.shape != b.chroma.shape:
         return 100.0
-    return float(np.abs(a.chroma - b.chroma).mean()) * (100.0 / 255.0)
+    return _mean_abs_difference(a.chroma, b.chroma) * (100.0 / 255.0)
 
 
 def histogram_change(a: FrameFeatures, b: FrameFeatures) -> float:
@@ -94,8 +94,8 @@ def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) ->
     """
     if not middle.luma.shape == old.luma.shape == new.luma.shape:
         return False
-    y, a, b = (_centred(f.luma) for f in (middle, old, new))
-    ny, na, nb = (float(np.sqrt(v @ v)) for v in (y, a, b))
+    y, a, b = middle.centred, old.centred, new.centred
+    ny, na, nb = middle.norm, old.norm, new.norm
     if min(ny, na, nb) == 0:
         return False
     r_ya, r_yb, r_ab = float(y @ a) / (ny * na), float(y @ b) / (ny * nb), float(a @ b) / (na * nb)
@@ -111,9 +111,10 @@ def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) ->
     )
 
 
-def _centred(luma: np.ndarray) -> np.ndarray:
-    flat = luma.ravel()
-    return flat - flat.mean()
+def _mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+    difference = a - b
+    np.abs(difference, out=difference)
+    return float(difference.sum()) / difference.size
 
 
 def pixel_change(a: FrameFeatures, b: FrameFeatures) -> float:
@@ -219,7 +220,7 @@ class KeyframeSelector:
             return True
         if len(self._recent) < _RECENT_SCORES:
             return False  # too little history to call the score an outlier
-        typical = float(np.mean(self._recent))
+        typical = sum(self._recent) / len(self._recent)
         return score >= self._config.adaptive_ratio * max(typical, 1.0)
 
     def _follow_candidate(self, frame: FrameFeatures, score: float) -> list[Selection]:
