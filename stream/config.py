@@ -50,8 +50,15 @@ class StreamConfig(_Section):
     """Longest wait for a source to open."""
     read_timeout_s: float = Field(10.0, gt=0, le=300)
     """Longest wait for data once open; FFmpeg reports a frozen server after about twice this."""
+    stall_timeout_s: float = Field(5.0, gt=0, le=3600)
+    """A live source that sends no frame for this long is reported ``stalled`` (it keeps
+    waiting for data until the read timeout, then reconnects)."""
     reconnect_initial_s: float = Field(1.0, gt=0, le=60)
     reconnect_max_s: float = Field(30.0, gt=0, le=3600)
+    reconnect_jitter: float = Field(0.2, ge=0, lt=1)
+    """Each backoff delay is scaled by a random factor in [1 - jitter, 1 + jitter]."""
+    reconnect_max_attempts: int = Field(0, ge=0)
+    """Consecutive failed reconnects before the stream is ``failed``; 0 retries forever."""
     options: dict[str, str] = Field(default_factory=dict)
     """Extra FFmpeg demuxer options, passed through unchanged."""
 

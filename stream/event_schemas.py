@@ -112,8 +112,23 @@ STATUS_EVENT_SCHEMA: Final = _strict(
         "at": {"type": "string", "format": "date-time"},
     },
 )
-STATUS_EVENT_SCHEMA["properties"]["dropped"] = {"type": "integer", "minimum": 1}
-STATUS_EVENT_SCHEMA["if"] = {"properties": {"state": {"const": "keyframes_dropped"}}}
-STATUS_EVENT_SCHEMA["then"] = {"required": ["dropped"]}
+STATUS_EVENT_SCHEMA["properties"].update(
+    {
+        "dropped": {"type": "integer", "minimum": 1},
+        "silent_s": {"type": "number", "minimum": 0},
+        "attempt": {"type": "integer", "minimum": 1},
+        "retry_in_s": {"type": "number", "minimum": 0},
+        "gap_s": {"type": "number", "minimum": 0},
+    }
+)
+STATUS_EVENT_SCHEMA["allOf"] = [
+    {"if": {"properties": {"state": {"const": state}}}, "then": {"required": required}}
+    for state, required in (
+        ("keyframes_dropped", ["dropped"]),
+        ("stalled", ["silent_s"]),
+        ("reconnecting", ["attempt", "retry_in_s"]),
+        ("recovered", ["gap_s"]),
+    )
+]
 
 EVENT_SCHEMAS: Final = {"caption-event": CAPTION_EVENT_SCHEMA, "status-event": STATUS_EVENT_SCHEMA}

@@ -9,7 +9,7 @@ from engine.captioner import CaptionOutcome
 from stream.frames import Keyframe, SourceStatus
 
 CAPTION_SCHEMA_ID: Final = "vidcap.caption/1"
-STATUS_SCHEMA_ID: Final = "vidcap.status/1"
+STATUS_SCHEMA_ID: Final = "vidcap.status/2"
 
 
 def iso_time(unix_s: float) -> str:
@@ -71,5 +71,6 @@ def status_event(*, session: str, seq: int, status: SourceStatus, **extra: Any) 
         "state": status.state,
         "detail": status.detail,
         "at": iso_time(status.at),
+        **status.fields,
         **extra,
     }

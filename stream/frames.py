@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -36,8 +36,10 @@ class Keyframe:
 
 SourceState = Literal[
     "connecting",  # opening the source
-    "live",  # frames are arriving
+    "live",  # frames are arriving (the first time)
+    "stalled",  # a connected live source sent no frame for stall_timeout_s
     "reconnecting",  # a live source ended or failed; reopening after a backoff
+    "recovered",  # frames again after a stall or reconnect; gap_s says how long they were gone
     "ended",  # a file reached its end
     "failed",  # the source cannot be read (files: for good)
     "stopped",  # vidcap is shutting down
@@ -54,3 +56,5 @@ class SourceStatus:
     detail: str
     at: float
     """Wall-clock (Unix) time of the change."""
+    fields: dict[str, Any] = field(default_factory=dict)
+    """State-specific numbers (gap_s, attempt, retry_in_s, ...), published as event fields."""

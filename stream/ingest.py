@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import av
 from PIL import Image
@@ -21,8 +23,18 @@ from stream.frames import FrameTime, Keyframe, SourceState, SourceStatus
 from stream.handoff import KeyframeHandoff
 from stream.keyframes import KeyframeSelector, Selection
 from stream.source import VideoSource
+from stream.source_health import SourceHealth, StatusReport
 
 logger = logging.getLogger(__name__)
+WATCHDOG_PERIOD_S = 0.25
+
+
+class FrameSource(Protocol):
+    """Where an ingest thread gets frames: PyAV (files, RTSP, HLS) or a WHIP publisher."""
+
+    def frames(
+        self, stop: threading.Event, health: SourceHealth, report: StatusReport
+    ) -> Iterator[tuple[av.VideoFrame, FrameTime]]: ...
 
 
 def model_image(frame: av.VideoFrame, max_side: int) -> Image.Image:
@@ -40,12 +52,15 @@ class Ingest:
         keyframes: KeyframeConfig,
         image_size: int,
         handoff: KeyframeHandoff,
+        source: FrameSource | None = None,
     ) -> None:
         self.config = config
         self._keyframes = keyframes
         self._image_size = image_size
         self._handoff = handoff
+        self._source = source or VideoSource(config)
         self._stop = threading.Event()
+        self._health = SourceHealth(config.stall_timeout_s, self._report)
 
     def stop(self) -> None:
         self._stop.set()
@@ -58,12 +73,23 @@ class Ingest:
             target=self._thread_main, args=(loop, finished), name=f"ingest-{self.config.id}"
         )
         thread.start()
+        watchdog = asyncio.create_task(self._watch()) if self.config.is_live else None
         try:
             await asyncio.shield(finished)
         except asyncio.CancelledError:
             self._stop.set()
             await asyncio.to_thread(thread.join)
             raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    async def _watch(self) -> None:
+        """Stall detection runs here, not on the ingest thread: that one may be blocked in a
+        read of a frozen source."""
+        while True:
+            await asyncio.sleep(WATCHDOG_PERIOD_S)
+            self._health.check()
 
     def _thread_main(self, loop: asyncio.AbstractEventLoop, finished: asyncio.Future[None]) -> None:
         error: BaseException | None = None
@@ -80,10 +106,9 @@ class Ingest:
     def _decode_and_select(self) -> None:
         selector = KeyframeSelector(self._keyframes)
         features = FeatureExtractor(self._keyframes.analysis_width)
-        source = VideoSource(self.config)
         # The selector decides up to `lookahead` frames late; keep those frames until then.
         recent: deque[tuple[FrameTime, av.VideoFrame]] = deque(maxlen=selector.lookahead + 1)
-        for frame, frame_time in source.frames(self._stop, self._report):
+        for frame, frame_time in self._source.frames(self._stop, self._health, self._report):
             recent.append((frame_time, frame))
             selections = selector.process_frame(
                 frame_time.index, frame_time.time_s, features(frame)
@@ -106,9 +131,10 @@ class Ingest:
                 return False
         return True
 
-    def _report(self, state: SourceState, detail: str) -> None:
-        logger.info("stream %s: %s (%s)", self.config.id, state, detail)
-        status = SourceStatus(self.config.id, state, detail, time.time())
+    def _report(self, state: SourceState, detail: str, **fields: Any) -> None:
+        level = logging.WARNING if state in ("stalled", "reconnecting", "failed") else logging.INFO
+        logger.log(level, "stream %s: %s (%s)", self.config.id, state, detail)
+        status = SourceStatus(self.config.id, state, detail, time.time(), fields)
         self._handoff.put_threadsafe(status, self._stop)
 
 

@@ -7,21 +7,22 @@ A file ends normally (or starts again when ``loop`` is set).
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from fractions import Fraction
 
 import av
 import av.error
 
 from stream.config import StreamConfig
-from stream.frames import FrameTime, SourceState
+from stream.frames import FrameTime
+from stream.source_health import SourceHealth, StatusReport
 
 logger = logging.getLogger(__name__)
 
-StatusCallback = Callable[[SourceState, str], None]
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
@@ -61,8 +62,21 @@ class StreamClock:
         self._offset = self._last + self._step
 
 
+# Errors that retrying cannot fix: the source is there but will never give us video.
+_PERMANENT_ERRORS = (
+    av.error.HTTPUnauthorizedError,
+    av.error.HTTPForbiddenError,
+    av.error.HTTPNotFoundError,
+)
+
+
+class NoVideoError(Exception):
+    """The source opened but has no video stream."""
+
+
 class VideoSource:
-    """Yields decoded frames of one stream until ``stop`` is set or a file ends."""
+    """Yields decoded frames of one stream until ``stop`` is set, a file ends, or a live
+    source fails for good."""
 
     def __init__(self, config: StreamConfig) -> None:
         self.config = config
@@ -70,25 +84,26 @@ class VideoSource:
         self.corrupt_packets = 0
 
     def frames(
-        self, stop: threading.Event, report: StatusCallback
+        self, stop: threading.Event, health: SourceHealth, report: StatusReport
     ) -> Iterator[tuple[av.VideoFrame, FrameTime]]:
         clock = StreamClock(self.config.is_live)
-        index = 0
-        delay = self.config.reconnect_initial_s
+        index, failures = 0, 0
+        report("connecting", self.url)
         while not stop.is_set():
-            report("connecting", self.url)
             error: str | None = None
-            produced = 0
+            permanent = False
             try:
                 with self._open() as container:
-                    report("live", self._describe(container))
+                    health.opened()
                     for frame in self._decode(container, stop):
+                        health.frame(lambda: self._describe(container))
+                        failures = 0
                         yield frame, clock.stamp(index, frame.pts, frame.time_base)
                         index += 1
-                        produced += 1
-            except (av.error.FFmpegError, OSError, IndexError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                logger.warning("stream %s: %s", self.config.id, error)
+            except (av.error.FFmpegError, OSError, NoVideoError) as exc:
+                permanent = isinstance(exc, (*_PERMANENT_ERRORS, NoVideoError))
+                error = self._explain(exc)
+                logger.warning("stream %s (%s): %s", self.config.id, self.url, error)
             if stop.is_set():
                 return
             if not self.config.is_live and not self.config.loop:
@@ -97,10 +112,33 @@ class VideoSource:
             if not self.config.is_live:
                 clock.restart_file()
                 continue
-            delay = self.config.reconnect_initial_s if produced else delay
-            report("reconnecting", f"{error or 'stream ended'}; retrying in {delay:g} s")
+            failures += 1
+            limit = self.config.reconnect_max_attempts
+            if permanent or (limit and failures > limit):
+                reason = (
+                    error
+                    if permanent
+                    else f"{error or 'stream ended'}; gave up after {limit} attempts"
+                )
+                report("failed", reason or "unknown error")
+                return
+            delay = self._backoff(failures)
+            health.disconnected(error or "stream ended", failures, delay)
             stop.wait(delay)
-            delay = min(delay * 2, self.config.reconnect_max_s)
+
+    def _backoff(self, failures: int) -> float:
+        """Capped doubling with jitter, so cameras behind one dead switch do not retry in step."""
+        base = min(
+            self.config.reconnect_initial_s * 2 ** (failures - 1), self.config.reconnect_max_s
+        )
+        jitter = self.config.reconnect_jitter
+        return base * random.uniform(1 - jitter, 1 + jitter)
+
+    @staticmethod
+    def _explain(exc: BaseException) -> str:
+        if isinstance(exc, av.error.ExitError):
+            return f"no data within the read timeout ({exc})"
+        return f"{type(exc).__name__}: {exc}"
 
     def _open(self) -> av.container.InputContainer:
         options = dict(self.config.options)
@@ -112,8 +150,14 @@ class VideoSource:
     def _decode(
         self, container: av.container.InputContainer, stop: threading.Event
     ) -> Iterator[av.VideoFrame]:
-        stream = container.streams.video[0]  # IndexError when the input has no video
-        stream.thread_type = "AUTO"
+        if not container.streams.video:
+            kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+            raise NoVideoError(f"no video stream in the source (streams: {kinds})")
+        stream = container.streams.video[0]
+        # Frame threading holds several decoded frames back: on a live feed that is latency, and
+        # when packets stop those frames come out late, after the stall (seen with a frozen
+        # RTSP server). Slice threading returns each frame as soon as it is decoded.
+        stream.thread_type = "SLICE" if self.config.is_live else "AUTO"
         for packet in container.demux(stream):
             if stop.is_set():
                 return

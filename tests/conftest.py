@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -14,13 +11,10 @@ import pytest
 from engine.factory import start_vllm_engine
 from engine.tiny_model import build_tiny_model
 from engine.vllm_engine import VllmEngine
+from stream.bench.rtsp_peer import RtspPeer
 from stream.config import EngineConfig
 from stream.nats_server import EmbeddedNatsServer
 from stream.sample_clip import ClipSpec, write_clip
-
-HELPERS = Path(__file__).parent / "helpers"
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, which has the GStreamer `gi` bindings
-RTSP_START_TIMEOUT_S = 20.0
 
 
 @pytest.fixture(autouse=True)
@@ -84,31 +78,12 @@ def sample_clip(tmp_path_factory: pytest.TempPathFactory, clip_spec: ClipSpec) -
 @pytest.fixture
 def rtsp_server() -> Iterator[Callable[[Path], str]]:
     """Start GStreamer RTSP servers for files; returns their rtsp:// URLs; stops them after."""
-    processes: list[subprocess.Popen[str]] = []
+    peers: list[RtspPeer] = []
 
     def serve(path: Path) -> str:
-        process = subprocess.Popen(
-            [SYSTEM_PYTHON, str(HELPERS / "rtsp_server.py"), str(path)],
-            stdout=subprocess.PIPE,
-            stderr=sys.stderr,
-            text=True,
-        )
-        processes.append(process)
-        return f"rtsp://127.0.0.1:{_read_port(process)}/stream"
+        peers.append(RtspPeer.for_file(path))
+        return peers[-1].start()
 
     yield serve
-    for process in processes:
-        process.kill()
-        process.wait()
-
-
-def _read_port(process: subprocess.Popen[str]) -> int:
-    assert process.stdout is not None
-    deadline = time.monotonic() + RTSP_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("PORT "):
-            return int(line.split()[1])
-        if not line and process.poll() is not None:
-            raise RuntimeError(f"RTSP server exited with {process.returncode}")
-    raise RuntimeError("RTSP server did not report its port")
+    for peer in peers:
+        peer.kill()

@@ -1,0 +1,130 @@
+"""A real GStreamer RTSP server frozen, killed and restarted under a running vidcap.
+
+The faulted camera must report stalled / reconnecting / recovered in order with its captions
+and resume captioning; a second camera on its own server must not notice anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import pytest
+
+from engine.vllm_engine import VllmEngine
+from stream.bench.rtsp_peer import RtspPeer
+from stream.config import parse_config
+from stream.event_schemas import EVENT_SCHEMAS
+from stream.nats_server import EmbeddedNatsServer
+from stream.runner import Runner
+from tests.conftest import tiny_engine_config
+
+STALL_TIMEOUT_S = 1.0
+VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
+
+
+@pytest.fixture
+def cameras() -> Iterator[tuple[RtspPeer, RtspPeer]]:
+    faulted, steady = RtspPeer.for_pattern(320, 240), RtspPeer.for_pattern(320, 240)
+    faulted.start()
+    steady.start()
+    yield faulted, steady
+    faulted.kill()
+    steady.kill()
+
+
+def camera(stream_id: str, url: str) -> dict[str, Any]:
+    return {
+        "id": stream_id,
+        "url": url,
+        "open_timeout_s": 1,
+        "read_timeout_s": 3,  # longer than the stall timeout: a freeze is first "stalled"
+        "stall_timeout_s": STALL_TIMEOUT_S,
+        "reconnect_initial_s": 0.25,
+        "reconnect_max_s": 1,
+        "reconnect_jitter": 0.1,
+    }
+
+
+async def test_freeze_kill_restart_of_one_camera(
+    cameras: tuple[RtspPeer, RtspPeer],
+    nats_server: EmbeddedNatsServer,
+    vllm_engine: VllmEngine,
+    tiny_model: Path,
+) -> None:
+    faulted, steady = cameras
+    config = parse_config(
+        {
+            "streams": [camera("faulted", faulted.url), camera("steady", steady.url)],
+            # Heartbeat keyframes: the test picture has no cuts, captions must still flow.
+            "keyframes": {"min_gap_s": 0.5, "max_interval_s": 1.5},
+            "engine": tiny_engine_config(tiny_model).model_dump(),
+            "nats": {"url": nats_server.url, "subject_prefix": "faults", "jetstream": False},
+        }
+    )
+    events: dict[str, list[dict[str, Any]]] = {"faulted": [], "steady": []}
+    arrived: dict[str, asyncio.Event] = {}
+
+    def on_event(event: dict[str, Any]) -> None:
+        events[event["stream"]].append(event)
+        key = f"{event['stream']}:{event.get('state', 'caption')}"
+        arrived.setdefault(key, asyncio.Event()).set()
+
+    async def next_event(key: str, within_s: float = 60) -> None:
+        arrived.setdefault(key, asyncio.Event()).clear()
+        await asyncio.wait_for(arrived[key].wait(), within_s)
+
+    runner = Runner(config, on_event)
+    run = asyncio.create_task(runner.run(nats_server.url, engine=vllm_engine))
+    await next_event("faulted:caption", 120)
+
+    frozen_at = time.time()
+    faulted.freeze()
+    await next_event("faulted:stalled", 10)
+    await next_event("faulted:reconnecting", 10)  # FFmpeg's read timeout gave up on it
+    await asyncio.sleep(1.5)  # reconnects against a frozen server time out too
+    faulted.thaw()
+    await next_event("faulted:recovered", 30)
+    await next_event("faulted:caption", 30)
+
+    faulted.kill()
+    await next_event("faulted:reconnecting", 10)
+    await asyncio.sleep(2)  # refused connections meanwhile
+    faulted.start()  # same port
+    await next_event("faulted:recovered", 30)
+    await next_event("faulted:caption", 30)
+
+    runner.request_stop()
+    assert await asyncio.wait_for(run, 60) == 0
+
+    for stream_events in events.values():
+        assert [e["seq"] for e in stream_events] == list(range(len(stream_events)))
+        for event in stream_events:
+            VALIDATE[event["type"]](event)
+    states = [e["state"] for e in events["faulted"] if e["type"] == "status"]
+    assert states[:3] == ["connecting", "live", "stalled"], states
+    first_recovery = states.index("recovered")
+    assert set(states[3:first_recovery]) == {"reconnecting"}, states
+    second_recovery = states.index("recovered", first_recovery + 1)
+    assert set(states[first_recovery + 1 : second_recovery]) == {"reconnecting"}, states
+    assert states[second_recovery + 1 :] == ["stopped"], states
+
+    stalled = next(e for e in events["faulted"] if e.get("state") == "stalled")
+    reported_after = datetime.fromisoformat(stalled["at"]).timestamp() - frozen_at
+    assert reported_after <= STALL_TIMEOUT_S + 1.0, reported_after
+    recoveries = [e for e in events["faulted"] if e.get("state") == "recovered"]
+    assert all(e["gap_s"] >= STALL_TIMEOUT_S for e in recoveries)
+    captions_between = [
+        [e for e in events["faulted"][a:b] if e["type"] == "caption"]
+        for a, b in ((0, 2), (first_recovery, second_recovery))
+    ]
+    assert all(captions_between[1:]), "captions resumed after the first recovery"
+
+    steady_states = [e["state"] for e in events["steady"] if e["type"] == "status"]
+    assert steady_states == ["connecting", "live", "stopped"]
+    assert sum(e["type"] == "caption" for e in events["steady"]) >= 5
