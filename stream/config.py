@@ -207,12 +207,61 @@ class PipelineConfig(_Section):
     default twice engine.max_num_seqs (enough to keep vLLM's batch full)."""
 
 
+class IceServer(_Section):
+    urls: list[str] = Field(min_length=1)
+    """stun:host:port or turn:host:port?transport=udp|tcp."""
+    username: str | None = None
+    credential: SecretStr | None = None
+
+
+class WhipConfig(_Section):
+    """WebRTC ingest: publishers (OBS, browsers, GStreamer) push to POST /whip/<stream>."""
+
+    listen: str | None = None
+    """host:port of the WHIP endpoint, e.g. 0.0.0.0:8080; unset: no WHIP ingest."""
+    token: SecretStr | None = None
+    """Bearer token every request must carry (required when listen is set)."""
+    max_sessions: int = Field(8, ge=1, le=1000)
+    """Publishers at once; one more gets 503 with Retry-After."""
+    streams: list[StreamId] | None = None
+    """Stream ids publishers may use; unset: any valid id not taken by a configured stream."""
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    """STUN/TURN servers; none by default, so no traffic to public STUN servers."""
+    ice_addresses: list[str] = Field(default_factory=list)
+    """Only offer these local addresses as ICE host candidates (a server with several
+    interfaces, or loopback in tests); empty: every interface but 127.0.0.1."""
+    stall_timeout_s: float = Field(5.0, gt=0, le=3600)
+    """A publisher that sends no frame this long is reported ``stalled``."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.listen is not None
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        assert self.listen is not None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    @model_validator(mode="after")
+    def _listen_needs_token(self) -> WhipConfig:
+        if self.listen is None:
+            return self
+        _, colon, port = self.listen.rpartition(":")
+        if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"whip.listen {self.listen!r}: expected host:port")
+        if self.token is None or len(self.token.get_secret_value()) < 16:
+            raise ValueError("whip.listen is set: whip.token must be set (16+ characters)")
+        return self
+
+
 class Config(_Section):
-    streams: list[StreamConfig] = Field(min_length=1)
+    streams: list[StreamConfig] = Field(default_factory=list)
     keyframes: KeyframeConfig = KeyframeConfig()
     engine: EngineConfig = EngineConfig()
     nats: NatsConfig = NatsConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    whip: WhipConfig = WhipConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Config:
@@ -220,6 +269,11 @@ class Config(_Section):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"stream ids must be unique; repeated: {', '.join(duplicates)}")
+        if not ids and not self.whip.enabled:
+            raise ValueError("nothing to caption: configure streams, or whip.listen, or both")
+        taken = sorted(set(ids) & set(self.whip.streams or []))
+        if taken:
+            raise ValueError(f"whip.streams repeats configured stream ids: {', '.join(taken)}")
         return self
 
 

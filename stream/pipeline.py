@@ -16,7 +16,7 @@ from stream.events import caption_event, status_event
 from stream.fair_share import FairShare
 from stream.frames import Keyframe, SourceState, SourceStatus
 from stream.handoff import KeyframeHandoff
-from stream.ingest import Ingest
+from stream.ingest import FrameSource, Ingest
 from stream.publisher import EventPublisher
 from stream.sequencer import Sequencer
 
@@ -43,8 +43,10 @@ class StreamPipeline:
         model_id: str,
         share: FairShare,
         on_event: EventCallback | None = None,
+        source: FrameSource | None = None,
     ) -> None:
         self.stream = stream
+        self._source = source
         self._config = config
         self._captioner = captioner
         self._publisher = publisher
@@ -70,7 +72,11 @@ class StreamPipeline:
             self._config.pipeline.max_pending_keyframes, policy, asyncio.get_running_loop()
         )
         self._ingest = Ingest(
-            self.stream, self._config.keyframes, self._config.engine.image_size, handoff
+            self.stream,
+            self._config.keyframes,
+            self._config.engine.image_size,
+            handoff,
+            self._source,
         )
         if self._stopping:
             self._ingest.stop()

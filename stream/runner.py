@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from engine.base import CaptionEngine
 from engine.captioner import Captioner
 from engine.factory import start_engine
 from engine.nats_engine import engine_subject
-from stream.config import Config
+from stream.config import Config, StreamConfig
 from stream.fair_share import FairShare
+from stream.ingest import FrameSource
 from stream.nats_server import EmbeddedNatsServer
 from stream.pipeline import Event, EventCallback, StreamPipeline, new_session_id
 from stream.publisher import EventPublisher, connect
+from stream.whip import WhipServer
+from stream.whip_source import WhipSource
 
 logger = logging.getLogger(__name__)
 
@@ -43,22 +47,28 @@ class Runner:
         self.session = new_session_id()
         self._on_event = on_event
         self.pipelines: list[StreamPipeline] = []
+        self._tasks: list[asyncio.Task[bool]] = []
+        self._whip_sources: dict[str, WhipSource] = {}
         self._stop_requested = False
+        self._stopped = asyncio.Event()
         self.engine_died = False
+        self._start_pipeline: Callable[..., None] = lambda *_: None  # set by run()
+        self.whip_url = ""
+        """The WHIP endpoint's base URL once it listens (``.../whip``; POST to ``/<stream>``)."""
 
     def request_stop(self) -> None:
         if self._stop_requested:
             return
         self._stop_requested = True
+        self._stopped.set()
         logger.info("stopping: finishing captions in flight")
         for pipeline in self.pipelines:
             pipeline.stop()
 
     async def run(self, url: str, engine: CaptionEngine | None = None) -> int:
-        """Run every stream until each ends or stop is requested; returns the exit status.
-
-        Without ``engine``, the configured one is started here and closed at the end.
-        """
+        """Run every stream until each ends (or, with WHIP ingest, until stop is requested);
+        returns the exit status. Without ``engine``, the configured one is started here and
+        closed at the end."""
         owns_engine = engine is None
         client = await connect(self.config.nats, url)
         if engine is None:
@@ -71,34 +81,76 @@ class Runner:
             timeout_s=self.config.engine.request_timeout_s,
         )
         publisher = EventPublisher(client, self.config.nats)
+        whip: WhipServer | None = None
         try:
             await publisher.ensure_stream()
             total = self.config.pipeline.max_in_flight_total or 2 * self.config.engine.max_num_seqs
-            share = FairShare(total)
-            self.pipelines = [
-                StreamPipeline(
-                    stream,
-                    self.config,
-                    captioner,
-                    publisher,
-                    session=self.session,
-                    model_id=engine.model_id,
-                    share=share,
-                    on_event=self._observe,
-                )
-                for stream in self.config.streams
-            ]
-            if self._stop_requested:
-                for pipeline in self.pipelines:
-                    pipeline.stop()
-            results = await asyncio.gather(
-                *(self._run_isolated(p) for p in self.pipelines), return_exceptions=False
+            self._start_pipeline = partial(
+                self._add_pipeline, captioner, publisher, engine.model_id, FairShare(total)
             )
+            for stream in self.config.streams:
+                self._start_pipeline(stream)
+            if self.config.whip.enabled:
+                whip = WhipServer(self.config.whip, self._whip_source)
+                self.whip_url = await whip.start()
+                print(f"vidcap: WHIP ingest at {self.whip_url}/<stream>", flush=True)
+                await self._stopped.wait()
+                await whip.close()
+            results = [await task for task in self._tasks]
             return 0 if all(results) and not self.engine_died else 1
         finally:
+            if whip is not None:
+                await whip.close()
+            for task in self._tasks:
+                task.cancel()
             if owns_engine:
                 await engine.close()
             await publisher.close()
+
+    def _add_pipeline(
+        self,
+        captioner: Captioner,
+        publisher: EventPublisher,
+        model_id: str,
+        share: FairShare,
+        stream: StreamConfig,
+        source: FrameSource | None = None,
+    ) -> None:
+        pipeline = StreamPipeline(
+            stream,
+            self.config,
+            captioner,
+            publisher,
+            session=self.session,
+            model_id=model_id,
+            share=share,
+            on_event=self._observe,
+            source=source,
+        )
+        if self._stop_requested:
+            pipeline.stop()
+        self.pipelines.append(pipeline)
+        self._tasks.append(asyncio.create_task(self._run_isolated(pipeline)))
+
+    def _whip_source(self, stream_id: str) -> WhipSource | None:
+        """The WHIP source of a stream id; its pipeline starts with the first publisher and
+        lives until vidcap stops, so the stream's seq stays one sequence across publishers."""
+        if self._stop_requested or any(s.id == stream_id for s in self.config.streams):
+            return None
+        allowed = self.config.whip.streams
+        if allowed is not None and stream_id not in allowed:
+            return None
+        if stream_id not in self._whip_sources:
+            source = WhipSource(stream_id)
+            stream = StreamConfig(
+                id=stream_id,
+                url=f"whip://{stream_id}",
+                live=True,
+                stall_timeout_s=self.config.whip.stall_timeout_s,
+            )
+            self._start_pipeline(stream, source)
+            self._whip_sources[stream_id] = source
+        return self._whip_sources[stream_id]
 
     def _observe(self, event: Event) -> None:
         """Pass events on; a dead engine stops every stream (its failure events are published)."""

@@ -82,6 +82,17 @@ class SourceHealth:
                 retry_in_s=round(retry_in_s, 3),
             )
 
+    def new_session(self) -> None:
+        """A new publisher (WHIP): its first frame is ``live`` again, not a recovery."""
+        with self._lock:
+            self._connected, self._was_live, self._outage, self._stalled = True, False, False, False
+            self._waiting_since = self._clock()
+
+    def session_over(self) -> None:
+        """The publisher left; nothing is stalled while nobody publishes."""
+        with self._lock:
+            self._connected = False
+
     def check(self) -> None:
         """Watchdog: report a stall once when a connected source sends nothing for too long."""
         with self._lock:

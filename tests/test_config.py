@@ -25,7 +25,9 @@ def test_minimal_config_gets_documented_defaults() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"streams": []}, "streams: List should have at least 1 item"),
+        ({"streams": []}, "nothing to caption"),
+        ({"whip": {"listen": "127.0.0.1:8080"}}, "whip.token must be set"),
+        ({"whip": {"listen": "8080", "token": "x" * 16}}, "expected host:port"),
         ({"streams": [{"id": "a.b", "url": "x"}]}, "streams.0.id"),
         ({"streams": [{"id": "cam>", "url": "x"}]}, "'cam>'"),
         (
