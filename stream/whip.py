@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import aioice.ice
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -65,13 +66,14 @@ class WhipServer:
     async def start(self) -> str:
         if self._config.ice_addresses:
             restrict_host_candidates(self._config.ice_addresses)
-        app = web.Application(client_max_size=MAX_OFFER_BYTES)
+        app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[_cors])
         app.add_routes(
             [
                 web.post("/whip/{stream}", self._publish),
                 web.delete("/whip/{stream}/{session}", self._unpublish),
                 web.patch("/whip/{stream}/{session}", self._no_trickle),
                 web.options("/whip/{stream}", self._options),
+                web.options("/whip/{stream}/{session}", self._options),
             ]
         )
         self._runner = web.AppRunner(app, access_log=None)
@@ -118,7 +120,7 @@ class WhipServer:
             raise web.HTTPBadRequest(text=f"cannot use this SDP offer: {exc}") from exc
         peer_name = request.remote or "unknown"
         agent = request.headers.get("User-Agent", "unknown client")
-        source.session_started(f"WHIP publisher {peer_name} ({agent[:80]})")
+        source.session_started(f"WHIP publisher {peer_name} ({agent[:200]})")
         location = f"/whip/{stream_id}/{session.session_id}"
         logger.info("stream %s: WHIP session %s from %s", stream_id, session.session_id, peer_name)
         return web.Response(
@@ -141,7 +143,16 @@ class WhipServer:
         raise web.HTTPMethodNotAllowed("PATCH", ["POST", "DELETE"])
 
     async def _options(self, request: web.Request) -> web.Response:
-        return web.Response(status=204, headers={"Accept-Post": "application/sdp"})
+        """CORS preflight (browser publishers on other origins) and WHIP's Accept-Post."""
+        return web.Response(
+            status=204,
+            headers={
+                "Accept-Post": "application/sdp",
+                "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+            },
+        )
 
     # ---- helpers ----
 
@@ -220,6 +231,21 @@ class WhipServer:
             if pump is not current:
                 pump.cancel()
         await session.peer.close()
+
+
+@web.middleware
+async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Let browser pages on any origin publish: the bearer token, not the origin, is what
+    authorises, and no cookies are involved."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Expose-Headers"] = "Location, ETag"
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
 
 
 def restrict_host_candidates(addresses: list[str]) -> None:
