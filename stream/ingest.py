@@ -37,12 +37,26 @@ class FrameSource(Protocol):
     ) -> Iterator[tuple[av.VideoFrame, FrameTime]]: ...
 
 
+# Counter-clockwise display rotation (degrees, from the stream's display matrix) -> the
+# transpose that shows the picture upright, as a player would (phones record sideways).
+_UPRIGHT = {
+    90: Image.Transpose.ROTATE_90,
+    180: Image.Transpose.ROTATE_180,
+    -90: Image.Transpose.ROTATE_270,
+    270: Image.Transpose.ROTATE_270,
+    -180: Image.Transpose.ROTATE_180,
+}
+
+
 def model_image(frame: av.VideoFrame, max_side: int) -> Image.Image:
-    """RGB at most ``max_side`` on its longer side, so big frames never cross into the engine."""
+    """Upright RGB at most ``max_side`` on its longer side, so big frames never cross into
+    the engine."""
     scale = min(1.0, max_side / max(frame.width, frame.height))
     width = max(2, round(frame.width * scale))
     height = max(2, round(frame.height * scale))
-    return frame.reformat(width=width, height=height, format="rgb24").to_image()
+    image = frame.reformat(width=width, height=height, format="rgb24").to_image()
+    turn = _UPRIGHT.get(round(frame.rotation))
+    return image.transpose(turn) if turn is not None else image
 
 
 class Ingest:
