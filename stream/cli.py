@@ -103,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     bench_engine.add_argument("--max-num-seqs", type=int, default=16)
     bench_engine.set_defaults(handler=_bench_engine)
 
+    bench_ingest = benches.add_parser("ingest", help="CPU and keyframe delay per RTSP stream")
+    bench_ingest.add_argument("--streams", default="1,4,8", help="stream counts, e.g. 1,4,8")
+    bench_ingest.add_argument("--seconds", type=float, default=20, help="measured per count")
+    bench_ingest.set_defaults(handler=_bench_ingest)
+
     schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
     schemas.add_argument("directory", type=Path)
     schemas.set_defaults(handler=_schemas)
@@ -216,6 +221,14 @@ def _bench_engine(args: argparse.Namespace) -> int:
         "vidcap bench engine",
     )
     return asyncio.run(bench_engine(settings, levels, args.requests))
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from engine.factory import cache_dir
+    from stream.bench.ingest import bench_ingest
+
+    counts = [int(count) for count in args.streams.split(",")]
+    return asyncio.run(bench_ingest(cache_dir(), counts, args.seconds))
 
 
 def _schemas(args: argparse.Namespace) -> int:
