@@ -60,3 +60,15 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.outbox_depth = Gauge(
+            "vidcap_outbox_events", "Events waiting for NATS (sent or not, unacked)", registry=r
+        )
+        self.events_published = Counter(
+            "vidcap_events_published", "Events acknowledged by NATS", registry=r
+        )
+        self.events_dropped = Counter(
+            "vidcap_events_dropped", "Events dropped from a full outbox (drop_oldest)", registry=r
+        )
+        self.publish_retries = Counter(
+            "vidcap_publish_retries", "Times delivery restarted from the first unacked event", registry=r
+        )

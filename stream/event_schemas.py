@@ -119,6 +119,7 @@ STATUS_EVENT_SCHEMA["properties"].update(
         "attempt": {"type": "integer", "minimum": 1},
         "retry_in_s": {"type": "number", "minimum": 0},
         "gap_s": {"type": "number", "minimum": 0},
+        "last_seq": {"type": "integer", "minimum": 0},
     }
 )
 STATUS_EVENT_SCHEMA["allOf"] = [
@@ -128,6 +129,7 @@ STATUS_EVENT_SCHEMA["allOf"] = [
         ("stalled", ["silent_s"]),
         ("reconnecting", ["attempt", "retry_in_s"]),
         ("recovered", ["gap_s"]),
+        ("events_dropped", ["dropped", "last_seq"]),
     )
 ]
 

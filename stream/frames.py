@@ -44,6 +44,7 @@ SourceState = Literal[
     "failed",  # the source cannot be read (files: for good)
     "stopped",  # vidcap is shutting down
     "keyframes_dropped",  # the engine fell behind; the stalest waiting keyframes were dropped
+    "events_dropped",  # NATS was away and the outbox full (drop_oldest): events replaced by this
 ]
 
 

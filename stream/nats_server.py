@@ -100,6 +100,13 @@ class EmbeddedNatsServer:
         if self._owned_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (tests); its data directory stays for a restart."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
     def __enter__(self) -> EmbeddedNatsServer:
         self.start()
         return self

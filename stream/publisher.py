@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Final
 
 import nats.errors
@@ -12,22 +16,13 @@ import orjson
 from nats.aio.client import Client
 from nats.js.api import StreamConfig as JsStreamConfig
 
-from engine.errors import VidcapError
+from engine.metrics import Metrics
 from stream.config import NatsConfig
+from stream.events import STATUS_SCHEMA_ID, iso_time
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_ATTEMPTS: Final = 8
-RETRY_BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0, 2.0, 2.0)
-
-
-class PublishError(VidcapError):
-    """An event could not be delivered after every retry."""
-
-    def __init__(self, subject: str, msg_id: str, cause: BaseException) -> None:
-        super().__init__(f"could not publish {msg_id} to {subject}: {cause!r}")
-        self.subject = subject
-        self.msg_id = msg_id
+RETRY_BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0)  # then every 2 s, for as long as it takes
 
 
 def event_subject(prefix: str, event: dict[str, Any]) -> str:
@@ -68,14 +63,44 @@ async def connect(config: NatsConfig, url: str) -> Client:
     return client
 
 
-class EventPublisher:
-    """Publishes one event at a time per caller; callers keep per-stream order by awaiting."""
+@dataclass(slots=True)
+class _Entry:
+    subject: str
+    msg_id: str
+    payload: bytes
+    stream: str
+    seq: int
+    dropped_through: int | None = None
+    """Set on an ``events_dropped`` stand-in: the last seq it stands for."""
 
-    def __init__(self, client: Client, config: NatsConfig) -> None:
+
+class EventPublisher:
+    """Delivers events through a bounded, ordered outbox.
+
+    Callers add events in each stream's order; one sender task publishes them in that order
+    with up to ``max_pending_acks`` JetStream publishes ahead of their acks. An event leaves
+    the outbox only when acknowledged. When NATS is away (or an ack times out) the sender
+    starts again from the first unacknowledged event, with the same ``Nats-Msg-Id``s: what
+    was in fact stored is de-duplicated by JetStream, so nothing is lost or stored twice.
+    """
+
+    def __init__(self, client: Client, config: NatsConfig, metrics: Metrics | None = None) -> None:
         self._client = client
         self._config = config
-        self._js = client.jetstream(timeout=config.ack_timeout_s) if config.jetstream else None
+        self._metrics = metrics or Metrics()
+        self._js = (
+            client.jetstream(timeout=config.ack_timeout_s, publish_async_max_pending=100_000)
+            if config.jetstream
+            else None
+        )
+        self._entries: deque[_Entry] = deque()
+        self._in_flight = 0  # entries at the front sent and waiting for their ack
+        self._real = 0  # entries that are events (not events_dropped stand-ins)
+        self._changed = asyncio.Event()  # entries added or removed
+        self._sender: asyncio.Task[None] | None = None
         self.duplicates = 0
+        """Acks saying "already stored": a retried event whose first try had arrived."""
+        self.dropped = 0
 
     async def ensure_stream(self) -> None:
         """Create the JetStream stream over '<prefix>.>' unless it exists."""
@@ -95,32 +120,185 @@ class EventPublisher:
             )
             logger.info("created JetStream stream %s for %s", self._config.stream_name, subjects)
 
+    @property
+    def waiting(self) -> int:
+        """Events in the outbox (not yet acknowledged)."""
+        return len(self._entries)
+
     async def publish(self, event: dict[str, Any]) -> None:
-        subject = event_subject(self._config.subject_prefix, event)
-        payload = orjson.dumps(event)
-        msg_id = event_msg_id(event)
-        for attempt in range(PUBLISH_ATTEMPTS):
-            try:
-                await self._publish_once(subject, payload, msg_id)
-                return
-            except (TimeoutError, nats.errors.Error) as exc:
-                if attempt == PUBLISH_ATTEMPTS - 1:
-                    raise PublishError(subject, msg_id, exc) from exc
-                logger.warning("publish %s failed (%r); retrying", msg_id, exc)
-                await asyncio.sleep(RETRY_BACKOFF_S[attempt])
+        """Add an event to the outbox; returns once it is queued, not when it is delivered."""
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_forever(), name="vidcap-publisher")
+        entry = _Entry(
+            event_subject(self._config.subject_prefix, event),
+            event_msg_id(event),
+            orjson.dumps(event),
+            event["stream"],
+            event["seq"],
+        )
+        while self._real >= self._config.outbox_size:
+            if self._config.outbox_full == "drop_oldest" and self._drop_oldest():
+                break
+            self._changed.clear()
+            await self._changed.wait()
+        self._entries.append(entry)
+        self._real += 1
+        self._metrics.outbox_depth.set(len(self._entries))
+        self._changed.set()
 
-    async def _publish_once(self, subject: str, payload: bytes, msg_id: str) -> None:
-        if self._js is None:
-            await self._client.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
-            return
-        ack = await self._js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
-        if ack.duplicate:
-            # A retry whose first try was stored after all: stored once, as intended.
-            self.duplicates += 1
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every queued event is acknowledged; False if ``timeout_s`` ran out."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._entries:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            return False
+        return True
 
-    async def close(self) -> None:
+    async def close(self) -> int:
+        """Deliver what is waiting (at most ``flush_timeout_s``), then close the connection.
+        Returns how many events could not be delivered (logged as an error too)."""
+        await self.flush(self._config.flush_timeout_s)
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        undelivered = len(self._entries)
+        if undelivered:
+            first = self._entries[0].msg_id
+            logger.error(
+                "%d event(s) could not be delivered to NATS within %g s (first: %s)",
+                undelivered,
+                self._config.flush_timeout_s,
+                first,
+            )
         if not self._client.is_closed:
-            await self._client.drain()
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await self._client.drain()
+        return undelivered
+
+    # ---- the sender ----
+
+    async def _send_forever(self) -> None:
+        retry = 0
+        while True:
+            while not self._entries:
+                self._changed.clear()
+                await self._changed.wait()
+            try:
+                await self._deliver()
+                retry = 0
+            except (TimeoutError, nats.errors.Error) as exc:
+                delay = RETRY_BACKOFF_S[min(retry, len(RETRY_BACKOFF_S) - 1)]
+                retry += 1
+                self._metrics.publish_retries.inc()
+                logger.warning(
+                    "NATS publish of %s failed (%r); %d event(s) waiting; retrying in %g s",
+                    self._entries[0].msg_id if self._entries else "?",
+                    exc,
+                    len(self._entries),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _deliver(self) -> None:
+        """Publish from the front of the outbox, acks pipelined, until it is empty."""
+        if self._js is None:
+            while self._entries:
+                entry = self._entries[0]
+                await self._client.publish(
+                    entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.msg_id}
+                )
+                self._acknowledged()
+            return
+        pending: deque[asyncio.Future[Any]] = deque()
+        try:
+            while self._entries:
+                while (
+                    self._in_flight < len(self._entries)
+                    and len(pending) < self._config.max_pending_acks
+                ):
+                    entry = self._entries[self._in_flight]
+                    self._in_flight += 1  # before the await: publish() must not drop it now
+                    pending.append(
+                        await self._js.publish_async(
+                            entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.msg_id}
+                        )
+                    )
+                ack = await asyncio.wait_for(asyncio.shield(pending[0]), self._config.ack_timeout_s)
+                pending.popleft()
+                self._in_flight -= 1
+                if ack.duplicate:
+                    self.duplicates += 1
+                self._acknowledged()
+        finally:
+            self._in_flight = 0  # whatever was not acknowledged is sent again
+            for future in pending:
+                future.cancel()
+
+    def _acknowledged(self) -> None:
+        if self._entries.popleft().dropped_through is None:
+            self._real -= 1
+        self._metrics.events_published.inc()
+        self._metrics.outbox_depth.set(len(self._entries))
+        self._changed.set()
+
+    # ---- a full outbox under drop_oldest ----
+
+    def _drop_oldest(self) -> bool:
+        """Replace the oldest unsent event with an ``events_dropped`` status event in its
+        stream's place (merged into the stand-in just before it), so subscribers still see
+        every seq accounted for. False when every event is in flight (nothing to drop)."""
+        unsent = range(self._in_flight, len(self._entries))
+        index = next((i for i in unsent if self._entries[i].dropped_through is None), None)
+        if index is None:
+            return False
+        victim = self._entries[index]
+        self.dropped += 1
+        self._real -= 1
+        self._metrics.events_dropped.inc()
+        earlier = next(
+            (
+                self._entries[i]
+                for i in range(self._in_flight, index)
+                if self._entries[i].stream == victim.stream
+                and self._entries[i].dropped_through == victim.seq - 1
+            ),
+            None,
+        )
+        if earlier is not None:
+            del self._entries[index]
+            self._restate(earlier, victim.seq)
+            return True
+        logger.error(
+            "outbox full (%d events): dropping events of stream %s from seq %d",
+            self._config.outbox_size,
+            victim.stream,
+            victim.seq,
+        )
+        self._restate(victim, victim.seq)
+        return True
+
+    def _restate(self, stand_in: _Entry, through: int) -> None:
+        stand_in.dropped_through = through
+        first = stand_in.seq
+        session = stand_in.msg_id.split(":")[1]
+        event = {
+            "schema": STATUS_SCHEMA_ID,
+            "type": "status",
+            "stream": stand_in.stream,
+            "session": session,
+            "seq": first,
+            "state": "events_dropped",
+            "detail": f"outbox full while NATS was unavailable: events {first}-{through} dropped",
+            "at": iso_time(time.time()),
+            "dropped": through - first + 1,
+            "last_seq": through,
+        }
+        stand_in.subject = event_subject(self._config.subject_prefix, event)
+        stand_in.payload = orjson.dumps(event)
 
 
 async def _log_error(exc: Exception) -> None:

@@ -80,7 +80,7 @@ class Runner:
             max_attempts=self.config.engine.max_attempts,
             timeout_s=self.config.engine.request_timeout_s,
         )
-        publisher = EventPublisher(client, self.config.nats)
+        publisher = EventPublisher(client, self.config.nats, captioner.metrics)
         whip: WhipServer | None = None
         try:
             await publisher.ensure_stream()
@@ -97,7 +97,6 @@ class Runner:
                 await self._stopped.wait()
                 await whip.close()
             results = [await task for task in self._tasks]
-            return 0 if all(results) and not self.engine_died else 1
         finally:
             if whip is not None:
                 await whip.close()
@@ -105,7 +104,8 @@ class Runner:
                 task.cancel()
             if owns_engine:
                 await engine.close()
-            await publisher.close()
+            undelivered = await publisher.close()
+        return 0 if all(results) and not self.engine_died and not undelivered else 1
 
     def _add_pipeline(
         self,

@@ -24,6 +24,7 @@ async def test_jetstream_stores_a_republished_event_once(nats_server: EmbeddedNa
     for seq in range(3):
         await publisher.publish(event(seq))
     await publisher.publish(event(1))  # a retry of an event already stored
+    assert await publisher.flush(10)
     assert publisher.duplicates == 1
 
     client = await nats.connect(nats_server.url)
