@@ -25,7 +25,7 @@ import numpy as np
 
 from stream.bench.rtsp_peer import RtspPeer
 from stream.config import KeyframeConfig, StreamConfig
-from stream.frames import Keyframe, SourceStatus
+from stream.frames import FrameTime, SourceStatus
 from stream.handoff import KeyframeHandoff
 from stream.ingest import Ingest
 from stream.sample_clip import ClipSpec, write_clip
@@ -39,7 +39,9 @@ RSS_EVERY_S = 60.0  # long runs print resident memory this often (is it flat?)
 @dataclass
 class StreamLog:
     live_at: float | None = None
-    keyframes: list[tuple[float, Keyframe]] = field(default_factory=list)  # (available, kf)
+    # (available at, frame time): the keyframe's picture is not kept, or the bench would be
+    # what grows.
+    keyframes: list[tuple[float, FrameTime]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ async def consume(handoff: KeyframeHandoff, log: StreamLog) -> None:
             if item.state == "live":
                 log.live_at = time.time()
         else:
-            log.keyframes.append((time.time(), item))
+            log.keyframes.append((time.time(), item.time))
 
 
 async def measure(url: str, streams: int, seconds: float) -> Result:
@@ -103,7 +105,10 @@ async def measure(url: str, streams: int, seconds: float) -> Result:
     while (left := start + seconds - time.time()) > 0:
         await asyncio.sleep(min(left, RSS_EVERY_S))
         if left > RSS_EVERY_S:
-            print(f"  {streams} streams, {time.time() - start:5.0f} s: RSS {rss_mib():.0f} MiB")
+            print(
+                f"  {streams} streams, {time.time() - start:5.0f} s: RSS {rss_mib():.0f} MiB",
+                flush=True,
+            )
     end, cpu_end, rss_end = time.time(), cpu_seconds(), rss_mib()
     for ingest in ingests:
         ingest.stop()
@@ -122,18 +127,15 @@ def summarise(
 ) -> Result:
     decode_delays, send_delays, rates = [], [], []
     for log in logs:
-        window = [(at, kf) for at, kf in log.keyframes if start <= at <= end]
-        timed = [(at, kf) for at, kf in log.keyframes if kf.time.pts is not None]
-        media = {id(kf): float(kf.time.pts * kf.time.time_base) for _, kf in timed}  # type: ignore[operator]
-        # The server sends frame pts at session start + pts; the earliest arrival bounds it.
-        origin = min((kf.time.captured_at - media[id(kf)] for _, kf in timed), default=0.0)
-        for at, kf in window:
-            decode_delays.append(at - kf.time.captured_at)
-            if id(kf) in media:
-                send_delays.append(at - (origin + media[id(kf)]))
+        window = [(at, ft) for at, ft in log.keyframes if start <= at <= end]
+        origins = session_origins(log.keyframes)
+        for at, ft in window:
+            decode_delays.append(at - ft.captured_at)
+            if ft.index in origins:
+                send_delays.append(at - origins[ft.index])
         if len(window) >= 2:
             (first_at, first), (last_at, last) = window[0], window[-1]
-            rates.append((last.time.index - first.time.index) / (last_at - first_at))
+            rates.append((last.index - first.index) / (last_at - first_at))
     return Result(
         streams,
         end - start,
@@ -144,6 +146,27 @@ def summarise(
         rss_start,
         rss_end,
     )
+
+
+def session_origins(keyframes: list[tuple[float, FrameTime]]) -> dict[int, float]:
+    """Estimated send time of each keyframe: the server sends a frame at its session's start
+    + pts, and the earliest arrival in a session bounds that start. A session (the server
+    plays the file again after a reconnect) begins where pts go backwards."""
+    sessions: list[list[tuple[FrameTime, float]]] = []
+    previous = None
+    for _, ft in keyframes:
+        if ft.pts is None or ft.time_base is None:
+            continue
+        media = float(ft.pts * ft.time_base)
+        if previous is None or media < previous:
+            sessions.append([])
+        sessions[-1].append((ft, media))
+        previous = media
+    origins = {}
+    for session in sessions:
+        start = min(ft.captured_at - media for ft, media in session)
+        origins.update({ft.index: start + media for ft, media in session})
+    return origins
 
 
 def percentile(values: list[float], q: float) -> float:
