@@ -108,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     bench_ingest.add_argument("--seconds", type=float, default=20, help="measured per count")
     bench_ingest.set_defaults(handler=_bench_ingest)
 
+    bench_publish = benches.add_parser("publish", help="ordered JetStream events/s vs raw nats-py")
+    bench_publish.add_argument("--events", type=int, default=20_000)
+    bench_publish.add_argument("--rounds", type=int, default=3)
+    bench_publish.set_defaults(handler=_bench_publish)
+
     schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
     schemas.add_argument("directory", type=Path)
     schemas.set_defaults(handler=_schemas)
@@ -229,6 +234,12 @@ def _bench_ingest(args: argparse.Namespace) -> int:
 
     counts = [int(count) for count in args.streams.split(",")]
     return asyncio.run(bench_ingest(cache_dir(), counts, args.seconds))
+
+
+def _bench_publish(args: argparse.Namespace) -> int:
+    from stream.bench.publish import bench_publish
+
+    return asyncio.run(bench_publish(args.events, args.rounds))
 
 
 def _schemas(args: argparse.Namespace) -> int:

@@ -183,7 +183,7 @@ class NatsConfig(_Section):
     outbox_full: Literal["block", "drop_oldest"] = "block"
     """block: streams wait (live streams then drop keyframes, reported); drop_oldest: the
     oldest waiting events are replaced by an ``events_dropped`` status event in their place."""
-    max_pending_acks: int = Field(256, ge=1, le=100_000)
+    max_pending_acks: int = Field(1024, ge=1, le=100_000)
     """JetStream publishes sent ahead of their acks (pipelining)."""
     flush_timeout_s: float = Field(30.0, ge=0, le=3600)
     """At shutdown, how long to keep trying to deliver what is in the outbox."""

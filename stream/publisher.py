@@ -96,7 +96,11 @@ class EventPublisher:
         self._entries: deque[_Entry] = deque()
         self._in_flight = 0  # entries at the front sent and waiting for their ack
         self._real = 0  # entries that are events (not events_dropped stand-ins)
-        self._changed = asyncio.Event()  # entries added or removed
+        # Separate events, so that an ack wakes only whoever waits for what it changed.
+        self._not_empty = asyncio.Event()  # the sender waits on it
+        self._empty = asyncio.Event()  # flush() waits on it
+        self._empty.set()
+        self._room = asyncio.Event()  # a publish() waiting for a full outbox waits on it
         self._sender: asyncio.Task[None] | None = None
         self.duplicates = 0
         """Acks saying "already stored": a retried event whose first try had arrived."""
@@ -139,20 +143,19 @@ class EventPublisher:
         while self._real >= self._config.outbox_size:
             if self._config.outbox_full == "drop_oldest" and self._drop_oldest():
                 break
-            self._changed.clear()
-            await self._changed.wait()
+            self._room.clear()
+            await self._room.wait()
         self._entries.append(entry)
         self._real += 1
         self._metrics.outbox_depth.set(len(self._entries))
-        self._changed.set()
+        self._empty.clear()
+        self._not_empty.set()
 
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued event is acknowledged; False if ``timeout_s`` ran out."""
         try:
             async with asyncio.timeout(timeout_s):
-                while self._entries:
-                    self._changed.clear()
-                    await self._changed.wait()
+                await self._empty.wait()
         except TimeoutError:
             return False
         return True
@@ -184,9 +187,10 @@ class EventPublisher:
     async def _send_forever(self) -> None:
         retry = 0
         while True:
-            while not self._entries:
-                self._changed.clear()
-                await self._changed.wait()
+            if not self._entries:
+                self._not_empty.clear()
+                await self._not_empty.wait()
+                continue
             try:
                 await self._deliver()
                 retry = 0
@@ -227,7 +231,10 @@ class EventPublisher:
                             entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.msg_id}
                         )
                     )
-                ack = await asyncio.wait_for(asyncio.shield(pending[0]), self._config.ack_timeout_s)
+                oldest = pending[0]
+                if not oldest.done():  # acks mostly arrive in bursts: skip the timer then
+                    await asyncio.wait_for(asyncio.shield(oldest), self._config.ack_timeout_s)
+                ack = oldest.result()
                 pending.popleft()
                 self._in_flight -= 1
                 if ack.duplicate:
@@ -243,7 +250,10 @@ class EventPublisher:
             self._real -= 1
         self._metrics.events_published.inc()
         self._metrics.outbox_depth.set(len(self._entries))
-        self._changed.set()
+        if not self._entries:
+            self._empty.set()
+        if self._real < self._config.outbox_size:
+            self._room.set()
 
     # ---- a full outbox under drop_oldest ----
 
