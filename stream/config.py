@@ -264,6 +264,36 @@ class WhipConfig(_Section):
         return self
 
 
+class WatchedBrand(_Section):
+    brand: str = Field(min_length=1, max_length=100)
+    aliases: list[str] = Field(default_factory=list)
+    """Other names or marks to match ("swoosh"), case-insensitive, as whole words."""
+
+
+class LogoAlertConfig(_Section):
+    mode: Literal["off", "watchlist", "open"] = "off"
+    """watchlist: only the brands listed; open: any logo, by a normalised name."""
+    watchlist: list[WatchedBrand] = Field(default_factory=list)
+    appear_k: int = Field(2, ge=1)
+    appear_n: int = Field(3, ge=1)
+    """A brand appears when seen in appear_k of the last appear_n captioned keyframes."""
+    gone_keyframes: int = Field(3, ge=1)
+    gone_s: float = Field(30.0, gt=0)
+    """A brand disappears when unseen for gone_keyframes keyframes or gone_s stream seconds."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LogoAlertConfig:
+        if self.appear_k > self.appear_n:
+            raise ValueError(f"appear_k ({self.appear_k}) must be <= appear_n ({self.appear_n})")
+        if self.mode == "watchlist" and not self.watchlist:
+            raise ValueError("mode watchlist needs at least one watchlist entry")
+        return self
+
+
+class AlertsConfig(_Section):
+    logos: LogoAlertConfig = LogoAlertConfig()
+
+
 class Config(_Section):
     streams: list[StreamConfig] = Field(default_factory=list)
     keyframes: KeyframeConfig = KeyframeConfig()
@@ -271,6 +301,7 @@ class Config(_Section):
     nats: NatsConfig = NatsConfig()
     pipeline: PipelineConfig = PipelineConfig()
     whip: WhipConfig = WhipConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Config:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Final, get_args
 
 from engine.schema import CAPTION_SCHEMA
-from stream.events import CAPTION_SCHEMA_ID, STATUS_SCHEMA_ID
+from stream.events import CAPTION_SCHEMA_ID, LOGO_SCHEMA_ID, STATUS_SCHEMA_ID
 from stream.frames import SelectionReason, SourceState
 from stream.ids import STREAM_ID_PATTERN
 
@@ -133,4 +133,29 @@ STATUS_EVENT_SCHEMA["allOf"] = [
     )
 ]
 
-EVENT_SCHEMAS: Final = {"caption-event": CAPTION_EVENT_SCHEMA, "status-event": STATUS_EVENT_SCHEMA}
+LOGO_EVENT_SCHEMA: Final = _strict(
+    f"vidcap logo alert ({LOGO_SCHEMA_ID})",
+    {
+        **_envelope(LOGO_SCHEMA_ID, "logo"),
+        "alert": {"enum": ["appeared", "disappeared"]},
+        "brand": {"type": "string", "minLength": 1},
+        "matched": {"type": "string"},
+        "keyframes": {
+            "type": "array",
+            "minItems": 1,
+            "items": _object(
+                {
+                    "seq": {"type": "integer", "minimum": 0},
+                    "time_s": {"type": "number"},
+                    "captured_at": {"type": "string", "format": "date-time"},
+                }
+            ),
+        },
+    },
+)
+
+EVENT_SCHEMAS: Final = {
+    "caption-event": CAPTION_EVENT_SCHEMA,
+    "status-event": STATUS_EVENT_SCHEMA,
+    "logo-event": LOGO_EVENT_SCHEMA,
+}

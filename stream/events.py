@@ -10,6 +10,7 @@ from stream.frames import Keyframe, SourceStatus
 
 CAPTION_SCHEMA_ID: Final = "vidcap.caption/1"
 STATUS_SCHEMA_ID: Final = "vidcap.status/2"
+LOGO_SCHEMA_ID: Final = "vidcap.logo/1"
 
 
 def iso_time(unix_s: float) -> str:
@@ -73,4 +74,15 @@ def status_event(*, session: str, seq: int, status: SourceStatus, **extra: Any) 
         "at": iso_time(status.at),
         **status.fields,
         **extra,
+    }
+
+
+def logo_event(*, stream: str, session: str, seq: int, alert: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schema": LOGO_SCHEMA_ID,
+        "type": "logo",
+        "stream": stream,
+        "session": session,
+        "seq": seq,
+        **alert,
     }

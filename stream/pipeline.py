@@ -12,11 +12,12 @@ from uuid import uuid4
 
 from engine.captioner import Captioner
 from stream.config import Config, StreamConfig
-from stream.events import caption_event, status_event
+from stream.events import caption_event, logo_event, status_event
 from stream.fair_share import FairShare
 from stream.frames import Keyframe, SourceState, SourceStatus
 from stream.handoff import KeyframeHandoff
 from stream.ingest import FrameSource, Ingest
+from stream.logo_alerts import LogoTracker
 from stream.publisher import EventPublisher
 from stream.sequencer import Sequencer
 
@@ -59,6 +60,7 @@ class StreamPipeline:
         self._keyframes_numbered = 0
         self._drops_reported = 0
         self._skipped_at_stop = 0
+        self._next_seq = 0
 
     def stop(self) -> None:
         """Stop reading; captions in flight finish and are published, then run() returns."""
@@ -160,11 +162,23 @@ class StreamPipeline:
         return SourceStatus(self.stream.id, state, detail, time.time())
 
     async def _publish_in_order(self, sequencer: Sequencer[Event]) -> None:
+        """Publish in slot order. An event's seq is given here, so that the logo alerts a
+        caption raises take the seqs right after it."""
+        logos = LogoTracker(self._config.alerts.logos)
         async for event in sequencer.results():
-            await self._publisher.publish(event)
-            if event["type"] == "caption":
-                captured = datetime.fromisoformat(event["frame"]["captured_at"]).timestamp()
-                latency = max(0.0, time.time() - captured)
-                self._captioner.metrics.end_to_end.labels(self.stream.id).observe(latency)
-            if self._on_event is not None:
-                self._on_event(event)
+            await self._publish(event)
+            if event["type"] == "caption" and self._config.alerts.logos.mode != "off":
+                for alert in logos.observe(event):
+                    await self._publish(
+                        logo_event(stream=self.stream.id, session=self._session, seq=0, alert=alert)
+                    )
+
+    async def _publish(self, event: Event) -> None:
+        event["seq"], self._next_seq = self._next_seq, self._next_seq + 1
+        await self._publisher.publish(event)
+        if event["type"] == "caption":
+            captured = datetime.fromisoformat(event["frame"]["captured_at"]).timestamp()
+            latency = max(0.0, time.time() - captured)
+            self._captioner.metrics.end_to_end.labels(self.stream.id).observe(latency)
+        if self._on_event is not None:
+            self._on_event(event)
