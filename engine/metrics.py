@@ -70,5 +70,7 @@ class Metrics:
             "vidcap_events_dropped", "Events dropped from a full outbox (drop_oldest)", registry=r
         )
         self.publish_retries = Counter(
-            "vidcap_publish_retries", "Times delivery restarted from the first unacked event", registry=r
+            "vidcap_publish_retries",
+            "Times delivery restarted from the first unacked event",
+            registry=r,
         )
