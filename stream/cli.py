@@ -66,7 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--nats", default="nats://127.0.0.1:4222")
     tail.add_argument("--prefix", default="vidcap")
     tail.add_argument("--stream", help="only this stream id")
+    tail.add_argument(
+        "--kind", action="append", choices=["caption", "status", "logo"], help="only these kinds"
+    )
     tail.add_argument("--json", action="store_true", help="raw JSON, one event per line")
+    replay = tail.add_mutually_exclusive_group()
+    replay.add_argument("--since", help="replay from JetStream: ISO time, or 90s / 10m / 2h / 1d")
+    replay.add_argument("--from-seq", type=int, help="replay from this JetStream stream sequence")
+    tail.add_argument("--stream-name", default="VIDCAP", help="JetStream stream (replay)")
     tail.set_defaults(handler=_tail)
 
     demo = commands.add_parser("demo", help="run the whole path on a generated clip (CPU)")
@@ -159,11 +166,18 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from stream.tail import tail
+    from stream.tail import parse_since, tail
 
-    config = NatsConfig(url=args.nats, subject_prefix=args.prefix)
+    config = NatsConfig(url=args.nats, subject_prefix=args.prefix, stream_name=args.stream_name)
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"vidcap tail: {exc}", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail(args.nats, config, args.stream, args.json))
+        asyncio.run(
+            tail(args.nats, config, args.stream, args.json, args.kind, since, args.from_seq)
+        )
     return 0
 
 

@@ -1,11 +1,18 @@
-"""`vidcap tail`: subscribe to events and print them readably (or raw with --json)."""
+"""`vidcap tail`: print events readably (or raw with --json), live or replayed from JetStream.
+
+Live: a core NATS subscription (what is published from now on). Replay (``--since`` or
+``--from-seq``): an ordered JetStream consumer from that point, then on into live events.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from stream.config import NatsConfig
 from stream.publisher import connect
@@ -17,6 +24,10 @@ def format_event(event: dict[str, Any]) -> str:
     head = f"{event.get('stream')} #{event.get('seq')}"
     if event.get("type") == "status":
         return f"{head} status  {event.get('state')}: {event.get('detail')}"
+    if event.get("type") == "logo":
+        return (
+            f"{head} logo    {event.get('alert')}: {event.get('brand')} ({event.get('matched')!r})"
+        )
     if event.get("type") != "caption":
         return f"{head} {event.get('type')}"
     frame, selection = event["frame"], event["selection"]
@@ -31,21 +42,69 @@ def format_event(event: dict[str, Any]) -> str:
     return f"{head} caption {where} {why} FAILED {took}: {error['reason']} ({error['detail']})"
 
 
-async def tail(url: str, config: NatsConfig, stream: str | None, raw: bool) -> None:
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time (UTC if no zone) or a duration back from now: 90s, 10m, 2h, 1d."""
+    if match := _RELATIVE.match(text.strip()):
+        amount, unit = float(match[1]), _UNITS[match[2]]
+        return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"--since {text!r}: use an ISO time or 90s / 10m / 2h / 1d") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def tail(
+    url: str,
+    config: NatsConfig,
+    stream: str | None,
+    raw: bool,
+    kinds: list[str] | None = None,
+    since: datetime | None = None,
+    from_seq: int | None = None,
+) -> None:
     """Print events until cancelled."""
     client = await connect(config, url)
-    subject = f"{config.subject_prefix}.{stream or '*'}.>"
-    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
+    kind = kinds[0] if kinds and len(kinds) == 1 else "*"
+    subject = f"{config.subject_prefix}.{stream or '*'}.{kind}"
+    queue: asyncio.Queue[tuple[bytes, int | None]] = asyncio.Queue(maxsize=10_000)
 
     async def on_message(msg: Any) -> None:
-        await queue.put(msg.data)
+        position = msg.metadata.sequence.stream if msg.reply else None
+        await queue.put((msg.data, position))
 
-    await client.subscribe(subject, cb=on_message)
+    if since is not None or from_seq is not None:
+        start = (
+            ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+            if since is not None
+            else ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq
+            )
+        )
+        await client.jetstream().subscribe(
+            subject, cb=on_message, ordered_consumer=True, config=start, stream=config.stream_name
+        )
+        where = f"JetStream {config.stream_name} from " + (
+            since.isoformat() if since is not None else f"stream sequence {from_seq}"
+        )
+    else:
+        await client.subscribe(subject, cb=on_message)
+        where = "live"
     await client.flush()  # the subscription is live on the server before we say so
-    print(f"vidcap tail: listening on {subject} at {url}", flush=True)
+    print(f"vidcap tail: listening on {subject} at {url} ({where})", flush=True)
     try:
         while True:
-            data = await queue.get()
-            print(data.decode() if raw else format_event(orjson.loads(data)), flush=True)
+            data, position = await queue.get()
+            event = orjson.loads(data)
+            if kinds and event.get("type") not in kinds:
+                continue
+            line = data.decode() if raw else format_event(event)
+            if position is not None and not raw:
+                line += f"  [js {position}]"
+            print(line, flush=True)
     finally:
         await client.drain()

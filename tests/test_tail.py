@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import orjson
+import pytest
 
 from stream.config import NatsConfig
 from stream.nats_server import EmbeddedNatsServer
@@ -65,3 +66,56 @@ async def test_tail_prints_filtered_events(nats_server: EmbeddedNatsServer) -> N
     for process in (raw, readable):
         process.terminate()
         await process.wait()
+
+
+async def test_tail_replays_from_jetstream_by_time_and_by_sequence(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    config = NatsConfig(url=nats_server.url, subject_prefix="tl", stream_name="TL")
+    publisher = EventPublisher(await connect(config, nats_server.url), config)
+    await publisher.ensure_stream()
+    logo = {
+        "type": "logo",
+        "stream": "cam1",
+        "session": "s",
+        "seq": 3,
+        "alert": "appeared",
+        "brand": "Nike",
+        "matched": "swoosh",
+        "keyframes": [],
+    }
+    for event in [
+        status("cam1", 0, "connecting"),
+        status("cam2", 0, "live"),
+        status("cam1", 1, "live"),
+        logo,
+    ]:
+        await publisher.publish(event)
+    await publisher.close()
+
+    common = ("--stream-name", "TL", "--json")
+    by_time = await start_tail(nats_server.url, *common, "--since", "1h", "--stream", "cam1")
+    by_seq = await start_tail(nats_server.url, *common, "--from-seq", "3", "--kind", "logo")
+    assert by_time.stdout is not None and by_seq.stdout is not None
+    replayed = [
+        orjson.loads(await asyncio.wait_for(by_time.stdout.readline(), 10)) for _ in range(3)
+    ]
+    assert [(e["type"], e["seq"]) for e in replayed] == [("status", 0), ("status", 1), ("logo", 3)]
+    only_logo = orjson.loads(await asyncio.wait_for(by_seq.stdout.readline(), 10))
+    assert only_logo == logo  # stream sequence 3 is cam1's "live"; --kind leaves the logo
+    for process in (by_time, by_seq):
+        process.terminate()
+        await process.wait()
+
+
+def test_since_accepts_durations_and_iso_times() -> None:
+    from datetime import UTC, datetime
+
+    from stream.tail import parse_since
+
+    now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+    assert parse_since("90s", now) == datetime(2026, 11, 25, 13, 58, 30, tzinfo=UTC)
+    assert parse_since("2h", now) == datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert parse_since("2026-11-25T13:00:00") == datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
+    with pytest.raises(ValueError, match="90s"):
+        parse_since("yesterday")
