@@ -172,6 +172,11 @@ class NatsConfig(_Section):
     stream_name: str = Field("VIDCAP", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     """JetStream stream created (if missing) over '<subject_prefix>.>'."""
     duplicate_window_s: float = Field(120.0, gt=0)
+    max_age_s: float = Field(7 * 86400.0, ge=0)
+    """JetStream retention when vidcap creates the stream: events older than this are
+    removed (0: kept until max_bytes)."""
+    max_bytes: int = Field(-1, ge=-1)
+    """JetStream retention by size when vidcap creates the stream (-1: no limit)."""
     user: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None

@@ -120,6 +120,8 @@ class EventPublisher:
                     name=self._config.stream_name,
                     subjects=subjects,
                     duplicate_window=self._config.duplicate_window_s,
+                    max_age=self._config.max_age_s or None,
+                    max_bytes=self._config.max_bytes,
                 )
             )
             logger.info("created JetStream stream %s for %s", self._config.stream_name, subjects)
