@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -285,6 +286,11 @@ class LogoAlertConfig(_Section):
     gone_keyframes: int = Field(3, ge=1)
     gone_s: float = Field(30.0, gt=0)
     """A brand disappears when unseen for gone_keyframes keyframes or gone_s stream seconds."""
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
     @model_validator(mode="after")
     def _consistent(self) -> LogoAlertConfig:
