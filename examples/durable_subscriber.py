@@ -55,7 +55,7 @@ async def run(url: str, stream: str, durable: str, subject: str, stop: asyncio.E
     while not stop.is_set():
         try:
             messages = await subscription.fetch(BATCH, timeout=1)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises its own or asyncio's, both TimeoutErrors
             continue
         for message in messages:
             handle(json.loads(message.data), last_seq)

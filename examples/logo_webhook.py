@@ -64,7 +64,7 @@ async def forward(
         while not stop.is_set():
             try:
                 messages = await subscription.fetch(16, timeout=1)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises its own or asyncio's, both TimeoutErrors
                 continue
             for message in messages:
                 alert = json.loads(message.data)

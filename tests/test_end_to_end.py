@@ -96,6 +96,7 @@ async def test_rtsp_feed_to_ordered_caption_events_on_nats(
     assert (await js.stream_info("E2E")).state.messages == events
     publisher = EventPublisher(await connect(config.nats, nats_server.url), config.nats)
     await publisher.publish(captions[1])
+    assert await publisher.flush(10)
     assert publisher.duplicates == 1
     assert (await js.stream_info("E2E")).state.messages == events
     await publisher.close()
