@@ -21,7 +21,7 @@ engine=${VIDCAP_ENGINE:-$(command -v nvidia-smi >/dev/null 2>&1 && echo gpu || e
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 echo "vidcap install: $engine engine into $venv"
 
-"${pip[@]}" install -e ".[$engine,test,dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+"${pip[@]}" install -e ".[$engine,test,dev,bench]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 
 if [ "$engine" = cpu ] && ! "$venv/bin/python" -c "import torchvision" >/dev/null 2>&1; then
     echo "vidcap install: replacing torch 2.13.0+cpu with PyPI's torch 2.13.0 + torchvision 0.28.0"
