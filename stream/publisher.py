@@ -22,6 +22,7 @@ from stream.events import STATUS_SCHEMA_ID, iso_time
 
 logger = logging.getLogger(__name__)
 
+LATE_ACK_ROUNDS: Final = 20
 RETRY_BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0)  # then every 2 s, for as long as it takes
 
 
@@ -235,7 +236,7 @@ class EventPublisher:
                     )
                 oldest = pending[0]
                 if not oldest.done():  # acks mostly arrive in bursts: skip the timer then
-                    await asyncio.wait_for(asyncio.shield(oldest), self._config.ack_timeout_s)
+                    await self._ack_of(oldest)
                 ack = oldest.result()
                 pending.popleft()
                 self._in_flight -= 1
@@ -246,6 +247,20 @@ class EventPublisher:
             self._in_flight = 0  # whatever was not acknowledged is sent again
             for future in pending:
                 future.cancel()
+
+    async def _ack_of(self, future: asyncio.Future[Any]) -> None:
+        """Wait ``ack_timeout_s`` for an ack. If the event loop itself was blocked meanwhile
+        (a synchronous engine call, say), the ack may be read but not yet handed over when
+        the timer fires: let the loop run a few more rounds before calling it lost, or a
+        needless resend would show core subscribers the event twice (seen in the demo)."""
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self._config.ack_timeout_s)
+        except TimeoutError:
+            for _ in range(LATE_ACK_ROUNDS):
+                await asyncio.sleep(0)
+                if future.done():
+                    return
+            raise
 
     def _acknowledged(self) -> None:
         if self._entries.popleft().dropped_through is None:

@@ -102,9 +102,10 @@ class Runner:
                 await whip.close()
             for task in self._tasks:
                 task.cancel()
+            # The outbox first: closing vLLM can block the event loop for seconds.
+            undelivered = await publisher.close()
             if owns_engine:
                 await engine.close()
-            undelivered = await publisher.close()
         return 0 if all(results) and not self.engine_died and not undelivered else 1
 
     def _add_pipeline(
