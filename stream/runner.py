@@ -102,10 +102,12 @@ class Runner:
                 await whip.close()
             for task in self._tasks:
                 task.cancel()
-            # The outbox first: closing vLLM can block the event loop for seconds.
-            undelivered = await publisher.close()
+            # Deliver before closing the engine: closing vLLM can block the event loop for
+            # seconds. The connection closes last: a NATS engine shares it.
+            await publisher.flush(self.config.nats.flush_timeout_s)
             if owns_engine:
                 await engine.close()
+            undelivered = await publisher.close()
         return 0 if all(results) and not self.engine_died and not undelivered else 1
 
     def _add_pipeline(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from engine.factory import start_vllm_engine
@@ -87,3 +89,18 @@ def rtsp_server() -> Iterator[Callable[[Path], str]]:
     yield serve
     for peer in peers:
         peer.kill()
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants. vLLM's engine and worker processes outlive
+    a killed parent; left behind they hold ~2 GB each and later engines fail to start (seen)."""
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]  # the root first: it dies as killed
+    except psutil.NoSuchProcess:
+        return
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    # Not the root: it may be our child, and its exit status is its Popen's to collect.
+    psutil.wait_procs(family[1:], timeout=10)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from PIL import Image
 
 from engine.captioner import Captioner
 from engine.factory import start_vllm_engine
-from tests.conftest import tiny_engine_config
+from tests.conftest import kill_tree, tiny_engine_config
 
 PROMPT_FAILURE_S = 30.0
 
@@ -44,7 +43,7 @@ async def test_killing_the_engine_core_fails_waiters_promptly(tiny_model: Path) 
         assert len(cores) == 1, (cores, others)
         killed_at = time.monotonic()
         for pid in cores:
-            os.kill(pid, signal.SIGKILL)
+            kill_tree(pid)  # the core and its worker process, which would outlive it
         outcomes = await asyncio.wait_for(asyncio.gather(*in_flight), PROMPT_FAILURE_S)
         waited = time.monotonic() - killed_at
         unfinished = [o for o in outcomes if not o.ok]

@@ -24,6 +24,7 @@ from stream.config import parse_config
 from stream.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec
+from tests.conftest import kill_tree
 
 SERVER_START_TIMEOUT_S = 300
 
@@ -73,11 +74,8 @@ def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         _wait_healthy(base, process, log.name)
         yield base + "/v1"
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        kill_tree(process.pid)
+        process.wait()
         log.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -106,18 +107,19 @@ async def test_chromium_fake_camera_over_whip_is_captioned(
         while not runner.whip_url:  # noqa: ASYNC110 (set once the endpoint listens)
             await asyncio.sleep(0.05)
     page = f"{PAGE.as_uri()}#endpoint={runner.whip_url}/browser&token={TOKEN}&seconds={PUBLISH_S}"
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         chromium = await asyncio.create_subprocess_exec(
             *("ip", "netns", "exec", netns, "chromium", *CHROMIUM_FLAGS),
             f"--user-data-dir={profile}",
             page,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: renderers and zygotes go too
         )
         try:
             await asyncio.wait_for(ended.wait(), PUBLISH_S + 60)
         finally:
-            chromium.kill()
+            os.killpg(chromium.pid, signal.SIGKILL)
             await chromium.wait()
     runner.request_stop()
     assert await asyncio.wait_for(run, 60) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -21,9 +22,9 @@ from stream.config import parse_config
 from stream.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
-from tests.conftest import tiny_engine_config
+from tests.conftest import kill_tree, tiny_engine_config
 
-WORKER_START_TIMEOUT_S = 400
+WORKER_START_TIMEOUT_S = 240  # each; an engine starts in about a minute here
 
 
 @pytest.fixture
@@ -50,24 +51,30 @@ def workers(
         yield processes
     finally:
         for process in processes:
-            process.kill()
+            kill_tree(process.pid)
             process.wait()
 
 
 def _wait_serving(process: subprocess.Popen[str]) -> None:
+    """Until the worker says it serves; its output is read on a thread (always drained, so
+    it never blocks on a full pipe), which lets the deadline hold even if it prints nothing."""
     assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = process.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-    lines = []
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        lines.append(line)
+    seen: list[str] = []
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=min(left, 1.0))
+        except queue.Empty:
+            if process.poll() is not None:
+                raise RuntimeError("worker exited:\n" + "".join(seen[-30:])) from None
+            continue
+        seen.append(line)
         if line.startswith("vidcap worker: serving"):
-            # keep draining its output so the worker never blocks on a full pipe
-            threading.Thread(target=process.stdout.read, daemon=True).start()
             return
-        if not line and process.poll() is not None:
-            raise RuntimeError("worker exited:\n" + "".join(lines[-30:]))
-    raise RuntimeError("worker did not start:\n" + "".join(lines[-30:]))
+    raise RuntimeError("worker did not start:\n" + "".join(seen[-30:]))
 
 
 async def test_killing_one_of_two_workers_loses_and_duplicates_nothing(
@@ -106,7 +113,7 @@ async def test_killing_one_of_two_workers_loses_and_duplicates_nothing(
             if retried():
                 break
             await asyncio.sleep(0.1)
-        workers[0].send_signal(signal.SIGKILL)
+        kill_tree(workers[0].pid)  # the worker and its vLLM processes, as a host crash would
 
     def on_event(event: dict[str, Any]) -> None:
         events.append(event)
