@@ -18,7 +18,8 @@ from nats.js.api import StreamConfig as JsStreamConfig
 
 from engine.metrics import Metrics
 from stream.config import NatsConfig
-from stream.events import STATUS_SCHEMA_ID, iso_time
+from stream.events import status_event
+from stream.frames import SourceStatus
 
 logger = logging.getLogger(__name__)
 
@@ -311,19 +312,14 @@ class EventPublisher:
     def _restate(self, stand_in: _Entry, through: int) -> None:
         stand_in.dropped_through = through
         first = stand_in.seq
-        session = stand_in.msg_id.split(":")[1]
-        event = {
-            "schema": STATUS_SCHEMA_ID,
-            "type": "status",
-            "stream": stand_in.stream,
-            "session": session,
-            "seq": first,
-            "state": "events_dropped",
-            "detail": f"outbox full while NATS was unavailable: events {first}-{through} dropped",
-            "at": iso_time(time.time()),
-            "dropped": through - first + 1,
-            "last_seq": through,
-        }
+        detail = f"outbox full while NATS was unavailable: events {first}-{through} dropped"
+        event = status_event(
+            session=stand_in.msg_id.split(":")[1],
+            seq=first,
+            status=SourceStatus(stand_in.stream, "events_dropped", detail, time.time()),
+            dropped=through - first + 1,
+            last_seq=through,
+        )
         stand_in.subject = event_subject(self._config.subject_prefix, event)
         stand_in.payload = orjson.dumps(event)
 

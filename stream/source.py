@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
+from functools import partial
 
 import av
 import av.error
@@ -95,8 +96,9 @@ class VideoSource:
             try:
                 with self._open() as container:
                     health.opened()
+                    describe = partial(self._describe, container)  # once per connection
                     for frame in self._decode(container, stop):
-                        health.frame(lambda: self._describe(container))
+                        health.frame(describe)
                         failures = 0
                         yield frame, clock.stamp(index, frame.pts, frame.time_base)
                         index += 1
