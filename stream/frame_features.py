@@ -13,6 +13,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from stream.pixel_kernels import analyse_planes
+
 # swscale's filter for the shrink. AREA averages every source pixel, so noise and fine
 # texture wash out and "black with a line of text" stays blank. POINT was 15 % cheaper per
 # 720p frame here but found a cut into such a frame on testvideo.mp4 and lost robustness.
@@ -59,36 +61,15 @@ class FrameFeatures:
 
 
 def features_from_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> FrameFeatures:
-    # Sums and dot products rather than ndarray.mean/std: those go through Python wrappers,
-    # and this runs for every frame of every stream.
-    luma = y.astype(np.float32)
-    mean = float(luma.sum()) / luma.size
-    centred = luma.ravel() - mean
-    norm = float(np.sqrt(centred @ centred))
-    std = norm / np.sqrt(luma.size)
-    normalised = (
-        centred.reshape(luma.shape) * (1.0 / std) if std >= FLAT_STD else np.zeros_like(luma)
+    """Features of a small Y, U, V picture (uint8 planes of one shape)."""
+    planes = (np.ascontiguousarray(plane, np.uint8) for plane in (y, u, v))
+    return FrameFeatures(
+        *analyse_planes(*planes, _LUMA_SHIFT, _CHROMA_SHIFT, LUMA_BINS, CHROMA_BINS, FLAT_STD)
     )
-    chroma = np.stack([u, v]).astype(np.float32)
-    histogram = _histograms(y, u, v)
-    return FrameFeatures(luma, normalised, chroma, histogram, centred, norm, mean, std)
 
 
 _LUMA_SHIFT: Final = 8 - (LUMA_BINS.bit_length() - 1)  # bins are powers of two
 _CHROMA_SHIFT: Final = 8 - (CHROMA_BINS.bit_length() - 1)
-
-
-def _histograms(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Y, U and V histograms side by side, each normalised to sum 1 (one bincount)."""
-    codes = np.concatenate(
-        [
-            (y >> _LUMA_SHIFT).ravel(),
-            (u >> _CHROMA_SHIFT).ravel() + LUMA_BINS,
-            (v >> _CHROMA_SHIFT).ravel() + LUMA_BINS + CHROMA_BINS,
-        ]
-    )
-    counts = np.bincount(codes, minlength=LUMA_BINS + 2 * CHROMA_BINS)
-    return (counts * (1.0 / y.size)).astype(np.float32)
 
 
 def analysis_size(width: int, height: int, analysis_width: int) -> tuple[int, int]:

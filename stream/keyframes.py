@@ -29,11 +29,10 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
-
 from stream.config import KeyframeConfig
 from stream.frame_features import FLAT_STD, FrameFeatures
 from stream.frames import SelectionReason
+from stream.pixel_kernels import dot_products, mean_abs_difference
 
 _MEAN_ABS_Z_UNRELATED = 2 / math.sqrt(math.pi)  # E|z1 - z2| for unrelated standardised pictures
 _RECENT_SCORES = 8
@@ -62,7 +61,7 @@ def structure_change(a: FrameFeatures, b: FrameFeatures) -> float:
     """0 (same structure) to about 100 (unrelated pictures), blind to brightness and contrast."""
     if a.normalised.shape != b.normalised.shape:
         return 100.0
-    change = _mean_abs_difference(a.normalised, b.normalised) / _MEAN_ABS_Z_UNRELATED
+    change = mean_abs_difference(a.normalised, b.normalised) / _MEAN_ABS_Z_UNRELATED
     return min(100.0, 100.0 * change)
 
 
@@ -70,19 +69,19 @@ def luma_change(a: FrameFeatures, b: FrameFeatures) -> float:
     """Mean absolute luma difference, in percent of full scale."""
     if a.luma.shape != b.luma.shape:
         return 100.0
-    return _mean_abs_difference(a.luma, b.luma) * (100.0 / 255.0)
+    return mean_abs_difference(a.luma, b.luma) * (100.0 / 255.0)
 
 
 def chroma_change(a: FrameFeatures, b: FrameFeatures) -> float:
     """Mean absolute U/V difference, in percent of full scale: colour cuts at equal brightness."""
     if a.chroma.shape != b.chroma.shape:
         return 100.0
-    return _mean_abs_difference(a.chroma, b.chroma) * (100.0 / 255.0)
+    return mean_abs_difference(a.chroma, b.chroma) * (100.0 / 255.0)
 
 
 def histogram_change(a: FrameFeatures, b: FrameFeatures) -> float:
     """0 (same Y, U and V histograms) to 100 (disjoint)."""
-    return float(np.abs(a.histogram - b.histogram).sum()) * (100.0 / 6.0)
+    return mean_abs_difference(a.histogram, b.histogram) * a.histogram.size * (100.0 / 6.0)
 
 
 def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) -> bool:
@@ -98,7 +97,8 @@ def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) ->
     ny, na, nb = middle.norm, old.norm, new.norm
     if min(ny, na, nb) == 0:
         return False
-    r_ya, r_yb, r_ab = float(y @ a) / (ny * na), float(y @ b) / (ny * nb), float(a @ b) / (na * nb)
+    ya, yb, ab = dot_products(y, a, b)
+    r_ya, r_yb, r_ab = ya / (ny * na), yb / (ny * nb), ab / (na * nb)
     if r_ab > 0.999:
         return False  # the two ends are the same picture: nothing to blend
     both = (r_ya**2 + r_yb**2 - 2 * r_ya * r_yb * r_ab) / (1 - r_ab**2)
@@ -109,12 +109,6 @@ def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) ->
         and both - max(r_ya**2, r_yb**2) >= _MIXTURE_GAIN
         and min(weight_old, weight_new) >= _MIXTURE_SHARE
     )
-
-
-def _mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
-    difference = a - b
-    np.abs(difference, out=difference)
-    return float(difference.sum()) / difference.size
 
 
 def pixel_change(a: FrameFeatures, b: FrameFeatures) -> float:
