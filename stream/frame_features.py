@@ -11,14 +11,14 @@ from typing import Final
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import Interpolation, VideoReformatter
 
-from stream.pixel_kernels import analyse_planes
+from stream.pixel_kernels import LUMA, NORMALISED, analyse_planes
 
 # swscale's filter for the shrink. AREA averages every source pixel, so noise and fine
 # texture wash out and "black with a line of text" stays blank. POINT was 15 % cheaper per
 # 720p frame here but found a cut into such a frame on testvideo.mp4 and lost robustness.
-INTERPOLATION: Final = "AREA"
+INTERPOLATION: Final = Interpolation.AREA
 LUMA_BINS: Final = 16
 CHROMA_BINS: Final = 8
 # Luma std (0-255) below which a picture has too little structure to normalise.
@@ -33,43 +33,55 @@ BRIGHT_MEAN: Final = 215.0
 
 @dataclass(frozen=True, slots=True)
 class FrameFeatures:
-    luma: np.ndarray
-    """2-D float32 luma, 0-255."""
-    normalised: np.ndarray
-    """Luma minus its mean, over its std: the picture's structure, blind to brightness."""
-    chroma: np.ndarray
-    """U and V planes stacked (2, h, w), float32, 0-255."""
+    packed: np.ndarray
+    """float32 (5, h, w): normalised luma, luma, U, V, centred luma (see ``pixel_kernels``);
+    one array, so comparing two frames is one compiled call."""
     histogram: np.ndarray
     """Concatenated Y, U, V histograms, each summing to 1 (float32)."""
-    centred: np.ndarray
-    """Luma minus its mean, flattened: what dissolve tests correlate."""
     norm: float
-    """Euclidean length of ``centred``."""
+    """Euclidean length of the centred luma."""
     mean: float
     std: float
+    blank: bool
+    """Nothing to caption; never a keyframe (except a stream's first frame)."""
 
     @property
-    def flat(self) -> bool:
-        return self.std < FLAT_STD
+    def luma(self) -> np.ndarray:
+        """2-D luma, 0-255."""
+        return self.packed[LUMA]
 
     @property
-    def blank(self) -> bool:
-        """Nothing to caption; never a keyframe (except a stream's first frame)."""
-        if self.std < UNIFORM_STD:
-            return True
-        return self.flat and not DARK_MEAN <= self.mean <= BRIGHT_MEAN
+    def normalised(self) -> np.ndarray:
+        """Luma minus its mean, over its std: the picture's structure, blind to brightness
+        (zeros for a flat picture)."""
+        return self.packed[NORMALISED]
 
 
-def features_from_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> FrameFeatures:
-    """Features of a small Y, U, V picture (uint8 planes of one shape)."""
-    planes = (np.ascontiguousarray(plane, np.uint8) for plane in (y, u, v))
-    return FrameFeatures(
-        *analyse_planes(*planes, _LUMA_SHIFT, _CHROMA_SHIFT, LUMA_BINS, CHROMA_BINS, FLAT_STD)
-    )
+def is_blank(mean: float, std: float) -> bool:
+    """Uniform, or flat and dark or bright (see UNIFORM_STD)."""
+    if std < UNIFORM_STD:
+        return True
+    return std < FLAT_STD and not DARK_MEAN <= mean <= BRIGHT_MEAN
 
 
 _LUMA_SHIFT: Final = 8 - (LUMA_BINS.bit_length() - 1)  # bins are powers of two
 _CHROMA_SHIFT: Final = 8 - (CHROMA_BINS.bit_length() - 1)
+
+
+def _analyse(
+    y: np.ndarray, u: np.ndarray, v: np.ndarray, stride: int, height: int, width: int
+) -> FrameFeatures:
+    packed, histogram, norm, mean, std = analyse_planes(
+        y, u, v, stride, height, width, _LUMA_SHIFT, _CHROMA_SHIFT, LUMA_BINS, CHROMA_BINS, FLAT_STD
+    )
+    return FrameFeatures(packed, histogram, norm, mean, std, is_blank(mean, std))
+
+
+def features_from_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> FrameFeatures:
+    """Features of a small Y, U, V picture (uint8 planes of one shape)."""
+    height, width = y.shape
+    flat = (np.ascontiguousarray(plane, np.uint8).ravel() for plane in (y, u, v))
+    return _analyse(*flat, width, height, width)
 
 
 def analysis_size(width: int, height: int, analysis_width: int) -> tuple[int, int]:
@@ -94,15 +106,12 @@ class FeatureExtractor:
         small = self._reformatter.reformat(
             frame, width=width, height=height, format="yuv444p", interpolation=INTERPOLATION
         )
-        y, u, v = (_unpad(plane, width, height) for plane in small.planes)
-        return features_from_planes(y, u, v)
+        # Planes of one width share a line size (FFmpeg aligns them alike).
+        y, u, v = small.planes
+        buffers = (np.frombuffer(plane, np.uint8) for plane in (y, u, v))
+        return _analyse(*buffers, y.line_size, height, width)
 
 
 def frame_features(frame: av.VideoFrame, analysis_width: int) -> FrameFeatures:
     """One-off features (tests, tools); streams use a FeatureExtractor."""
     return FeatureExtractor(analysis_width)(frame)
-
-
-def _unpad(plane: av.video.plane.VideoPlane, width: int, height: int) -> np.ndarray:
-    buffer = np.frombuffer(plane, np.uint8)
-    return buffer[: plane.line_size * height].reshape(height, plane.line_size)[:, :width]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from stream.config import KeyframeConfig
 from stream.frame_features import FLAT_STD, FrameFeatures
 from stream.frames import SelectionReason
-from stream.pixel_kernels import dot_products, mean_abs_difference
+from stream.pixel_kernels import centred_dot_products, histogram_distance, mean_abs_differences
 
 _MEAN_ABS_Z_UNRELATED = 2 / math.sqrt(math.pi)  # E|z1 - z2| for unrelated standardised pictures
 _RECENT_SCORES = 8
@@ -57,31 +57,28 @@ class Selection:
     score: float
 
 
+def _changes(a: FrameFeatures, b: FrameFeatures) -> tuple[float, float, float]:
+    """Structure (0 same to ~100 unrelated, blind to brightness and contrast), and mean
+    absolute luma and chroma differences in percent of full scale; pictures of different
+    sizes (a new session) differ fully."""
+    if a.packed.shape != b.packed.shape:
+        return 100.0, 100.0, 100.0
+    structure, luma, chroma = mean_abs_differences(a.packed, b.packed)
+    return (
+        min(100.0, 100.0 * structure / _MEAN_ABS_Z_UNRELATED),
+        luma * (100.0 / 255.0),
+        chroma * (100.0 / 255.0),
+    )
+
+
 def structure_change(a: FrameFeatures, b: FrameFeatures) -> float:
     """0 (same structure) to about 100 (unrelated pictures), blind to brightness and contrast."""
-    if a.normalised.shape != b.normalised.shape:
-        return 100.0
-    change = mean_abs_difference(a.normalised, b.normalised) / _MEAN_ABS_Z_UNRELATED
-    return min(100.0, 100.0 * change)
-
-
-def luma_change(a: FrameFeatures, b: FrameFeatures) -> float:
-    """Mean absolute luma difference, in percent of full scale."""
-    if a.luma.shape != b.luma.shape:
-        return 100.0
-    return mean_abs_difference(a.luma, b.luma) * (100.0 / 255.0)
-
-
-def chroma_change(a: FrameFeatures, b: FrameFeatures) -> float:
-    """Mean absolute U/V difference, in percent of full scale: colour cuts at equal brightness."""
-    if a.chroma.shape != b.chroma.shape:
-        return 100.0
-    return mean_abs_difference(a.chroma, b.chroma) * (100.0 / 255.0)
+    return _changes(a, b)[0]
 
 
 def histogram_change(a: FrameFeatures, b: FrameFeatures) -> float:
     """0 (same Y, U and V histograms) to 100 (disjoint)."""
-    return mean_abs_difference(a.histogram, b.histogram) * a.histogram.size * (100.0 / 6.0)
+    return histogram_distance(a.histogram, b.histogram) * (100.0 / 6.0)
 
 
 def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) -> bool:
@@ -91,13 +88,12 @@ def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) ->
     either alone: a frame of smooth motion resembles each neighbour by itself. Closed form
     from correlations (two-predictor regression): a few dot products, no matrix solve.
     """
-    if not middle.luma.shape == old.luma.shape == new.luma.shape:
+    if not middle.packed.shape == old.packed.shape == new.packed.shape:
         return False
-    y, a, b = middle.centred, old.centred, new.centred
     ny, na, nb = middle.norm, old.norm, new.norm
     if min(ny, na, nb) == 0:
         return False
-    ya, yb, ab = dot_products(y, a, b)
+    ya, yb, ab = centred_dot_products(middle.packed, old.packed, new.packed)
     r_ya, r_yb, r_ab = ya / (ny * na), yb / (ny * nb), ab / (na * nb)
     if r_ab > 0.999:
         return False  # the two ends are the same picture: nothing to blend
@@ -111,28 +107,29 @@ def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) ->
     )
 
 
-def pixel_change(a: FrameFeatures, b: FrameFeatures) -> float:
-    """Brightness or colour change, scaled to the structure score's range (0-100)."""
-    return min(100.0, max(_LUMA_WEIGHT * luma_change(a, b), _CHROMA_WEIGHT * chroma_change(a, b)))
+def _scene_and_pixel_change(a: FrameFeatures, b: FrameFeatures) -> tuple[float, float]:
+    """How different two pictures' content is (0-100), blind to brightness where it can be;
+    and their brightness or colour change, scaled to the same range.
+
+    Structure is trusted in proportion to contrast: normalising a low-contrast picture
+    amplifies its noise, and a flat one has no structure at all, so there the content score
+    slides to plain pixel change.
+    """
+    structure, luma, chroma = _changes(a, b)
+    pixel = min(100.0, max(_LUMA_WEIGHT * luma, _CHROMA_WEIGHT * chroma))
+    trust = (min(a.std, b.std) - FLAT_STD) / (_FULL_CONTRAST_STD - FLAT_STD)
+    trust = min(1.0, max(0.0, trust))
+    return trust * structure + (1 - trust) * pixel, pixel
 
 
 def scene_change(a: FrameFeatures, b: FrameFeatures) -> float:
-    """How different two pictures' content is (0-100), blind to brightness where it can be.
-
-    Structure is trusted in proportion to contrast: normalising a low-contrast picture
-    amplifies its noise, and a flat one has no structure at all, so there the score slides
-    to plain pixel change.
-    """
-    trust = (min(a.std, b.std) - FLAT_STD) / (_FULL_CONTRAST_STD - FLAT_STD)
-    trust = min(1.0, max(0.0, trust))
-    structure = structure_change(a, b) if trust > 0 else 0.0
-    return trust * structure + (1 - trust) * pixel_change(a, b)
+    return _scene_and_pixel_change(a, b)[0]
 
 
 def cut_score(a: FrameFeatures, b: FrameFeatures) -> float:
     """Change between consecutive frames: content, or brightness/colour (black to white, a grey
     card to a red one), whichever is larger."""
-    return max(scene_change(a, b), pixel_change(a, b))
+    return max(_scene_and_pixel_change(a, b))
 
 
 @dataclass(slots=True)

@@ -32,67 +32,91 @@ def _compiled(fastmath: bool = False) -> Callable[[F], F]:
     return decorate
 
 
+# Planes of the packed per-frame array ``analyse_planes`` returns.
+NORMALISED, LUMA, CHROMA_U, CHROMA_V, CENTRED = range(5)
+
+
 @_compiled()
 def analyse_planes(
     y: np.ndarray,
     u: np.ndarray,
     v: np.ndarray,
+    stride: int,
+    height: int,
+    width: int,
     luma_shift: int,
     chroma_shift: int,
     luma_bins: int,
     chroma_bins: int,
     flat_std: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float, float]:
-    """One pass over a small Y, U, V picture (C-contiguous uint8, one shape): luma as float,
-    its mean, std, centred and normalised forms, the chroma planes, and the concatenated
-    Y/U/V histograms (each summing to 1)."""
-    height, width = y.shape
+) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """One pass over a small Y, U, V picture, given as flat uint8 buffers whose rows are
+    ``stride`` bytes apart (swscale pads rows): a packed float32 array (5, height, width) of
+    the planes named above, the concatenated Y/U/V histograms (each summing to 1), and the
+    luma's norm (about its mean), mean and std."""
     size = height * width
-    luma = np.empty((height, width), np.float32)
-    chroma = np.empty((2, height, width), np.float32)
+    packed = np.empty((5, height, width), np.float32)
     counts = np.zeros(luma_bins + 2 * chroma_bins, np.int64)
     total = 0
     for i in range(height):
+        row = i * stride
         for j in range(width):
-            luma[i, j] = y[i, j]
-            chroma[0, i, j] = u[i, j]
-            chroma[1, i, j] = v[i, j]
-            total += y[i, j]
-            counts[y[i, j] >> luma_shift] += 1
-            counts[luma_bins + (u[i, j] >> chroma_shift)] += 1
-            counts[luma_bins + chroma_bins + (v[i, j] >> chroma_shift)] += 1
+            luma, blue, red = y[row + j], u[row + j], v[row + j]
+            packed[LUMA, i, j] = luma
+            packed[CHROMA_U, i, j] = blue
+            packed[CHROMA_V, i, j] = red
+            total += luma
+            counts[luma >> luma_shift] += 1
+            counts[luma_bins + (blue >> chroma_shift)] += 1
+            counts[luma_bins + chroma_bins + (red >> chroma_shift)] += 1
     mean = total / size
-    centred = luma.reshape(size) - np.float32(mean)
     squares = 0.0
-    for k in range(size):
-        squares += centred[k] * centred[k]
+    for i in range(height):
+        for j in range(width):
+            centred = packed[LUMA, i, j] - np.float32(mean)
+            packed[CENTRED, i, j] = centred
+            squares += centred * centred
     norm = math.sqrt(squares)
     std = norm / math.sqrt(size)
-    if std >= flat_std:
-        normalised = (centred * np.float32(1.0 / std)).reshape(height, width)
-    else:
-        normalised = np.zeros((height, width), np.float32)
-    histogram = (counts / size).astype(np.float32)
-    return luma, normalised, chroma, histogram, centred, norm, mean, std
+    scale = np.float32(1.0 / std) if std >= flat_std else np.float32(0.0)
+    for i in range(height):
+        for j in range(width):
+            packed[NORMALISED, i, j] = packed[CENTRED, i, j] * scale
+    return packed, (counts / size).astype(np.float32), norm, mean, std
 
 
-# Sums in any order (vectorised): float64 accumulators keep them exact enough.
 @_compiled(fastmath=True)
-def mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean of |a - b| over two C-contiguous float32 arrays of one shape."""
-    flat_a, flat_b = a.reshape(a.size), b.reshape(b.size)
+def mean_abs_differences(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Mean |a - b| of two packed arrays' normalised planes, luma planes, and chroma planes."""
+    structure = luma = chroma = 0.0
+    height, width = a.shape[1], a.shape[2]
+    for i in range(height):
+        for j in range(width):
+            structure += abs(a[NORMALISED, i, j] - b[NORMALISED, i, j])
+            luma += abs(a[LUMA, i, j] - b[LUMA, i, j])
+            chroma += abs(a[CHROMA_U, i, j] - b[CHROMA_U, i, j])
+            chroma += abs(a[CHROMA_V, i, j] - b[CHROMA_V, i, j])
+    size = height * width
+    return structure / size, luma / size, chroma / (2 * size)
+
+
+@_compiled(fastmath=True)
+def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Sum of |a - b| over two 1-D float32 histograms."""
     total = 0.0
-    for k in range(flat_a.size):
-        total += abs(flat_a[k] - flat_b[k])
-    return total / flat_a.size
+    for k in range(a.size):
+        total += abs(a[k] - b[k])
+    return total
 
 
 @_compiled(fastmath=True)
-def dot_products(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    """y·a, y·b and a·b of three 1-D float32 vectors of one length."""
+def centred_dot_products(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """y·a, y·b and a·b of three packed arrays' centred luma planes."""
     ya = yb = ab = 0.0
-    for k in range(y.size):
-        ya += y[k] * a[k]
-        yb += y[k] * b[k]
-        ab += a[k] * b[k]
+    height, width = y.shape[1], y.shape[2]
+    for i in range(height):
+        for j in range(width):
+            ya += y[CENTRED, i, j] * a[CENTRED, i, j]
+            yb += y[CENTRED, i, j] * b[CENTRED, i, j]
+            ab += a[CENTRED, i, j] * b[CENTRED, i, j]
     return ya, yb, ab

@@ -12,6 +12,10 @@ from stream.frame_features import FeatureExtractor
 from stream.keyframes import KeyframeSelector, Selection
 
 NO_HEARTBEAT_S = 86400.0
+# A scan only looks at tiny area-averaged pictures, where the deblocking (loop) filter of
+# H.264/HEVC changes nothing: same cuts on every labelled and PySceneDetect clip, and about
+# a fifth less decoding CPU. The live pipeline keeps it: its keyframes are captioned.
+SCAN_DECODER_OPTIONS = {"skip_loop_filter": "all"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +38,12 @@ def detect_scenes(path: Path, config: KeyframeConfig | None = None) -> SceneRepo
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stream.codec_context.options = SCAN_DECODER_OPTIONS
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         for frame in container.decode(stream):
             last_time = _frame_time(frame, frames, fps, last_time)
-            selections += selector.process_frame(frames, last_time, features(frame))
+            if selected := selector.process_frame(frames, last_time, features(frame)):
+                selections += selected
             frames += 1
     selections += selector.flush()
     cuts = [s.index for s in selections if s.reason in ("cut", "transition")]
@@ -45,6 +51,6 @@ def detect_scenes(path: Path, config: KeyframeConfig | None = None) -> SceneRepo
 
 
 def _frame_time(frame: av.VideoFrame, index: int, fps: float, last: float) -> float:
-    if frame.pts is not None and frame.time_base is not None:
-        return max(float(frame.pts * frame.time_base), last)
+    if (time_s := frame.time) is not None:  # float pts * time_base (no Fraction per frame)
+        return max(time_s, last)
     return index / fps if fps else last
