@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from stream.config import KeyframeConfig
 from stream.frame_features import FrameFeatures, features_from_planes, frame_features
 from stream.ingest import model_image
 from stream.keyframes import KeyframeSelector, structure_change
+from stream.pixel_kernels import LUMA, NORMALISED, analyse_planes, mean_abs_differences
 from stream.sample_clip import ClipSpec, write_clip
 from stream.scenes import detect_scenes
 
@@ -169,6 +173,48 @@ def test_features_of_a_real_frame_match_its_picture() -> None:
     assert features_.luma.shape == (36, 64)
     assert features_.luma[:, :30].mean() < 30 and features_.luma[:, 34:].mean() > 225
     assert features_.histogram.sum() == pytest.approx(3.0)
+
+
+def test_compiled_kernels_match_numpy() -> None:
+    """The compiled per-frame arithmetic against plain numpy, on padded rows as swscale gives."""
+    rng = np.random.default_rng(7)
+    stride, height, width = 80, 36, 64
+    planes = [rng.integers(0, 256, (height, stride), np.uint8) for _ in range(3)]
+    y, u, v = (plane[:, :width].astype(np.float64) for plane in planes)
+    packed, histogram, norm, mean, std = analyse_planes(
+        *(plane.ravel() for plane in planes), stride, height, width, 4, 5, 16, 8, 6.0
+    )
+    assert mean == pytest.approx(y.mean()) and std == pytest.approx(y.std(), rel=1e-5)
+    assert norm == pytest.approx(np.linalg.norm(y - y.mean()), rel=1e-5)
+    np.testing.assert_allclose(packed[LUMA], y)
+    np.testing.assert_allclose(packed[NORMALISED], (y - y.mean()) / y.std(), atol=1e-4)
+    expected = np.concatenate(
+        [np.bincount((y // 16).astype(int).ravel(), minlength=16)]
+        + [np.bincount((c // 32).astype(int).ravel(), minlength=8) for c in (u, v)]
+    )
+    np.testing.assert_allclose(histogram, expected / y.size, rtol=1e-6)
+    other = analyse_planes(
+        *(np.roll(plane, 3).ravel() for plane in planes), stride, height, width, 4, 5, 16, 8, 6.0
+    )[0]
+    structure, luma, chroma = mean_abs_differences(packed, other)
+    assert structure == pytest.approx(np.abs(packed[NORMALISED] - other[NORMALISED]).mean(), 1e-5)
+    assert luma == pytest.approx(np.abs(packed[LUMA] - other[LUMA]).mean(), 1e-5)
+    assert chroma == pytest.approx(np.abs(packed[2:4] - other[2:4]).mean(), 1e-5)
+
+
+def test_kernels_run_where_no_compile_cache_can_be_written() -> None:
+    """A read-only install without a writable home: numba finds no cache location (forced
+    here with a locator that declines outside IPython); vidcap compiles at start instead."""
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "IPythonCacheLocator"}
+    code = (
+        "import numpy as np; from stream.frame_features import features_from_planes; "
+        "y = np.zeros((36, 64), np.uint8); print(features_from_planes(y, y, y).blank)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"
 
 
 def test_model_image_never_exceeds_the_configured_side() -> None:
