@@ -19,6 +19,9 @@ from stream.pixel_kernels import LUMA, NORMALISED, analyse_planes
 # texture wash out and "black with a line of text" stays blank. POINT was 15 % cheaper per
 # 720p frame here but found a cut into such a frame on testvideo.mp4 and lost robustness.
 INTERPOLATION: Final = Interpolation.AREA
+# swscale's default (0) starts a thread pool per scaler and hands every frame's few output
+# rows to it: on 720p that cost more CPU and wall time than scaling on the calling thread.
+SCALER_THREADS: Final = 1
 LUMA_BINS: Final = 16
 CHROMA_BINS: Final = 8
 # Luma std (0-255) below which a picture has too little structure to normalise.
@@ -104,7 +107,12 @@ class FeatureExtractor:
     def __call__(self, frame: av.VideoFrame) -> FrameFeatures:
         width, height = analysis_size(frame.width, frame.height, self.analysis_width)
         small = self._reformatter.reformat(
-            frame, width=width, height=height, format="yuv444p", interpolation=INTERPOLATION
+            frame,
+            width=width,
+            height=height,
+            format="yuv444p",
+            interpolation=INTERPOLATION,
+            threads=SCALER_THREADS,
         )
         # Planes of one width share a line size (FFmpeg aligns them alike).
         y, u, v = small.planes
