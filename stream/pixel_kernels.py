@@ -44,6 +44,7 @@ def analyse_planes(
     stride: int,
     height: int,
     width: int,
+    oversample: int,
     luma_shift: int,
     chroma_shift: int,
     luma_bins: int,
@@ -51,24 +52,32 @@ def analyse_planes(
     flat_std: float,
 ) -> tuple[np.ndarray, np.ndarray, float, float, float]:
     """One pass over a small Y, U, V picture, given as flat uint8 buffers whose rows are
-    ``stride`` bytes apart (swscale pads rows): a packed float32 array (5, height, width) of
-    the planes named above, the concatenated Y/U/V histograms (each summing to 1), and the
-    luma's norm (about its mean), mean and std."""
+    ``stride`` bytes apart (swscale pads rows) and sampled ``oversample`` times finer than
+    ``height`` x ``width`` (each output pixel is the mean of its block): a packed float32
+    array (5, height, width) of the planes named above, the concatenated Y/U/V histograms
+    (each summing to 1), and the luma's norm (about its mean), mean and std."""
     size = height * width
     packed = np.empty((5, height, width), np.float32)
     counts = np.zeros(luma_bins + 2 * chroma_bins, np.int64)
-    total = 0
+    area = oversample * oversample
+    total = 0.0
     for i in range(height):
-        row = i * stride
         for j in range(width):
-            luma, blue, red = y[row + j], u[row + j], v[row + j]
+            sum_y = sum_u = sum_v = 0
+            for di in range(oversample):
+                row = (i * oversample + di) * stride + j * oversample
+                for dj in range(oversample):
+                    sum_y += y[row + dj]
+                    sum_u += u[row + dj]
+                    sum_v += v[row + dj]
+            luma = sum_y / area
             packed[LUMA, i, j] = luma
-            packed[CHROMA_U, i, j] = blue
-            packed[CHROMA_V, i, j] = red
+            packed[CHROMA_U, i, j] = sum_u / area
+            packed[CHROMA_V, i, j] = sum_v / area
             total += luma
-            counts[luma >> luma_shift] += 1
-            counts[luma_bins + (blue >> chroma_shift)] += 1
-            counts[luma_bins + chroma_bins + (red >> chroma_shift)] += 1
+            counts[(sum_y // area) >> luma_shift] += 1
+            counts[luma_bins + ((sum_u // area) >> chroma_shift)] += 1
+            counts[luma_bins + chroma_bins + ((sum_v // area) >> chroma_shift)] += 1
     mean = total / size
     squares = 0.0
     for i in range(height):

@@ -175,27 +175,34 @@ def test_features_of_a_real_frame_match_its_picture() -> None:
     assert features_.histogram.sum() == pytest.approx(3.0)
 
 
-def test_compiled_kernels_match_numpy() -> None:
+@pytest.mark.parametrize("oversample", [1, 2])
+def test_compiled_kernels_match_numpy(oversample: int) -> None:
     """The compiled per-frame arithmetic against plain numpy, on padded rows as swscale gives."""
     rng = np.random.default_rng(7)
-    stride, height, width = 80, 36, 64
-    planes = [rng.integers(0, 256, (height, stride), np.uint8) for _ in range(3)]
-    y, u, v = (plane[:, :width].astype(np.float64) for plane in planes)
-    packed, histogram, norm, mean, std = analyse_planes(
-        *(plane.ravel() for plane in planes), stride, height, width, 4, 5, 16, 8, 6.0
-    )
+    stride, height, width = 144, 36, 64
+    rows = height * oversample
+    planes = [rng.integers(0, 256, (rows, stride), np.uint8) for _ in range(3)]
+
+    def block_mean(plane: np.ndarray) -> np.ndarray:
+        sampled = plane[:, : width * oversample].astype(np.float64)
+        return sampled.reshape(height, oversample, width, oversample).mean(axis=(1, 3))
+
+    def analyse(source: list[np.ndarray]) -> tuple:
+        flat = (plane.ravel() for plane in source)
+        return analyse_planes(*flat, stride, height, width, oversample, 4, 5, 16, 8, 6.0)
+
+    y, u, v = (block_mean(plane) for plane in planes)
+    packed, histogram, norm, mean, std = analyse(planes)
     assert mean == pytest.approx(y.mean()) and std == pytest.approx(y.std(), rel=1e-5)
     assert norm == pytest.approx(np.linalg.norm(y - y.mean()), rel=1e-5)
-    np.testing.assert_allclose(packed[LUMA], y)
+    np.testing.assert_allclose(packed[LUMA], y, rtol=1e-6)
     np.testing.assert_allclose(packed[NORMALISED], (y - y.mean()) / y.std(), atol=1e-4)
     expected = np.concatenate(
         [np.bincount((y // 16).astype(int).ravel(), minlength=16)]
         + [np.bincount((c // 32).astype(int).ravel(), minlength=8) for c in (u, v)]
     )
     np.testing.assert_allclose(histogram, expected / y.size, rtol=1e-6)
-    other = analyse_planes(
-        *(np.roll(plane, 3).ravel() for plane in planes), stride, height, width, 4, 5, 16, 8, 6.0
-    )[0]
+    other = analyse([np.roll(plane, 3) for plane in planes])[0]
     structure, luma, chroma = mean_abs_differences(packed, other)
     assert structure == pytest.approx(np.abs(packed[NORMALISED] - other[NORMALISED]).mean(), 1e-5)
     assert luma == pytest.approx(np.abs(packed[LUMA] - other[LUMA]).mean(), 1e-5)
