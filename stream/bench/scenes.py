@@ -327,7 +327,7 @@ def print_memory(video: Path, passes: int = 5) -> None:
     )
 
 
-SPEED_ROUNDS = 3
+SPEED_ROUNDS = 5
 
 
 def print_speed(video: Path, rounds: int = SPEED_ROUNDS) -> None:
