@@ -309,9 +309,9 @@ def resident_mib() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def print_memory(video: Path, passes: int = 5) -> None:
-    """One stream's selector and extractor kept across several passes of the file: the
-    process's resident memory after each should stay flat."""
+def memory_passes(video: Path, passes: int) -> tuple[int, list[float]]:
+    """One stream's selector and extractor kept across several passes of the file: frames
+    analysed, and the process's resident memory after each pass."""
     selector, extract, index = KeyframeSelector(KeyframeConfig()), FeatureExtractor(64), 0
     sizes = []
     for _ in range(passes):
@@ -320,10 +320,25 @@ def print_memory(video: Path, passes: int = 5) -> None:
                 selector.process_frame(index, index / 25, extract(frame))
                 index += 1
         sizes.append(resident_mib())
+    return index, sizes
+
+
+def print_memory(video: Path, passes: int = 5) -> None:
+    """Run in a fresh interpreter, so the figures are one stream's, not the benchmark's."""
+    code = (
+        "import sys; from pathlib import Path; from stream.bench.scenes import memory_passes; "
+        "frames, sizes = memory_passes(Path(sys.argv[1]), int(sys.argv[2])); print(frames, *sizes)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(video), str(passes)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    frames, *sizes = done.stdout.split()
     print(
-        f"  resident memory after each of {passes} passes ({index} frames): "
-        + ", ".join(f"{size:.1f}" for size in sizes)
-        + " MiB"
+        f"  resident memory of one stream's process after each of {passes} passes "
+        f"({frames} frames): " + ", ".join(f"{float(size):.1f}" for size in sizes) + " MiB"
     )
 
 
