@@ -7,6 +7,7 @@ Accuracy is scored on a labelled set built from real footage (see labelled_set.p
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import shutil
@@ -181,42 +182,49 @@ def ffmpeg_scdet_cuts(path: Path, fps: float) -> list[int] | None:
     return [round(float(t) * fps) for t in times]
 
 
-ONE_CORE = """
-import os, statistics, sys, time, av
-from stream.config import KeyframeConfig
-from stream.frame_features import FeatureExtractor
-from stream.keyframes import KeyframeSelector
-
-def rate(detect):
-    selector, extract = KeyframeSelector(KeyframeConfig()), FeatureExtractor(64)
-    with av.open(sys.argv[1]) as container:
-        stream = container.streams.video[0]
-        stream.thread_count = 1
-        started = time.perf_counter()
-        for index, frame in enumerate(container.decode(stream)):
-            if detect:
-                selector.process_frame(index, index / 25, extract(frame))
-        return (index + 1) / (time.perf_counter() - started)
-
-os.sched_setaffinity(0, {0})
-rate(True)
-rounds = [(rate(False), rate(True)) for _ in range(int(sys.argv[2]))]
-print(statistics.median(d for d, _ in rounds), statistics.median(e for _, e in rounds),
-      statistics.median(d / e for d, e in rounds))
-"""
-
-
-def one_core_rates(path: Path, rounds: int) -> tuple[float, float, float]:
-    """Live decoding (deblocking on) on one pinned core with one decoder thread: frames/s of
-    decode only and of decode + detect, and the median per-round ratio of the two."""
+def in_fresh_interpreter(function: str, video: Path, count: int) -> list[float]:
+    """Run ``function(video, count)`` of this module in a new Python process and return the
+    numbers it gives: its figures are then one stream's, not the benchmark's (which holds the
+    labelled sets, other tools' threads and CPU affinity)."""
+    code = (
+        "import sys; from pathlib import Path; from stream.bench import scenes; "
+        f"print(*scenes.{function}(Path(sys.argv[1]), int(sys.argv[2])))"
+    )
     done = subprocess.run(
-        [sys.executable, "-c", ONE_CORE, str(path), str(rounds)],
+        [sys.executable, "-c", code, str(video), str(count)],
         capture_output=True,
         text=True,
         check=True,
     )
-    decode, detect, ratio = (float(value) for value in done.stdout.split())
-    return decode, detect, ratio
+    return [float(value) for value in done.stdout.split()]
+
+
+def _one_core_rate(video: Path, detect: bool) -> float:
+    selector, extract = KeyframeSelector(KeyframeConfig()), FeatureExtractor(64)
+    frames = 0
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        started = time.perf_counter()
+        for frame in container.decode(stream):
+            if detect:
+                selector.process_frame(frames, frames / 25, extract(frame))
+            frames += 1
+    return frames / (time.perf_counter() - started)
+
+
+def one_core_rates(video: Path, rounds: int) -> tuple[float, float, float]:
+    """Live decoding (deblocking on), pinned to one core with one decoder thread: median
+    frames/s of decode only and of decode + detect over alternating rounds, and the median
+    per-round ratio of the two. Pins the calling process: run it in a fresh interpreter."""
+    os.sched_setaffinity(0, {0})
+    _one_core_rate(video, True)  # warm-up
+    timings = [(_one_core_rate(video, False), _one_core_rate(video, True)) for _ in range(rounds)]
+    return (
+        statistics.median(decode for decode, _ in timings),
+        statistics.median(detect for _, detect in timings),
+        statistics.median(decode / detect for decode, detect in timings),
+    )
 
 
 VARIANTS = (0, 1, 2)  # 0 was used while tuning; 1 and 2 are held out
@@ -309,9 +317,9 @@ def resident_mib() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def memory_passes(video: Path, passes: int) -> tuple[int, list[float]]:
+def memory_passes(video: Path, passes: int) -> list[float]:
     """One stream's selector and extractor kept across several passes of the file: frames
-    analysed, and the process's resident memory after each pass."""
+    analysed, then the process's resident memory (MiB) after each pass."""
     selector, extract, index = KeyframeSelector(KeyframeConfig()), FeatureExtractor(64), 0
     sizes = []
     for _ in range(passes):
@@ -320,25 +328,14 @@ def memory_passes(video: Path, passes: int) -> tuple[int, list[float]]:
                 selector.process_frame(index, index / 25, extract(frame))
                 index += 1
         sizes.append(resident_mib())
-    return index, sizes
+    return [index, *sizes]
 
 
 def print_memory(video: Path, passes: int = 5) -> None:
-    """Run in a fresh interpreter, so the figures are one stream's, not the benchmark's."""
-    code = (
-        "import sys; from pathlib import Path; from stream.bench.scenes import memory_passes; "
-        "frames, sizes = memory_passes(Path(sys.argv[1]), int(sys.argv[2])); print(frames, *sizes)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(video), str(passes)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    frames, *sizes = done.stdout.split()
+    frames, *sizes = in_fresh_interpreter("memory_passes", video, passes)
     print(
         f"  resident memory of one stream's process after each of {passes} passes "
-        f"({frames} frames): " + ", ".join(f"{float(size):.1f}" for size in sizes) + " MiB"
+        f"({frames:.0f} frames): " + ", ".join(f"{size:.1f}" for size in sizes) + " MiB"
     )
 
 
@@ -399,7 +396,7 @@ def print_speed(video: Path, rounds: int = SPEED_ROUNDS) -> None:
         f"{1 / ratio('PyAV decode only', lambda r: r.fps, floor):.2f}x frames/s"
     )
     print_memory(video)
-    decode, detect, ratio = one_core_rates(video, rounds)
+    decode, detect, ratio = in_fresh_interpreter("one_core_rates", video, rounds)
     print(
         f"  one core, one decoder thread (live decoding): decode {decode:.1f} frames/s, "
         f"decode+detect {detect:.1f} frames/s (detection +{(ratio - 1) * 100:.1f} %)"
