@@ -27,8 +27,6 @@ OVERSAMPLE: Final = 2
 # swscale's default (0) starts a thread pool per scaler and hands every frame's few output
 # rows to it: on 720p that cost more CPU and wall time than scaling on the calling thread.
 SCALER_THREADS: Final = 1
-LUMA_BINS: Final = 16
-CHROMA_BINS: Final = 8
 # Luma std (0-255) below which a picture has too little structure to normalise.
 FLAT_STD: Final = 6.0
 # A flat picture this dark or bright, or one almost uniform, has nothing to caption: black,
@@ -72,10 +70,6 @@ def is_blank(mean: float, std: float) -> bool:
     return std < FLAT_STD and not DARK_MEAN <= mean <= BRIGHT_MEAN
 
 
-_LUMA_SHIFT: Final = 8 - (LUMA_BINS.bit_length() - 1)  # bins are powers of two
-_CHROMA_SHIFT: Final = 8 - (CHROMA_BINS.bit_length() - 1)
-
-
 def _analyse(
     y: np.ndarray,
     u: np.ndarray,
@@ -86,18 +80,7 @@ def _analyse(
     oversample: int = 1,
 ) -> FrameFeatures:
     packed, histogram, norm, mean, std = analyse_planes(
-        y,
-        u,
-        v,
-        stride,
-        height,
-        width,
-        oversample,
-        _LUMA_SHIFT,
-        _CHROMA_SHIFT,
-        LUMA_BINS,
-        CHROMA_BINS,
-        FLAT_STD,
+        y, u, v, stride, height, width, oversample, FLAT_STD
     )
     return FrameFeatures(packed, histogram, norm, mean, std, is_blank(mean, std))
 

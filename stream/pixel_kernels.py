@@ -34,6 +34,11 @@ def _compiled(fastmath: bool = False) -> Callable[[F], F]:
 
 # Planes of the packed per-frame array ``analyse_planes`` returns.
 NORMALISED, LUMA, CHROMA_U, CHROMA_V, CENTRED = range(5)
+# Its histograms: Y, then U, then V bins side by side (powers of two: a bin is a bit shift).
+LUMA_BINS = 16
+CHROMA_BINS = 8
+_LUMA_SHIFT = 8 - (LUMA_BINS.bit_length() - 1)
+_CHROMA_SHIFT = 8 - (CHROMA_BINS.bit_length() - 1)
 
 
 @_compiled()
@@ -45,10 +50,6 @@ def analyse_planes(
     height: int,
     width: int,
     oversample: int,
-    luma_shift: int,
-    chroma_shift: int,
-    luma_bins: int,
-    chroma_bins: int,
     flat_std: float,
 ) -> tuple[np.ndarray, np.ndarray, float, float, float]:
     """One pass over a small Y, U, V picture, given as flat uint8 buffers whose rows are
@@ -58,7 +59,7 @@ def analyse_planes(
     (each summing to 1), and the luma's norm (about its mean), mean and std."""
     size = height * width
     packed = np.empty((5, height, width), np.float32)
-    counts = np.zeros(luma_bins + 2 * chroma_bins, np.int64)
+    counts = np.zeros(LUMA_BINS + 2 * CHROMA_BINS, np.int64)
     area = oversample * oversample
     total = 0.0
     for i in range(height):
@@ -75,9 +76,9 @@ def analyse_planes(
             packed[CHROMA_U, i, j] = sum_u / area
             packed[CHROMA_V, i, j] = sum_v / area
             total += luma
-            counts[(sum_y // area) >> luma_shift] += 1
-            counts[luma_bins + ((sum_u // area) >> chroma_shift)] += 1
-            counts[luma_bins + chroma_bins + ((sum_v // area) >> chroma_shift)] += 1
+            counts[(sum_y // area) >> _LUMA_SHIFT] += 1
+            counts[LUMA_BINS + ((sum_u // area) >> _CHROMA_SHIFT)] += 1
+            counts[LUMA_BINS + CHROMA_BINS + ((sum_v // area) >> _CHROMA_SHIFT)] += 1
     mean = total / size
     squares = 0.0
     for i in range(height):

@@ -12,7 +12,7 @@ from stream.frame_features import FeatureExtractor
 from stream.keyframes import KeyframeSelector, Selection
 
 NO_HEARTBEAT_S = 86400.0
-# A scan only looks at tiny area-averaged pictures, where the deblocking (loop) filter of
+# A scan only looks at tiny averaged pictures, where the deblocking (loop) filter of
 # H.264/HEVC changes nothing: same cuts on every labelled and PySceneDetect clip, and about
 # a fifth less decoding CPU. The live pipeline keeps it: its keyframes are captioned.
 SCAN_DECODER_OPTIONS = {"skip_loop_filter": "all"}

@@ -189,7 +189,7 @@ def test_compiled_kernels_match_numpy(oversample: int) -> None:
 
     def analyse(source: list[np.ndarray]) -> tuple:
         flat = (plane.ravel() for plane in source)
-        return analyse_planes(*flat, stride, height, width, oversample, 4, 5, 16, 8, 6.0)
+        return analyse_planes(*flat, stride, height, width, oversample, 6.0)
 
     y, u, v = (block_mean(plane) for plane in planes)
     packed, histogram, norm, mean, std = analyse(planes)
