@@ -41,11 +41,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VIDCAP_CACHE", Path.home() / ".cache" / "vidcap"))
 
 
-def default_memory_share() -> float:
-    """vLLM's CPU backend reads this as a share of RAM for the KV cache: keep it small there."""
+CPU_KV_CACHE_BYTES = 1 << 30
+
+
+def memory_args(gpu_memory_utilization: float | None, extra: dict[str, Any]) -> dict[str, Any]:
+    """How much memory vLLM takes: a share of the GPU, or on the CPU a fixed KV cache.
+
+    On the CPU, vLLM reads the share as RAM of the first NUMA node minus its worker's own
+    resident size; on a node of 10 GiB a 0.1 share came out negative (the worker alone held
+    1.1 GiB) and the engine refused to start, so a fixed size is asked for instead."""
     from vllm.platforms import current_platform
 
-    return 0.1 if current_platform.is_cpu() else 0.9
+    if gpu_memory_utilization is not None:
+        return {"gpu_memory_utilization": gpu_memory_utilization}
+    if current_platform.is_cpu() and "kv_cache_memory_bytes" not in extra:
+        return {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES}
+    return {}  # vLLM's own default: 0.9 of the GPU
 
 
 def resolve_model(model: str) -> str:
@@ -103,9 +114,11 @@ def start_vllm_engine(settings: EngineSettings) -> VllmEngine:
         max_num_seqs=settings.max_num_seqs,
         max_num_batched_tokens=settings.max_num_batched_tokens,
         max_model_len=settings.max_model_len,
-        gpu_memory_utilization=settings.gpu_memory_utilization or default_memory_share(),
         seed=settings.seed,
-        extra=settings.engine_args,
+        extra={
+            **memory_args(settings.gpu_memory_utilization, settings.engine_args),
+            **settings.engine_args,
+        },
     )
     model_id = settings.model_id or settings.model.rstrip("/").rsplit("/", 1)[-1]
     logger.info("starting vLLM engine for %s", model)

@@ -27,7 +27,6 @@ def engine_args(
     max_num_seqs: int = 16,
     max_num_batched_tokens: int = 8192,
     max_model_len: int = 4096,
-    gpu_memory_utilization: float = 0.9,
     seed: int | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -40,7 +39,6 @@ def engine_args(
         "max_num_seqs": max_num_seqs,
         "max_num_batched_tokens": max_num_batched_tokens,
         "max_model_len": max_model_len,
-        "gpu_memory_utilization": gpu_memory_utilization,
         # The fixed prompt text precedes the image, so every request shares its prefix.
         "enable_prefix_caching": True,
         # Live frames never repeat: caching processed images only costs memory.

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from engine.captioner import Captioner
+from engine.factory import CPU_KV_CACHE_BYTES, memory_args
 from engine.schema import validate_caption
 from engine.vllm_engine import VllmEngine, engine_args
 
@@ -69,3 +70,11 @@ def test_fp8_and_batching_settings_pass_straight_to_vllm() -> None:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     AsyncEngineArgs(**args)  # every key is a real vLLM engine argument
+
+
+def test_cpu_engine_asks_for_a_fixed_kv_cache_not_a_share_of_ram() -> None:
+    # A share of RAM is computed per NUMA node minus the worker's own size: on a 10 GiB node a
+    # 0.1 share came out negative and the engine refused to start.
+    assert memory_args(None, {}) == {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES}
+    assert memory_args(0.5, {}) == {"gpu_memory_utilization": 0.5}
+    assert memory_args(None, {"kv_cache_memory_bytes": 1 << 28}) == {}
