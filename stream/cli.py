@@ -189,7 +189,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _scenes(args: argparse.Namespace) -> int:
     from stream.config import KeyframeConfig
-    from stream.scenes import detect_scenes
+    from stream.keyframes.scan import detect_scenes
 
     overrides = {"threshold": args.threshold, "min_gap_s": args.min_gap}
     settings = {key: value for key, value in overrides.items() if value is not None}
@@ -257,7 +257,7 @@ def _bench_publish(args: argparse.Namespace) -> int:
 
 
 def _schemas(args: argparse.Namespace) -> int:
-    from stream.event_schemas import EVENT_SCHEMAS
+    from stream.delivery.schemas import EVENT_SCHEMAS
 
     args.directory.mkdir(parents=True, exist_ok=True)
     for name, schema in EVENT_SCHEMAS.items():

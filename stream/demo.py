@@ -15,7 +15,7 @@ import orjson
 
 from engine.factory import cache_dir
 from stream.config import Config, parse_config
-from stream.publisher import connect
+from stream.delivery.publisher import connect
 from stream.runner import Runner, nats_url
 from stream.sample_clip import ClipSpec, write_clip
 from stream.tail import format_event

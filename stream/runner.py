@@ -16,12 +16,12 @@ from engine.factory import start_engine
 from engine.nats_engine import engine_subject
 from stream.config import Config, StreamConfig
 from stream.fair_share import FairShare
-from stream.ingest import FrameSource
-from stream.nats_server import EmbeddedNatsServer
+from stream.sources.ingest import FrameSource
+from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.pipeline import Event, EventCallback, StreamPipeline, new_session_id
-from stream.publisher import EventPublisher, connect
-from stream.whip import WhipServer
-from stream.whip_source import WhipSource
+from stream.delivery.publisher import EventPublisher, connect
+from stream.sources.whip_server import WhipServer
+from stream.sources.whip import WhipSource
 
 logger = logging.getLogger(__name__)
 

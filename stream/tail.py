@@ -15,7 +15,7 @@ import orjson
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from stream.config import NatsConfig
-from stream.publisher import connect
+from stream.delivery.publisher import connect
 
 _SUMMARY_CHARS = 100
 

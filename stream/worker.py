@@ -8,7 +8,7 @@ import signal
 from engine.factory import start_engine
 from engine.nats_engine import Worker, engine_subject
 from stream.config import WorkerConfig
-from stream.publisher import connect
+from stream.delivery.publisher import connect
 
 
 async def run_worker(config: WorkerConfig) -> int:

@@ -15,7 +15,7 @@ from engine.tiny_model import build_tiny_model
 from engine.vllm_engine import VllmEngine
 from stream.bench.rtsp_peer import RtspPeer
 from stream.config import EngineConfig
-from stream.nats_server import EmbeddedNatsServer
+from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.sample_clip import ClipSpec, write_clip
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.base import Generation
 from stream.config import parse_config
-from stream.nats_server import EmbeddedNatsServer
+from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
 from tests.test_sequencer import GOOD

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from engine.captioner import CaptionOutcome
-from stream.event_schemas import EVENT_SCHEMAS
-from stream.events import caption_event, status_event
-from stream.frames import FrameTime, Keyframe, SourceStatus
+from stream.delivery.schemas import EVENT_SCHEMAS
+from stream.delivery.events import caption_event, status_event
+from stream.sources.frames import FrameTime, Keyframe, SourceStatus
 
 SCHEMA_DIR = Path(__file__).parents[1] / "schemas"
 CAPTION = {

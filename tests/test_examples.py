@@ -11,8 +11,8 @@ import orjson
 from aiohttp import web
 
 from stream.config import NatsConfig
-from stream.nats_server import EmbeddedNatsServer
-from stream.publisher import EventPublisher, connect
+from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.publisher import EventPublisher, connect
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 

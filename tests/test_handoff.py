@@ -9,8 +9,8 @@ from fractions import Fraction
 
 from PIL import Image
 
-from stream.frames import FrameTime, Keyframe, SourceStatus
-from stream.handoff import KeyframeHandoff
+from stream.sources.frames import FrameTime, Keyframe, SourceStatus
+from stream.sources.handoff import KeyframeHandoff
 
 
 def keyframe(index: int) -> Keyframe:

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from stream.config import KeyframeConfig
-from stream.frame_features import FrameFeatures, features_from_planes, frame_features
-from stream.ingest import model_image
-from stream.keyframes import KeyframeSelector, structure_change
-from stream.pixel_kernels import LUMA, NORMALISED, analyse_planes, mean_abs_differences
+from stream.keyframes.features import FrameFeatures, features_from_planes, frame_features
+from stream.sources.ingest import model_image
+from stream.keyframes.selector import KeyframeSelector, structure_change
+from stream.keyframes.kernels import LUMA, NORMALISED, analyse_planes, mean_abs_differences
 from stream.sample_clip import ClipSpec, write_clip
-from stream.scenes import detect_scenes
+from stream.keyframes.scan import detect_scenes
 
 FPS = 25
 H, W = 36, 64
@@ -214,7 +214,7 @@ def test_kernels_run_where_no_compile_cache_can_be_written() -> None:
     here with a locator that declines outside IPython); vidcap compiles at start instead."""
     env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "IPythonCacheLocator"}
     code = (
-        "import numpy as np; from stream.frame_features import features_from_planes; "
+        "import numpy as np; from stream.keyframes.features import features_from_planes; "
         "y = np.zeros((36, 64), np.uint8); print(features_from_planes(y, y, y).blank)"
     )
     done = subprocess.run(

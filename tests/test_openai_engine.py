@@ -21,7 +21,7 @@ from engine.captioner import Captioner
 from engine.openai_engine import OpenAIEngine
 from engine.schema import validate_caption
 from stream.config import parse_config
-from stream.nats_server import EmbeddedNatsServer
+from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec
 from tests.conftest import kill_tree

@@ -8,8 +8,8 @@ import nats
 import orjson
 
 from stream.config import NatsConfig
-from stream.nats_server import EmbeddedNatsServer
-from stream.publisher import EventPublisher, connect, event_msg_id
+from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.publisher import EventPublisher, connect, event_msg_id
 
 
 def event(seq: int, stream: str = "cam1") -> dict:

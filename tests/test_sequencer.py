@@ -9,7 +9,7 @@ import pytest
 
 from engine.base import Generation
 from engine.captioner import Captioner
-from stream.sequencer import Sequencer
+from stream.delivery.sequencer import Sequencer
 
 
 async def collect(sequencer: Sequencer[int]) -> list[int]:

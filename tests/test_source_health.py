@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.source_health import SourceHealth
+from stream.sources.health import SourceHealth
 
 
 class Recorder:

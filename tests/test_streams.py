@@ -22,7 +22,7 @@ import pytest
 
 from engine.vllm_engine import VllmEngine
 from stream.config import parse_config
-from stream.nats_server import EmbeddedNatsServer
+from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
 from tests.conftest import tiny_engine_config

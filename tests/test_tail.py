@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from stream.config import NatsConfig
-from stream.nats_server import EmbeddedNatsServer
-from stream.publisher import EventPublisher, connect
+from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.publisher import EventPublisher, connect
 from stream.tail import format_event
 
 

@@ -16,11 +16,11 @@ import pytest
 
 from engine.vllm_engine import VllmEngine
 from stream.config import parse_config
-from stream.event_schemas import EVENT_SCHEMAS
-from stream.nats_server import EmbeddedNatsServer
+from stream.delivery.schemas import EVENT_SCHEMAS
+from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec
-from stream.whip_source import WhipSource
+from stream.sources.whip import WhipSource
 from tests.conftest import tiny_engine_config
 from tests.whip_publisher import ShotsTrack, WhipPublisher
 

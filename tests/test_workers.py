@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from stream.config import parse_config
-from stream.nats_server import EmbeddedNatsServer
+from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
 from tests.conftest import kill_tree, tiny_engine_config

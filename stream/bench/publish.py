@@ -17,8 +17,8 @@ import orjson
 from nats.js.api import StreamConfig as JsStreamConfig
 
 from stream.config import NatsConfig
-from stream.nats_server import EmbeddedNatsServer
-from stream.publisher import EventPublisher, connect, event_msg_id, event_subject
+from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.publisher import EventPublisher, connect, event_msg_id, event_subject
 
 STREAMS = 8
 CAPTION = {

@@ -19,8 +19,8 @@ import av
 import av.error
 
 from stream.config import StreamConfig
-from stream.frames import FrameTime
-from stream.source_health import SourceHealth, StatusReport
+from stream.sources.frames import FrameTime
+from stream.sources.health import SourceHealth, StatusReport
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from stream.config import KeyframeConfig
-from stream.frame_features import FLAT_STD, FrameFeatures
-from stream.frames import SelectionReason
-from stream.pixel_kernels import centred_dot_products, histogram_distance, mean_abs_differences
+from stream.keyframes.features import FLAT_STD, FrameFeatures
+from stream.sources.frames import SelectionReason
+from stream.keyframes.kernels import centred_dot_products, histogram_distance, mean_abs_differences
 
 _MEAN_ABS_Z_UNRELATED = 2 / math.sqrt(math.pi)  # E|z1 - z2| for unrelated standardised pictures
 _RECENT_SCORES = 8

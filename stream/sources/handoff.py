@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from typing import Literal
 
-from stream.frames import Keyframe, SourceStatus
+from stream.sources.frames import Keyframe, SourceStatus
 
 Item = Keyframe | SourceStatus
 Policy = Literal["block", "drop_oldest"]

@@ -14,7 +14,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from stream.pixel_kernels import LUMA, NORMALISED, analyse_planes
+from stream.keyframes.kernels import LUMA, NORMALISED, analyse_planes
 
 # How swscale shrinks: POINT sampling onto a grid OVERSAMPLE times finer than the analysis
 # picture, then a box mean (in the compiled kernel). On 720p this cost a third of an AREA

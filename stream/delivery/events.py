@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from engine.captioner import CaptionOutcome
-from stream.frames import Keyframe, SourceStatus
+from stream.sources.frames import Keyframe, SourceStatus
 
 CAPTION_SCHEMA_ID: Final = "vidcap.caption/1"
 STATUS_SCHEMA_ID: Final = "vidcap.status/2"

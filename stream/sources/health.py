@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from stream.frames import SourceState
+from stream.sources.frames import SourceState
 
 # Frames in a row, without another stall, that make an outage over. FFmpeg's RTSP reader
 # hands out one buffered frame when its first read timeout hits a frozen server: that frame

@@ -18,12 +18,12 @@ import av
 from PIL import Image
 
 from stream.config import KeyframeConfig, StreamConfig
-from stream.frame_features import FeatureExtractor
-from stream.frames import FrameTime, Keyframe, SourceState, SourceStatus
-from stream.handoff import KeyframeHandoff
-from stream.keyframes import KeyframeSelector, Selection
-from stream.source import VideoSource
-from stream.source_health import SourceHealth, StatusReport
+from stream.keyframes.features import FeatureExtractor
+from stream.sources.frames import FrameTime, Keyframe, SourceState, SourceStatus
+from stream.sources.handoff import KeyframeHandoff
+from stream.keyframes.selector import KeyframeSelector, Selection
+from stream.sources.pyav import VideoSource
+from stream.sources.health import SourceHealth, StatusReport
 
 logger = logging.getLogger(__name__)
 WATCHDOG_PERIOD_S = 0.25

@@ -18,8 +18,8 @@ from nats.js.api import StreamConfig as JsStreamConfig
 
 from engine.metrics import Metrics
 from stream.config import NatsConfig
-from stream.events import status_event
-from stream.frames import SourceStatus
+from stream.delivery.events import status_event
+from stream.sources.frames import SourceStatus
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from stream.config import WhipConfig
 from stream.ids import validate_stream_id
-from stream.whip_source import WhipSource
+from stream.sources.whip import WhipSource
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import av
 
 from stream.config import KeyframeConfig
-from stream.frame_features import FeatureExtractor
-from stream.keyframes import KeyframeSelector, Selection
+from stream.keyframes.features import FeatureExtractor
+from stream.keyframes.selector import KeyframeSelector, Selection
 
 NO_HEARTBEAT_S = 86400.0
 # A scan only looks at tiny averaged pictures, where the deblocking (loop) filter of

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import av
 
-from stream.frames import FrameTime
-from stream.source import StreamClock
-from stream.source_health import SourceHealth, StatusReport
+from stream.sources.frames import FrameTime
+from stream.sources.pyav import StreamClock
+from stream.sources.health import SourceHealth, StatusReport
 
 _POLL_S = 0.2  # how often a waiting ingest thread re-checks its stop event
 
