@@ -4,37 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from nats.aio.client import Client
 
 from engine.base import CaptionEngine
+from engine.config import EngineConfig
 from engine.vllm_engine import VllmEngine, engine_args
 
 logger = logging.getLogger(__name__)
 
 TINY_MODEL = "tiny"
-
-
-class EngineSettings(Protocol):
-    kind: str
-    model: str
-    url: str | None
-    api_key: Any
-    max_connections: int
-    worker_timeout_s: float
-    worker_attempts: int
-    model_id: str | None
-    dtype: str
-    quantization: str | None
-    kv_cache_dtype: str
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    max_model_len: int
-    gpu_memory_utilization: float | None
-    temperature: float
-    stop: list[str]
-    seed: int | None
-    engine_args: dict
 
 
 def cache_dir() -> Path:
@@ -71,17 +53,26 @@ def resolve_model(model: str) -> str:
     return str(build_tiny_model(cache_dir() / "tiny-gemma3"))
 
 
-async def start_engine(settings: EngineSettings, nats_client: Any = None) -> CaptionEngine:
+@dataclass(frozen=True, slots=True)
+class WorkerRoute:
+    """Where kind 'nats' sends its requests: the connection and the workers' subject."""
+
+    client: Client
+    subject: str
+
+
+async def start_engine(settings: EngineConfig, workers: WorkerRoute | None = None) -> CaptionEngine:
     """The configured engine; vLLM's start blocks for tens of seconds, before any stream.
 
-    ``nats_client`` (with ``subject``) is needed by kind 'nats': requests go over it."""
+    Kind 'nats' needs ``workers``: its requests go over that connection."""
     if settings.kind == "nats":
         from engine.nats_engine import NatsEngine
 
-        client, subject = nats_client
+        if workers is None:
+            raise ValueError("engine.kind 'nats' needs a NATS connection to reach workers")
         return NatsEngine(
-            client,
-            subject,
+            workers.client,
+            workers.subject,
             settings.model_id or settings.model,
             settings.worker_timeout_s,
             settings.worker_attempts,
@@ -103,7 +94,7 @@ async def start_engine(settings: EngineSettings, nats_client: Any = None) -> Cap
     return start_vllm_engine(settings)
 
 
-def start_vllm_engine(settings: EngineSettings) -> VllmEngine:
+def start_vllm_engine(settings: EngineConfig) -> VllmEngine:
     """Start vLLM in process (blocking: tens of seconds; before any stream starts)."""
     model = resolve_model(settings.model)
     args = engine_args(

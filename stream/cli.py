@@ -224,8 +224,8 @@ def _bench_scenes(args: argparse.Namespace) -> int:
 
 
 def _bench_engine(args: argparse.Namespace) -> int:
+    from engine.config import EngineConfig
     from stream.bench.engine import bench_engine
-    from stream.config import EngineConfig
 
     levels = [int(level) for level in args.concurrency.split(",")]
     settings = parse_section(

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.config import EngineConfig
 from engine.errors import VidcapError
 from stream.ids import validate_stream_id
 
@@ -103,64 +104,6 @@ class KeyframeConfig(_Section):
         if self.min_gap_s > self.max_interval_s:
             raise ValueError(
                 f"min_gap_s ({self.min_gap_s}) must be <= max_interval_s ({self.max_interval_s})"
-            )
-        return self
-
-
-class EngineConfig(_Section):
-    kind: Literal["vllm", "openai", "nats"] = "vllm"
-    """vllm: in-process AsyncLLM. openai: a remote OpenAI-compatible server (vllm serve).
-    nats: `vidcap worker`s serving over the configured NATS (scale-out)."""
-    model: str = "tiny"
-    """Checkpoint path or hub id (openai: the served model name). 'tiny' builds a
-    random-weight Gemma 3 locally (demo/tests)."""
-    url: str | None = None
-    """openai: the server's base URL, e.g. http://gpu-host:8000/v1."""
-    api_key: SecretStr | None = None
-    """openai: bearer token (use ${ENV})."""
-    max_connections: int = Field(64, ge=1, le=4096)
-    """openai: pooled HTTP connections (requests in flight at once)."""
-    worker_timeout_s: float = Field(60.0, gt=0, le=3600)
-    """nats: how long one try waits for a worker's reply before it goes to another worker."""
-    worker_attempts: int = Field(3, ge=1, le=20)
-    """nats: tries per request (a worker that died mid-request costs one)."""
-    model_id: str | None = None
-    """Name reported in events; default: the model path's last component."""
-    dtype: str = "auto"
-    quantization: str | None = None
-    """e.g. 'fp8' on an H100; passed to vLLM unchanged."""
-    kv_cache_dtype: str = "auto"
-    """e.g. 'fp8' on an H100; passed to vLLM unchanged."""
-    max_num_seqs: int = Field(16, ge=1, le=1024)
-    max_num_batched_tokens: int = Field(8192, ge=256)
-    max_model_len: int = Field(4096, ge=256)
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
-    """Share of GPU memory vLLM may use; default 0.9 on a GPU, 0.1 of RAM on the CPU backend."""
-    temperature: float = Field(0.1, ge=0, le=2)
-    max_tokens: int = Field(512, ge=16, le=8192)
-    stop: list[str] = Field(default_factory=list)
-    """Optional stop strings, e.g. ['}\\n']; the guard still checks every output."""
-    request_timeout_s: float = Field(60.0, gt=0, le=3600)
-    max_attempts: int = Field(3, ge=1, le=10)
-    """Tries per keyframe before a failure event is published."""
-    image_size: int = Field(896, ge=32, le=4096)
-    """Frames are resized on our side so their longer side is at most this."""
-    seed: int | None = None
-    engine_args: dict[str, Any] = Field(default_factory=dict)
-    """Further vLLM engine arguments, passed through unchanged."""
-
-    @model_validator(mode="after")
-    def _openai_needs_url(self) -> EngineConfig:
-        if self.kind == "openai" and not self.url:
-            raise ValueError("engine.url is required when engine.kind is 'openai'")
-        return self
-
-    @model_validator(mode="after")
-    def _batch_fits(self) -> EngineConfig:
-        if self.max_num_batched_tokens < self.max_num_seqs:
-            raise ValueError(
-                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "
-                f"max_num_seqs ({self.max_num_seqs})"
             )
         return self
 

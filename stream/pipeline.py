@@ -13,13 +13,13 @@ from uuid import uuid4
 from engine.captioner import Captioner
 from stream.config import Config, StreamConfig
 from stream.delivery.events import caption_event, logo_event, status_event
+from stream.delivery.logo_alerts import LogoTracker
+from stream.delivery.publisher import EventPublisher
+from stream.delivery.sequencer import Sequencer
 from stream.fair_share import FairShare
 from stream.sources.frames import Keyframe, SourceState, SourceStatus
 from stream.sources.handoff import KeyframeHandoff
 from stream.sources.ingest import FrameSource, Ingest
-from stream.delivery.logo_alerts import LogoTracker
-from stream.delivery.publisher import EventPublisher
-from stream.delivery.sequencer import Sequencer
 
 logger = logging.getLogger(__name__)
 

@@ -12,16 +12,16 @@ from pathlib import Path
 
 from engine.base import CaptionEngine
 from engine.captioner import Captioner
-from engine.factory import start_engine
+from engine.factory import WorkerRoute, start_engine
 from engine.nats_engine import engine_subject
 from stream.config import Config, StreamConfig
-from stream.fair_share import FairShare
-from stream.sources.ingest import FrameSource
 from stream.delivery.nats_server import EmbeddedNatsServer
-from stream.pipeline import Event, EventCallback, StreamPipeline, new_session_id
 from stream.delivery.publisher import EventPublisher, connect
-from stream.sources.whip_server import WhipServer
+from stream.fair_share import FairShare
+from stream.pipeline import Event, EventCallback, StreamPipeline, new_session_id
+from stream.sources.ingest import FrameSource
 from stream.sources.whip import WhipSource
+from stream.sources.whip_server import WhipServer
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Runner:
         client = await connect(self.config.nats, url)
         if engine is None:
             subject = engine_subject(self.config.nats.subject_prefix)
-            engine = await start_engine(self.config.engine, (client, subject))
+            engine = await start_engine(self.config.engine, WorkerRoute(client, subject))
         captioner = Captioner(
             engine,
             max_tokens=self.config.engine.max_tokens,

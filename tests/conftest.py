@@ -10,11 +10,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from engine.config import EngineConfig
 from engine.factory import start_vllm_engine
 from engine.tiny_model import build_tiny_model
 from engine.vllm_engine import VllmEngine
 from stream.bench.rtsp_peer import RtspPeer
-from stream.config import EngineConfig
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.sample_clip import ClipSpec, write_clip
 

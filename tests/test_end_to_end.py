@@ -14,9 +14,9 @@ import orjson
 from engine.schema import validate_caption
 from engine.vllm_engine import VllmEngine
 from stream.config import parse_config
-from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
+from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec
 from tests.conftest import tiny_engine_config

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from engine.captioner import CaptionOutcome
-from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.delivery.events import caption_event, status_event
+from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.sources.frames import FrameTime, Keyframe, SourceStatus
 
 SCHEMA_DIR = Path(__file__).parents[1] / "schemas"

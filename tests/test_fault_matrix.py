@@ -16,11 +16,11 @@ import numpy as np
 
 from engine.vllm_engine import VllmEngine
 from stream.config import parse_config
-from stream.delivery.schemas import EVENT_SCHEMAS
-from stream.sources.ingest import model_image
 from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, shot_frame, write_clip
+from stream.sources.ingest import model_image
 from tests.conftest import tiny_engine_config
 
 VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}

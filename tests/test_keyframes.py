@@ -14,11 +14,11 @@ import pytest
 
 from stream.config import KeyframeConfig
 from stream.keyframes.features import FrameFeatures, features_from_planes, frame_features
-from stream.sources.ingest import model_image
-from stream.keyframes.selector import KeyframeSelector, structure_change
 from stream.keyframes.kernels import LUMA, NORMALISED, analyse_planes, mean_abs_differences
-from stream.sample_clip import ClipSpec, write_clip
 from stream.keyframes.scan import detect_scenes
+from stream.keyframes.selector import KeyframeSelector, structure_change
+from stream.sample_clip import ClipSpec, write_clip
+from stream.sources.ingest import model_image
 
 FPS = 25
 H, W = 36, 64

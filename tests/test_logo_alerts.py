@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from stream.config import LogoAlertConfig, parse_config
-from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.delivery.logo_alerts import LogoTracker, open_name
 from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
 from tests.test_sequencer import ScriptedEngine

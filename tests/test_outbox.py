@@ -14,10 +14,10 @@ import orjson
 import pytest
 
 from stream.config import NatsConfig
-from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.delivery.events import STATUS_SCHEMA_ID
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
+from stream.delivery.schemas import EVENT_SCHEMAS
 
 VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
 

@@ -19,8 +19,8 @@ import pytest
 from engine.vllm_engine import VllmEngine
 from stream.bench.rtsp_peer import RtspPeer
 from stream.config import parse_config
-from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
 from tests.conftest import tiny_engine_config
 

@@ -16,8 +16,8 @@ import pytest
 
 from engine.vllm_engine import VllmEngine
 from stream.config import parse_config
-from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec
 from stream.sources.whip import WhipSource

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from engine.captioner import Captioner, CaptionOutcome
+from engine.config import EngineConfig
 from engine.factory import start_engine
-from stream.config import EngineConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,10 @@ import numpy as np
 
 from stream.bench.rtsp_peer import RtspPeer
 from stream.config import KeyframeConfig, StreamConfig
+from stream.sample_clip import ClipSpec, write_clip
 from stream.sources.frames import FrameTime, SourceStatus
 from stream.sources.handoff import KeyframeHandoff
 from stream.sources.ingest import Ingest
-from stream.sample_clip import ClipSpec, write_clip
 
 CLIP = ClipSpec(shots=24, shot_frames=50, fps=25, width=1280, height=720)  # 48 s, cut every 2 s
 WARMUP_S = 3.0

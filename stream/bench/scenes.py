@@ -26,8 +26,8 @@ import av
 from stream.bench.labelled_set import Event, LabelledVideo, build, find_sources
 from stream.config import KeyframeConfig
 from stream.keyframes.features import FeatureExtractor
-from stream.keyframes.selector import KeyframeSelector
 from stream.keyframes.scan import SCAN_DECODER_OPTIONS, detect_scenes
+from stream.keyframes.selector import KeyframeSelector
 
 HARD_TOLERANCE = 2  # frames either side of a hard cut
 SETTLE_ALLOWANCE = 12  # frames after a gradual transition's end in which a detection counts

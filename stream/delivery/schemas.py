@@ -9,8 +9,8 @@ from typing import Any, Final, get_args
 
 from engine.schema import CAPTION_SCHEMA
 from stream.delivery.events import CAPTION_SCHEMA_ID, LOGO_SCHEMA_ID, STATUS_SCHEMA_ID
-from stream.sources.frames import SelectionReason, SourceState
 from stream.ids import STREAM_ID_PATTERN
+from stream.sources.frames import SelectionReason, SourceState
 
 _NUMBER_OR_NULL: Final = {"type": ["number", "null"]}
 

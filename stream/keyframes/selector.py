@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from stream.config import KeyframeConfig
 from stream.keyframes.features import FLAT_STD, FrameFeatures
-from stream.sources.frames import SelectionReason
 from stream.keyframes.kernels import centred_dot_products, histogram_distance, mean_abs_differences
+from stream.sources.frames import SelectionReason
 
 _MEAN_ABS_Z_UNRELATED = 2 / math.sqrt(math.pi)  # E|z1 - z2| for unrelated standardised pictures
 _RECENT_SCORES = 8

@@ -19,11 +19,11 @@ from PIL import Image
 
 from stream.config import KeyframeConfig, StreamConfig
 from stream.keyframes.features import FeatureExtractor
+from stream.keyframes.selector import KeyframeSelector, Selection
 from stream.sources.frames import FrameTime, Keyframe, SourceState, SourceStatus
 from stream.sources.handoff import KeyframeHandoff
-from stream.keyframes.selector import KeyframeSelector, Selection
-from stream.sources.pyav import VideoSource
 from stream.sources.health import SourceHealth, StatusReport
+from stream.sources.pyav import VideoSource
 
 logger = logging.getLogger(__name__)
 WATCHDOG_PERIOD_S = 0.25

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import av
 
 from stream.sources.frames import FrameTime
-from stream.sources.pyav import StreamClock
 from stream.sources.health import SourceHealth, StatusReport
+from stream.sources.pyav import StreamClock
 
 _POLL_S = 0.2  # how often a waiting ingest thread re-checks its stop event
 
