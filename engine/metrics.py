@@ -1,4 +1,5 @@
-"""Engine and pipeline metrics, in a registry of their own (the operations issue serves it).
+"""Engine metrics. vidcap passes one registry to these and to the pipeline's and the
+outbox's metrics, and serves it.
 
 Names follow Prometheus conventions; histograms use buckets from 10 ms to 2 min.
 """
@@ -19,13 +20,6 @@ class Metrics:
         self.in_flight = Gauge(
             "vidcap_engine_requests_in_flight", "Keyframes at the engine", registry=r
         )
-        self.queue_wait = Histogram(
-            "vidcap_queue_wait_seconds",
-            "Decode to engine submission",
-            ["stream"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
         self.first_token = Histogram(
             "vidcap_engine_time_to_first_token_seconds",
             "Submission to first output token",
@@ -35,13 +29,6 @@ class Metrics:
         self.engine_latency = Histogram(
             "vidcap_engine_latency_seconds",
             "One keyframe at the engine, all tries",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.end_to_end = Histogram(
-            "vidcap_end_to_end_seconds",
-            "Frame decoded to its event published",
-            ["stream"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -58,19 +45,5 @@ class Metrics:
             "vidcap_captions",
             "Keyframes by outcome (ok, or the failure reason)",
             ["outcome"],
-            registry=r,
-        )
-        self.outbox_depth = Gauge(
-            "vidcap_outbox_events", "Events waiting for NATS (sent or not, unacked)", registry=r
-        )
-        self.events_published = Counter(
-            "vidcap_events_published", "Events acknowledged by NATS", registry=r
-        )
-        self.events_dropped = Counter(
-            "vidcap_events_dropped", "Events dropped from a full outbox (drop_oldest)", registry=r
-        )
-        self.publish_retries = Counter(
-            "vidcap_publish_retries",
-            "Times delivery restarted from the first unacked event",
             registry=r,
         )

@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def announce(line: str) -> None:
+    """A line for the person running vidcap (where NATS and WHIP listen, ...)."""
+    print(f"vidcap: {line}", flush=True)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidcap", description="Live video captioning.")
     parser.add_argument(
@@ -154,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config = build_run_config(args)
     printer = None if args.quiet else (lambda event: print(format_event(event), flush=True))
-    return asyncio.run(run_with_signals(config, printer))
+    return asyncio.run(run_with_signals(config, printer, announce))
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from engine.factory import cache_dir
+from stream.cli import announce
 from stream.config import Config, parse_config
 from stream.delivery.publisher import connect
 from stream.runner import Runner, nats_url
@@ -53,7 +54,7 @@ async def run_demo(streams: int = 2) -> int:
     print(f"vidcap demo: sample clip {clip}: {spec.frames} frames, cuts at {spec.cut_frames}")
     config = demo_config(clip, streams)
     received: list[dict[str, Any]] = []
-    async with nats_url(config) as url:
+    async with nats_url(config, announce=announce) as url:
         subscriber = await connect(config.nats, url)
 
         async def show(msg: Any) -> None:

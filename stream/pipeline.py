@@ -6,25 +6,49 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
+import orjson
+from prometheus_client import CollectorRegistry, Histogram
+
 from engine.captioner import Captioner
+from engine.metrics import LATENCY_BUCKETS
 from stream.config import Config, StreamConfig
-from stream.delivery.events import caption_event, logo_event, status_event
+from stream.delivery.events import CaptionEvent, Envelope, Event, PipelineState, StatusEvent
 from stream.delivery.logo_alerts import LogoTracker
 from stream.delivery.publisher import EventPublisher
 from stream.delivery.sequencer import Sequencer
 from stream.fair_share import FairShare
-from stream.sources.frames import Keyframe, SourceState, SourceStatus
+from stream.sources.frames import Keyframe, SourceStatus
 from stream.sources.handoff import KeyframeHandoff
 from stream.sources.ingest import FrameSource, Ingest
 
 logger = logging.getLogger(__name__)
 
-Event = dict[str, Any]
-EventCallback = Callable[[Event], None]
+PublishedCallback = Callable[[dict[str, Any]], None]
+"""Called with each event's published JSON, decoded (for printing and observing)."""
+
+
+class StreamMetrics:
+    """Per-stream latencies, in the registry vidcap serves."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry or CollectorRegistry()
+        self.queue_wait = Histogram(
+            "vidcap_queue_wait_seconds",
+            "Decode to engine submission",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "vidcap_end_to_end_seconds",
+            "Frame decoded to its event published",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
 
 def new_session_id() -> str:
@@ -43,7 +67,9 @@ class StreamPipeline:
         session: str,
         model_id: str,
         share: FairShare,
-        on_event: EventCallback | None = None,
+        metrics: StreamMetrics,
+        engine_dead: asyncio.Event,
+        on_event: PublishedCallback | None = None,
         source: FrameSource | None = None,
     ) -> None:
         self.stream = stream
@@ -55,6 +81,8 @@ class StreamPipeline:
         self._model_id = model_id
         self._on_event = on_event
         self._share = share
+        self._metrics = metrics
+        self._engine_dead = engine_dead
         self._stopping = False
         self._ingest: Ingest | None = None
         self._keyframes_numbered = 0
@@ -95,7 +123,7 @@ class StreamPipeline:
                     self._skipped_at_stop += len(handoff.drain_keyframes())
                 await self._report_drops(handoff, sequencer)
                 if isinstance(item, SourceStatus):
-                    await self._submit_status(sequencer, item)
+                    await self._submit_source_status(sequencer, item)
                 elif self._stopping:
                     self._skipped_at_stop += 1
                 else:
@@ -108,35 +136,40 @@ class StreamPipeline:
 
     async def _submit_keyframe(self, sequencer: Sequencer[Event], keyframe: Keyframe) -> None:
         number, self._keyframes_numbered = self._keyframes_numbered, self._keyframes_numbered + 1
-        await sequencer.submit(lambda seq: self._caption(keyframe, seq, number))
+        await sequencer.submit(lambda: self._caption(keyframe, number))
 
-    async def _caption(self, keyframe: Keyframe, seq: int, number: int) -> Event:
+    async def _caption(self, keyframe: Keyframe, number: int) -> CaptionEvent:
         request_id = f"{self.stream.id}-{self._session}-{number}"
         async with self._share.slot(self.stream.id):
             queue_s = max(0.0, time.time() - keyframe.time.captured_at)
-            self._captioner.metrics.queue_wait.labels(self.stream.id).observe(queue_s)
+            self._metrics.queue_wait.labels(self.stream.id).observe(queue_s)
             outcome = await self._captioner.caption(keyframe.image, request_id)
-        if not outcome.ok:
+        if outcome.error is not None:
             logger.warning(
                 "stream %s keyframe %d failed: %s", self.stream.id, number, outcome.error
             )
-        return caption_event(
-            session=self._session,
-            seq=seq,
-            keyframe_no=number,
-            keyframe=keyframe,
-            outcome=outcome,
-            model=self._model_id,
-            queue_s=queue_s,
+            if outcome.error["reason"] == "engine_dead":
+                self._engine_dead.set()
+        return CaptionEvent(
+            number,
+            keyframe.time,
+            keyframe.reason,
+            keyframe.score,
+            outcome,
+            self._model_id,
+            queue_s,
         )
 
-    async def _submit_status(
-        self, sequencer: Sequencer[Event], status: SourceStatus, **extra: Any
-    ) -> None:
-        async def ready(seq: int) -> Event:
-            return status_event(session=self._session, seq=seq, status=status, **extra)
+    async def _submit_status(self, sequencer: Sequencer[Event], status: StatusEvent) -> None:
+        async def ready() -> Event:
+            return status
 
         await sequencer.submit(ready)
+
+    async def _submit_source_status(
+        self, sequencer: Sequencer[Event], status: SourceStatus
+    ) -> None:
+        await self._submit_status(sequencer, StatusEvent.of_source(status))
 
     async def _report_drops(self, handoff: KeyframeHandoff, sequencer: Sequencer[Event]) -> None:
         new_drops = handoff.dropped - self._drops_reported
@@ -149,36 +182,37 @@ class StreamPipeline:
         )
         logger.warning("stream %s: %s", self.stream.id, detail)
         await self._submit_status(
-            sequencer, self._status("keyframes_dropped", detail), dropped=new_drops
+            sequencer, _status("keyframes_dropped", detail, dropped=new_drops)
         )
 
-    def _stopped_status(self) -> SourceStatus:
+    def _stopped_status(self) -> StatusEvent:
         detail = "shutdown"
         if self._skipped_at_stop:
             detail += f"; {self._skipped_at_stop} waiting keyframe(s) not captioned"
-        return self._status("stopped", detail)
-
-    def _status(self, state: SourceState, detail: str) -> SourceStatus:
-        return SourceStatus(self.stream.id, state, detail, time.time())
+        return _status("stopped", detail)
 
     async def _publish_in_order(self, sequencer: Sequencer[Event]) -> None:
-        """Publish in slot order. An event's seq is given here, so that the logo alerts a
-        caption raises take the seqs right after it."""
+        """Publish in slot order, giving each event its seq; the logo alerts a caption raises
+        take the seqs right after it."""
         logos = LogoTracker(self._config.alerts.logos)
+        watching = self._config.alerts.logos.mode != "off"
         async for event in sequencer.results():
-            await self._publish(event)
-            if event["type"] == "caption" and self._config.alerts.logos.mode != "off":
-                for alert in logos.observe(event):
-                    await self._publish(
-                        logo_event(stream=self.stream.id, session=self._session, seq=0, alert=alert)
-                    )
+            seq = await self._publish(event)
+            if isinstance(event, CaptionEvent):
+                latency = max(0.0, time.time() - event.time.captured_at)
+                self._metrics.end_to_end.labels(self.stream.id).observe(latency)
+                if watching:
+                    for alert in logos.observe(seq, event):
+                        await self._publish(alert)
 
-    async def _publish(self, event: Event) -> None:
-        event["seq"], self._next_seq = self._next_seq, self._next_seq + 1
-        await self._publisher.publish(event)
-        if event["type"] == "caption":
-            captured = datetime.fromisoformat(event["frame"]["captured_at"]).timestamp()
-            latency = max(0.0, time.time() - captured)
-            self._captioner.metrics.end_to_end.labels(self.stream.id).observe(latency)
+    async def _publish(self, event: Event) -> int:
+        envelope = Envelope(self.stream.id, self._session, self._next_seq)
+        self._next_seq += 1
+        payload = await self._publisher.publish(envelope, event)
         if self._on_event is not None:
-            self._on_event(event)
+            self._on_event(orjson.loads(payload))
+        return envelope.seq
+
+
+def _status(state: PipelineState, detail: str, **fields: Any) -> StatusEvent:
+    return StatusEvent(state, detail, time.time(), fields)

@@ -1,32 +1,93 @@
-"""Event payloads match their published, committed JSON Schemas."""
+"""Typed events become exactly the documented wire JSON: committed schemas, golden bytes."""
 
 from __future__ import annotations
 
 import json
-import time
 from fractions import Fraction
 from pathlib import Path
 
 import fastjsonschema
 import pytest
-from PIL import Image
 
 from engine.captioner import CaptionOutcome
-from stream.delivery.events import caption_event, status_event
+from stream.delivery.events import (
+    CaptionEvent,
+    Envelope,
+    Event,
+    LogoEvent,
+    LogoSighting,
+    StatusEvent,
+    wire_json,
+    wire_object,
+)
 from stream.delivery.schemas import EVENT_SCHEMAS
-from stream.sources.frames import FrameTime, Keyframe, SourceStatus
+from stream.sources.frames import FrameTime, SourceStatus
 
 SCHEMA_DIR = Path(__file__).parents[1] / "schemas"
+GOLDEN_DIR = Path(__file__).parent / "golden"
+VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
+AT = 1764530000.1234
+SESSION = "a1b2c3d4e5f6"
 CAPTION = {
-    "description": "d",
-    "objects": ["o"],
-    "actions": [],
-    "environment": "e",
-    "content_type": "c",
-    "specific_style": "s",
-    "production_quality": "p",
-    "summary": "s",
-    "logos": [],
+    "description": "A <b>studio</b> anchor reads the news.",
+    "objects": ["desk", "microphone"],
+    "actions": ["reading"],
+    "environment": "TV studio",
+    "content_type": "news",
+    "specific_style": "broadcast",
+    "production_quality": "professional",
+    "summary": "Anchor at a desk.",
+    "logos": ["white BBC logo, lower left"],
+}
+CUT = FrameTime(150, 540000, Fraction(1, 90000), 6.0, AT)
+START = FrameTime(0, None, None, 0.0, AT)
+OK = CaptionOutcome(CAPTION, None, 1, 0.81234, 0.10456, {"prompt": 310, "output": 95})
+TRUNCATED = CaptionOutcome(
+    None,
+    {"reason": "truncated", "detail": "output hit max_tokens", "excerpt": '{"descr'},
+    3,
+    2.34567,
+)
+
+# Every event kind, as the pipeline, the sources and the outbox build them. The golden files
+# were written by the dict-based serialiser these types replaced: the wire did not change.
+EXAMPLES: dict[str, tuple[int, Event]] = {
+    "caption-ok": (7, CaptionEvent(2, CUT, "cut", 53.4, OK, "wynd-vidcap-12b", 0.23456)),
+    "caption-failed": (8, CaptionEvent(0, START, "start", 0.0, TRUNCATED, "wynd-vidcap-12b", 0.0)),
+    "status-live": (
+        0,
+        StatusEvent.of_source(SourceStatus("cam1", "live", "h264 1280x720 @ 25 fps", AT)),
+    ),
+    "status-reconnecting": (
+        3,
+        StatusEvent.of_source(
+            SourceStatus(
+                "cam1", "reconnecting", "connection refused", AT, {"attempt": 2, "retry_in_s": 1.5}
+            )
+        ),
+    ),
+    "status-keyframes-dropped": (
+        4,
+        StatusEvent("keyframes_dropped", "engine behind: 2 dropped", AT, {"dropped": 2}),
+    ),
+    "status-events-dropped": (
+        5,
+        StatusEvent(
+            "events_dropped",
+            "outbox full while NATS was unavailable: events 5-9 dropped",
+            AT,
+            {"dropped": 5, "last_seq": 9},
+        ),
+    ),
+    "logo-appeared": (
+        9,
+        LogoEvent(
+            "appeared",
+            "bbc",
+            "white BBC logo, lower left",
+            (LogoSighting(7, 6.0, AT), LogoSighting(8, 8.0, AT + 2)),
+        ),
+    ),
 }
 
 
@@ -36,42 +97,30 @@ def test_committed_schemas_are_the_generated_ones(name: str) -> None:
     assert committed == EVENT_SCHEMAS[name], "run: vidcap schemas schemas/"
 
 
-def keyframe() -> Keyframe:
-    when = FrameTime(150, 540000, Fraction(1, 90000), 6.0, time.time())
-    return Keyframe("cam1", when, "cut", 53.4, Image.new("RGB", (2, 2)))
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_wire_json_is_the_golden_example_and_validates(name: str) -> None:
+    seq, event = EXAMPLES[name]
+    payload = wire_json(Envelope("cam1", SESSION, seq), event)
+    assert payload + b"\n" == (GOLDEN_DIR / f"{name}.json").read_bytes()
+    VALIDATE[event.kind](json.loads(payload))
 
 
-def test_ok_and_failed_caption_events_validate_and_contradictions_do_not() -> None:
-    validate = fastjsonschema.compile(EVENT_SCHEMAS["caption-event"])
-    ok = CaptionOutcome(CAPTION, None, 1, 0.8, 0.1, {"prompt": 10, "output": 5})
-    error = {"reason": "invalid_json", "detail": "x", "excerpt": "{"}
-    failed = CaptionOutcome(None, error, 3, 2.0)
-    for outcome in (ok, failed):
-        validate(
-            caption_event(
-                session="s",
-                seq=4,
-                keyframe_no=2,
-                keyframe=keyframe(),
-                outcome=outcome,
-                model="m",
-                queue_s=0.2,
-            )
-        )
-    event = caption_event(
-        session="s", seq=4, keyframe_no=2, keyframe=keyframe(), outcome=ok, model="m", queue_s=0
-    )
+def test_every_event_kind_and_state_has_a_golden_example() -> None:
+    kinds = {event.kind for _, event in EXAMPLES.values()}
+    assert kinds == {"caption", "status", "logo"}
+
+
+def test_schemas_refuse_contradictions_and_drops_without_a_count() -> None:
+    envelope = Envelope("cam1", "s", 4)
+    ok = wire_object(envelope, CaptionEvent(2, CUT, "cut", 1.0, OK, "m", 0.0))
     with pytest.raises(fastjsonschema.JsonSchemaValueException):
-        validate({**event, "status": "failed"})  # failed without an error
+        VALIDATE["caption"]({**ok, "status": "failed"})  # failed without an error
     with pytest.raises(fastjsonschema.JsonSchemaValueException):
-        validate({**event, "caption": {**CAPTION, "objects": "one"}})
+        VALIDATE["caption"]({**ok, "caption": {**CAPTION, "objects": "one"}})
+    dropped = StatusEvent("keyframes_dropped", "engine behind", AT)
+    with pytest.raises(fastjsonschema.JsonSchemaValueException):
+        VALIDATE["status"](wire_object(envelope, dropped))
 
 
-def test_status_events_validate_and_drops_carry_their_count() -> None:
-    validate = fastjsonschema.compile(EVENT_SCHEMAS["status-event"])
-    live = SourceStatus("cam1", "live", "h264 1280x720", time.time())
-    validate(status_event(session="s", seq=0, status=live))
-    dropped = SourceStatus("cam1", "keyframes_dropped", "engine behind", time.time())
-    validate(status_event(session="s", seq=1, status=dropped, dropped=3))
-    with pytest.raises(fastjsonschema.JsonSchemaValueException):
-        validate(status_event(session="s", seq=1, status=dropped))
+def test_msg_id_names_stream_session_and_seq() -> None:
+    assert Envelope("cam-2", "abc", 17).msg_id == "cam-2:abc:17"

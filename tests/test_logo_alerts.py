@@ -9,12 +9,15 @@ import fastjsonschema
 import orjson
 import pytest
 
+from engine.captioner import CaptionOutcome
 from stream.config import LogoAlertConfig, parse_config
+from stream.delivery.events import CaptionEvent
 from stream.delivery.logo_alerts import LogoTracker, open_name
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
+from stream.sources.frames import FrameTime
 from tests.test_sequencer import ScriptedEngine
 
 VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
@@ -31,17 +34,16 @@ WATCH = LogoAlertConfig(
 )
 
 
-def caption(seq: int, logos: list[str], time_s: float | None = None, ok: bool = True) -> dict:
-    return {
-        "type": "caption",
-        "seq": seq,
-        "status": "ok" if ok else "failed",
-        "frame": {
-            "time_s": seq * 2.0 if time_s is None else time_s,
-            "captured_at": "2026-11-25T14:02:03.120+00:00",
-        },
-        "caption": {"logos": logos} if ok else None,
-    }
+def caption(
+    seq: int, logos: list[str], time_s: float | None = None, ok: bool = True
+) -> CaptionEvent:
+    when = FrameTime(seq, None, None, seq * 2.0 if time_s is None else time_s, 1764079323.12)
+    outcome = (
+        CaptionOutcome({"logos": logos}, None, 1, 0.1)
+        if ok
+        else CaptionOutcome(None, {"reason": "invalid_json", "detail": "", "excerpt": ""}, 1, 0.1)
+    )
+    return CaptionEvent(seq, when, "cut", 1.0, outcome, "m", 0.0)
 
 
 def run(
@@ -52,8 +54,8 @@ def run(
     alerts = []
     for number, logos in enumerate(keyframes):
         time_s = times[number] if times else None
-        for alert in tracker.observe(caption(number, logos, time_s)):
-            alerts.append((number, alert["alert"], alert["brand"]))
+        for alert in tracker.observe(number, caption(number, logos, time_s)):
+            alerts.append((number, alert.alert, alert.brand))
     return alerts
 
 
@@ -97,11 +99,9 @@ def test_gone_by_time_before_the_keyframe_count() -> None:
 def test_failed_captions_are_no_evidence_either_way() -> None:
     tracker = LogoTracker(WATCH)
     events = [caption(0, [NIKE]), caption(1, [], ok=False), caption(2, [NIKE])]
-    alerts = [a for e in events for a in tracker.observe(e)]
-    assert [(a["alert"], [k["seq"] for k in a["keyframes"]]) for a in alerts] == [
-        ("appeared", [0, 2])
-    ]
-    assert alerts[0]["matched"] == NIKE
+    alerts = [a for n, e in enumerate(events) for a in tracker.observe(n, e)]
+    assert [(a.alert, [k.seq for k in a.keyframes]) for a in alerts] == [("appeared", [0, 2])]
+    assert alerts[0].matched == NIKE
 
 
 def test_open_mode_names_logos_by_what_is_left_of_the_description() -> None:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from stream.config import NatsConfig
-from stream.delivery.events import STATUS_SCHEMA_ID
+from stream.delivery.events import Envelope, StatusEvent
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
 from stream.delivery.schemas import EVENT_SCHEMAS
@@ -22,17 +22,8 @@ from stream.delivery.schemas import EVENT_SCHEMAS
 VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
 
 
-def status(stream: str, seq: int) -> dict[str, Any]:
-    return {
-        "schema": STATUS_SCHEMA_ID,
-        "type": "status",
-        "stream": stream,
-        "session": "s1",
-        "seq": seq,
-        "state": "live",
-        "detail": f"event {seq}",
-        "at": "2026-11-25T14:02:03.120+00:00",
-    }
+def status(stream: str, seq: int) -> tuple[Envelope, StatusEvent]:
+    return Envelope(stream, "s1", seq), StatusEvent("live", f"event {seq}", 1764079323.12)
 
 
 def free_port() -> int:
@@ -69,7 +60,7 @@ async def test_kill_and_restart_nats_twice_while_publishing(
 
     async def produce(stream: str) -> None:
         for seq in range(per_stream):
-            await publisher.publish(status(stream, seq))
+            await publisher.publish(*status(stream, seq))
             await asyncio.sleep(0.004)  # about 250 events/s per stream, for ~2.5 s
 
     producers = [asyncio.create_task(produce(s)) for s in streams]
@@ -103,8 +94,8 @@ async def test_full_outbox_blocks_until_nats_is_back(restartable: EmbeddedNatsSe
     await publisher.ensure_stream()
     restartable.kill()
     for seq in range(20):
-        await publisher.publish(status("cam", seq))
-    blocked = asyncio.create_task(publisher.publish(status("cam", 20)))
+        await publisher.publish(*status("cam", seq))
+    blocked = asyncio.create_task(publisher.publish(*status("cam", 20)))
     await asyncio.sleep(1.0)
     assert not blocked.done()  # the 21st waits for room
     await asyncio.to_thread(restartable.start)
@@ -130,7 +121,7 @@ async def test_full_outbox_drops_oldest_and_says_so_in_their_place(
     restartable.kill()
     await asyncio.sleep(0.2)
     for seq in range(12):
-        await publisher.publish(status("cam", seq))
+        await publisher.publish(*status("cam", seq))
     await asyncio.to_thread(restartable.start)
     assert await publisher.close() == 0
     caplog.clear()  # the drop is logged as an error, as it should be

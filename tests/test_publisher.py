@@ -8,12 +8,13 @@ import nats
 import orjson
 
 from stream.config import NatsConfig
+from stream.delivery.events import Envelope, StatusEvent
 from stream.delivery.nats_server import EmbeddedNatsServer
-from stream.delivery.publisher import EventPublisher, connect, event_msg_id
+from stream.delivery.publisher import EventPublisher, connect
 
 
-def event(seq: int, stream: str = "cam1") -> dict:
-    return {"type": "status", "stream": stream, "session": "s1", "seq": seq, "state": "live"}
+def event(seq: int, stream: str = "cam1") -> tuple[Envelope, StatusEvent]:
+    return Envelope(stream, "s1", seq), StatusEvent("live", "", 1764079323.12)
 
 
 async def test_jetstream_stores_a_republished_event_once(nats_server: EmbeddedNatsServer) -> None:
@@ -22,8 +23,8 @@ async def test_jetstream_stores_a_republished_event_once(nats_server: EmbeddedNa
     await publisher.ensure_stream()
     await publisher.ensure_stream()  # idempotent
     for seq in range(3):
-        await publisher.publish(event(seq))
-    await publisher.publish(event(1))  # a retry of an event already stored
+        await publisher.publish(*event(seq))
+    await publisher.publish(*event(1))  # a retry of an event already stored
     assert await publisher.flush(10)
     assert publisher.duplicates == 1
 
@@ -36,7 +37,7 @@ async def test_jetstream_stores_a_republished_event_once(nats_server: EmbeddedNa
     assert stored == [0, 1, 2]
     message = await js.get_msg("T1", 2)
     assert message.headers is not None
-    assert message.headers["Nats-Msg-Id"] == event_msg_id(event(1)) == "cam1:s1:1"
+    assert message.headers["Nats-Msg-Id"] == event(1)[0].msg_id == "cam1:s1:1"
     await client.close()
     await publisher.close()
 
@@ -53,7 +54,7 @@ async def test_core_nats_publishing_without_jetstream(nats_server: EmbeddedNatsS
     await client.flush()
     publisher = EventPublisher(await connect(config, nats_server.url), config)
     await publisher.ensure_stream()  # no-op without JetStream
-    await publisher.publish(event(0, stream="cam-2"))
+    await publisher.publish(*event(0, stream="cam-2"))
     subject, payload = await asyncio.wait_for(received.get(), 5)
     assert subject == "t2.cam-2.status" and payload["seq"] == 0
     await publisher.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from functools import partial
 
 import pytest
 
@@ -29,8 +30,8 @@ async def test_results_leave_in_seq_order_whatever_the_completion_order(seed: in
         return seq
 
     consumer = asyncio.create_task(collect(sequencer))
-    for _ in delays:
-        await sequencer.submit(work)
+    for n in range(len(delays)):
+        await sequencer.submit(partial(work, n))
     sequencer.close()
     assert await consumer == list(range(len(delays)))
     assert sorted(completion_order) == list(range(len(delays)))
@@ -51,8 +52,8 @@ async def test_a_slow_head_holds_back_finished_later_slots() -> None:
             seen.append(value)
 
     consumer = asyncio.create_task(consume())
-    for _ in range(4):
-        await sequencer.submit(work)
+    for n in range(4):
+        await sequencer.submit(partial(work, n))
     await asyncio.sleep(0.05)
     assert seen == []  # 1..3 are done, but 0 is not
     release_head.set()
@@ -69,14 +70,14 @@ async def test_submit_waits_when_max_open_slots_are_in_flight() -> None:
         await gate.wait()
         return seq
 
-    await sequencer.submit(work)
-    await sequencer.submit(work)
-    third = asyncio.create_task(sequencer.submit(work))
+    await sequencer.submit(partial(work, 0))
+    await sequencer.submit(partial(work, 1))
+    third = asyncio.create_task(sequencer.submit(partial(work, 2)))
     await asyncio.sleep(0.05)
     assert not third.done()
     consumer = asyncio.create_task(collect(sequencer))
     gate.set()
-    assert await third == 2
+    await third
     sequencer.close()
     assert await consumer == [0, 1, 2]
 
@@ -126,8 +127,8 @@ async def test_captions_failures_and_timeouts_keep_their_slots(seed: int) -> Non
         return seq, "ok" if outcome.ok else outcome.error["reason"]  # type: ignore[index]
 
     consumer = asyncio.create_task(_collect_pairs(sequencer))
-    for _ in range(30):
-        await sequencer.submit(caption)
+    for n in range(30):
+        await sequencer.submit(partial(caption, n))
     sequencer.close()
     results = await consumer
     assert [seq for seq, _ in results] == list(range(30))

@@ -1,40 +1,135 @@
-"""Event payloads: what subscribers receive. Versioned by the ``schema`` field."""
+"""Typed events, and the one function that writes their wire JSON.
+
+An event is a frozen value built by the stage that knows it (a caption, a status change, a logo
+alert). It gets its place in the stream's story, an ``Envelope`` (stream, session, seq), once,
+when the pipeline publishes it; ``wire_json`` then writes the bytes subscribers receive. Times
+stay floats until then. The wire format is versioned by each event's ``schema`` field and
+described by ``schemas/`` (see ``stream.delivery.schemas``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, ClassVar, Final, Literal
+
+import orjson
 
 from engine.captioner import CaptionOutcome
-from stream.sources.frames import Keyframe, SourceStatus
+from stream.sources.frames import FrameTime, SelectionReason, SourceState, SourceStatus
 
 CAPTION_SCHEMA_ID: Final = "vidcap.caption/1"
 STATUS_SCHEMA_ID: Final = "vidcap.status/2"
 LOGO_SCHEMA_ID: Final = "vidcap.logo/1"
+
+EventKind = Literal["caption", "status", "logo"]
+PipelineState = Literal[
+    "stopped",  # vidcap is shutting down (or the stream was removed)
+    "keyframes_dropped",  # the engine fell behind; the stalest waiting keyframes were dropped
+]
+DeliveryState = Literal[
+    "events_dropped",  # NATS was away and the outbox full (drop_oldest): events replaced by this
+]
+StatusState = SourceState | PipelineState | DeliveryState
+AlertKind = Literal["appeared", "disappeared"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An event's place: the stream, the run of vidcap that made it, and its seq there."""
+
+    stream: str
+    session: str
+    seq: int
+
+    @property
+    def msg_id(self) -> str:
+        """Unique per event and stable across retries: the JetStream de-duplication key."""
+        return f"{self.stream}:{self.session}:{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionEvent:
+    """One keyframe's outcome: its caption, or why there is none."""
+
+    kind: ClassVar[EventKind] = "caption"
+    keyframe_no: int
+    time: FrameTime
+    reason: SelectionReason
+    score: float
+    outcome: CaptionOutcome
+    model: str
+    queue_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.ok
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """A change in a stream's condition: its source's, the pipeline's, or delivery's."""
+
+    kind: ClassVar[EventKind] = "status"
+    state: StatusState
+    detail: str
+    at: float
+    """Wall-clock (Unix) time of the change."""
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    """State-specific numbers (gap_s, attempt, dropped, ...), published as event fields."""
+
+    @classmethod
+    def of_source(cls, status: SourceStatus) -> StatusEvent:
+        return cls(status.state, status.detail, status.at, status.fields)
+
+
+@dataclass(frozen=True, slots=True)
+class LogoSighting:
+    """A captioned keyframe that counts for (or closes) a logo alert."""
+
+    seq: int
+    time_s: float
+    captured_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LogoEvent:
+    """A brand appeared on screen, or disappeared from it."""
+
+    kind: ClassVar[EventKind] = "logo"
+    alert: AlertKind
+    brand: str
+    matched: str
+    """The logo description the brand was matched in."""
+    keyframes: tuple[LogoSighting, ...]
+
+
+Event = CaptionEvent | StatusEvent | LogoEvent
+
+
+def wire_json(envelope: Envelope, event: Event) -> bytes:
+    """The bytes published for ``event``: the schema's JSON, keys in documented order."""
+    return orjson.dumps(wire_object(envelope, event))
+
+
+def wire_object(envelope: Envelope, event: Event) -> dict[str, Any]:
+    head = {"stream": envelope.stream, "session": envelope.session, "seq": envelope.seq}
+    if isinstance(event, CaptionEvent):
+        return {"schema": CAPTION_SCHEMA_ID, "type": "caption", **head, **_caption_body(event)}
+    if isinstance(event, StatusEvent):
+        return {"schema": STATUS_SCHEMA_ID, "type": "status", **head, **_status_body(event)}
+    return {"schema": LOGO_SCHEMA_ID, "type": "logo", **head, **_logo_body(event)}
 
 
 def iso_time(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds")
 
 
-def caption_event(
-    *,
-    session: str,
-    seq: int,
-    keyframe_no: int,
-    keyframe: Keyframe,
-    outcome: CaptionOutcome,
-    model: str,
-    queue_s: float,
-) -> dict[str, Any]:
-    time = keyframe.time
+def _caption_body(event: CaptionEvent) -> dict[str, Any]:
+    time, outcome = event.time, event.outcome
     return {
-        "schema": CAPTION_SCHEMA_ID,
-        "type": "caption",
-        "stream": keyframe.stream_id,
-        "session": session,
-        "seq": seq,
-        "keyframe": keyframe_no,
+        "keyframe": event.keyframe_no,
         "frame": {
             "index": time.index,
             "pts": time.pts,
@@ -42,18 +137,18 @@ def caption_event(
             "time_s": round(time.time_s, 6),
             "captured_at": iso_time(time.captured_at),
         },
-        "selection": {"reason": keyframe.reason, "score": keyframe.score},
+        "selection": {"reason": event.reason, "score": event.score},
         "status": "ok" if outcome.ok else "failed",
         "caption": outcome.caption,
         "error": outcome.error,
-        "model": model,
+        "model": event.model,
         "attempts": outcome.attempts,
         "tokens": {
             "prompt": outcome.tokens.get("prompt", 0),
             "output": outcome.tokens.get("output", 0),
         },
         "timing": {
-            "queue_s": round(queue_s, 4),
+            "queue_s": round(event.queue_s, 4),
             "engine_s": round(outcome.engine_s, 4),
             "first_token_s": None
             if outcome.first_token_s is None
@@ -62,27 +157,17 @@ def caption_event(
     }
 
 
-def status_event(*, session: str, seq: int, status: SourceStatus, **extra: Any) -> dict[str, Any]:
-    return {
-        "schema": STATUS_SCHEMA_ID,
-        "type": "status",
-        "stream": status.stream_id,
-        "session": session,
-        "seq": seq,
-        "state": status.state,
-        "detail": status.detail,
-        "at": iso_time(status.at),
-        **status.fields,
-        **extra,
-    }
+def _status_body(event: StatusEvent) -> dict[str, Any]:
+    return {"state": event.state, "detail": event.detail, "at": iso_time(event.at), **event.fields}
 
 
-def logo_event(*, stream: str, session: str, seq: int, alert: dict[str, Any]) -> dict[str, Any]:
+def _logo_body(event: LogoEvent) -> dict[str, Any]:
     return {
-        "schema": LOGO_SCHEMA_ID,
-        "type": "logo",
-        "stream": stream,
-        "session": session,
-        "seq": seq,
-        **alert,
+        "alert": event.alert,
+        "brand": event.brand,
+        "matched": event.matched,
+        "keyframes": [
+            {"seq": s.seq, "time_s": s.time_s, "captured_at": iso_time(s.captured_at)}
+            for s in event.keyframes
+        ],
     }

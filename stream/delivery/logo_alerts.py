@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
 
 from stream.config import LogoAlertConfig
-
-AlertKind = Literal["appeared", "disappeared"]
+from stream.delivery.events import CaptionEvent, LogoEvent, LogoSighting
 
 # Words that describe how a logo looks or where it is, not whose it is (open mode).
 _GENERIC = frozenset(
@@ -42,24 +40,17 @@ def open_name(description: str) -> str | None:
 
 
 @dataclass
-class _Sighting:
-    seq: int
-    time_s: float
-    captured_at: str
-    matched: str
-
-
-@dataclass
 class _Brand:
-    recent: deque[_Sighting | None]
+    recent: deque[LogoSighting | None]
     open: bool = False
-    last_seen: _Sighting | None = None
-    opened_by: list[_Sighting] = field(default_factory=list)
+    last_seen: LogoSighting | None = None
+    matched: str = ""
+    """The logo description the brand was last seen in."""
     misses: int = 0
 
 
 class LogoTracker:
-    """One stream's brands; feed it that stream's caption events in order."""
+    """One stream's brands; feed it that stream's captions in order, with their seqs."""
 
     def __init__(self, config: LogoAlertConfig) -> None:
         self._config = config
@@ -69,21 +60,18 @@ class LogoTracker:
             for entry in config.watchlist
         ]
 
-    def observe(self, caption_event: dict[str, Any]) -> list[dict[str, Any]]:
-        """The alert bodies (without envelope) this caption opens or closes, in order."""
-        if caption_event.get("status") != "ok":
+    def observe(self, seq: int, caption: CaptionEvent) -> list[LogoEvent]:
+        """The alerts this caption (published at ``seq``) opens or closes, in order."""
+        if caption.outcome.caption is None:
             return []
-        frame = caption_event["frame"]
-        seen = self._brands_in(caption_event["caption"]["logos"])
+        here = LogoSighting(seq, caption.time.time_s, caption.time.captured_at)
+        seen = self._brands_in(caption.outcome.caption["logos"])
         alerts = []
         for brand in sorted(set(seen) | set(self._brands)):
             state = self._brands.setdefault(brand, _Brand(deque(maxlen=self._config.appear_n)))
-            sighting = None
             if brand in seen:
-                sighting = _Sighting(
-                    caption_event["seq"], frame["time_s"], frame["captured_at"], seen[brand]
-                )
-            alert = self._step(brand, state, sighting, caption_event["seq"], frame)
+                state.matched = seen[brand]
+            alert = self._step(brand, state, here, seen=brand in seen)
             if alert is not None:
                 alerts.append(alert)
         return alerts
@@ -100,50 +88,28 @@ class LogoTracker:
                 found.setdefault(name, description)
         return found
 
-    def _step(
-        self,
-        brand: str,
-        state: _Brand,
-        sighting: _Sighting | None,
-        seq: int,
-        frame: dict[str, Any],
-    ) -> dict[str, Any] | None:
-        state.recent.append(sighting)
-        if sighting is not None:
-            state.last_seen, state.misses = sighting, 0
+    def _step(self, brand: str, state: _Brand, here: LogoSighting, seen: bool) -> LogoEvent | None:
+        state.recent.append(here if seen else None)
+        if seen:
+            state.last_seen, state.misses = here, 0
         else:
             state.misses += 1
         if not state.open:
-            hits = [s for s in state.recent if s is not None]
-            if sighting is not None and len(hits) >= self._config.appear_k:
-                state.open, state.opened_by = True, hits
-                return _alert("appeared", brand, hits, sighting.matched)
+            hits = tuple(s for s in state.recent if s is not None)
+            if seen and len(hits) >= self._config.appear_k:
+                state.open = True
+                return LogoEvent("appeared", brand, state.matched, hits)
             if not hits and state.misses >= self._config.appear_n:
                 del self._brands[brand]  # forgotten: keeps memory bounded in open mode
             return None
         assert state.last_seen is not None
-        gone_for_s = frame["time_s"] - state.last_seen.time_s
-        if sighting is None and (
+        gone_for_s = here.time_s - state.last_seen.time_s
+        if not seen and (
             state.misses >= self._config.gone_keyframes or gone_for_s >= self._config.gone_s
         ):
-            closing = _Sighting(seq, frame["time_s"], frame["captured_at"], "")
-            alert = _alert(
-                "disappeared", brand, [state.last_seen, closing], state.last_seen.matched
-            )
             del self._brands[brand]
-            return alert
+            return LogoEvent("disappeared", brand, state.matched, (state.last_seen, here))
         return None
-
-
-def _alert(kind: AlertKind, brand: str, sightings: list[_Sighting], matched: str) -> dict[str, Any]:
-    return {
-        "alert": kind,
-        "brand": brand,
-        "matched": matched,
-        "keyframes": [
-            {"seq": s.seq, "time_s": s.time_s, "captured_at": s.captured_at} for s in sightings
-        ],
-    }
 
 
 def _whole_words(*names: str) -> str:

@@ -12,14 +12,12 @@ from typing import Any, Final
 
 import nats.errors
 import nats.js.errors
-import orjson
 from nats.aio.client import Client
 from nats.js.api import StreamConfig as JsStreamConfig
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from engine.metrics import Metrics
 from stream.config import NatsConfig
-from stream.delivery.events import status_event
-from stream.sources.frames import SourceStatus
+from stream.delivery.events import Envelope, Event, EventKind, StatusEvent, wire_json
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +25,29 @@ LATE_ACK_ROUNDS: Final = 20
 RETRY_BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0)  # then every 2 s, for as long as it takes
 
 
-def event_subject(prefix: str, event: dict[str, Any]) -> str:
-    return f"{prefix}.{event['stream']}.{event['type']}"
+def event_subject(prefix: str, stream: str, kind: EventKind) -> str:
+    return f"{prefix}.{stream}.{kind}"
 
 
-def event_msg_id(event: dict[str, Any]) -> str:
-    """Unique per event and stable across retries: the JetStream de-duplication key."""
-    return f"{event['stream']}:{event['session']}:{event['seq']}"
+class DeliveryMetrics:
+    """What the outbox counts, in the registry vidcap serves."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry or CollectorRegistry()
+        self.outbox_depth = Gauge(
+            "vidcap_outbox_events", "Events waiting for NATS (sent or not, unacked)", registry=r
+        )
+        self.events_published = Counter(
+            "vidcap_events_published", "Events acknowledged by NATS", registry=r
+        )
+        self.events_dropped = Counter(
+            "vidcap_events_dropped", "Events dropped from a full outbox (drop_oldest)", registry=r
+        )
+        self.publish_retries = Counter(
+            "vidcap_publish_retries",
+            "Times delivery restarted from the first unacked event",
+            registry=r,
+        )
 
 
 async def connect(config: NatsConfig, url: str) -> Client:
@@ -67,11 +81,9 @@ async def connect(config: NatsConfig, url: str) -> Client:
 
 @dataclass(slots=True)
 class _Entry:
+    envelope: Envelope
     subject: str
-    msg_id: str
     payload: bytes
-    stream: str
-    seq: int
     dropped_through: int | None = None
     """Set on an ``events_dropped`` stand-in: the last seq it stands for."""
 
@@ -86,10 +98,12 @@ class EventPublisher:
     was in fact stored is de-duplicated by JetStream, so nothing is lost or stored twice.
     """
 
-    def __init__(self, client: Client, config: NatsConfig, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, client: Client, config: NatsConfig, metrics: DeliveryMetrics | None = None
+    ) -> None:
         self._client = client
         self._config = config
-        self._metrics = metrics or Metrics()
+        self._metrics = metrics or DeliveryMetrics()
         self._js = (
             client.jetstream(timeout=config.ack_timeout_s, publish_async_max_pending=100_000)
             if config.jetstream
@@ -133,17 +147,13 @@ class EventPublisher:
         """Events in the outbox (not yet acknowledged)."""
         return len(self._entries)
 
-    async def publish(self, event: dict[str, Any]) -> None:
-        """Add an event to the outbox; returns once it is queued, not when it is delivered."""
+    async def publish(self, envelope: Envelope, event: Event) -> bytes:
+        """Add an event to the outbox; returns its wire JSON once it is queued, not when it
+        is delivered."""
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_forever(), name="vidcap-publisher")
-        entry = _Entry(
-            event_subject(self._config.subject_prefix, event),
-            event_msg_id(event),
-            orjson.dumps(event),
-            event["stream"],
-            event["seq"],
-        )
+        subject = event_subject(self._config.subject_prefix, envelope.stream, event.kind)
+        entry = _Entry(envelope, subject, wire_json(envelope, event))
         while self._real >= self._config.outbox_size:
             if self._config.outbox_full == "drop_oldest" and self._drop_oldest():
                 break
@@ -154,6 +164,7 @@ class EventPublisher:
         self._metrics.outbox_depth.set(len(self._entries))
         self._empty.clear()
         self._not_empty.set()
+        return entry.payload
 
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued event is acknowledged; False if ``timeout_s`` ran out."""
@@ -174,7 +185,7 @@ class EventPublisher:
                 await self._sender
         undelivered = len(self._entries)
         if undelivered:
-            first = self._entries[0].msg_id
+            first = self._entries[0].envelope.msg_id
             logger.error(
                 "%d event(s) could not be delivered to NATS within %g s (first: %s)",
                 undelivered,
@@ -204,7 +215,7 @@ class EventPublisher:
                 self._metrics.publish_retries.inc()
                 logger.warning(
                     "NATS publish of %s failed (%r); %d event(s) waiting; retrying in %g s",
-                    self._entries[0].msg_id if self._entries else "?",
+                    self._entries[0].envelope.msg_id if self._entries else "?",
                     exc,
                     len(self._entries),
                     delay,
@@ -217,7 +228,7 @@ class EventPublisher:
             while self._entries:
                 entry = self._entries[0]
                 await self._client.publish(
-                    entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.msg_id}
+                    entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.envelope.msg_id}
                 )
                 self._acknowledged()
             return
@@ -230,10 +241,9 @@ class EventPublisher:
                 ):
                     entry = self._entries[self._in_flight]
                     self._in_flight += 1  # before the await: publish() must not drop it now
+                    headers = {"Nats-Msg-Id": entry.envelope.msg_id}
                     pending.append(
-                        await self._js.publish_async(
-                            entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.msg_id}
-                        )
+                        await self._js.publish_async(entry.subject, entry.payload, headers=headers)
                     )
                 oldest = pending[0]
                 if not oldest.done():  # acks mostly arrive in bursts: skip the timer then
@@ -291,37 +301,34 @@ class EventPublisher:
             (
                 self._entries[i]
                 for i in range(self._in_flight, index)
-                if self._entries[i].stream == victim.stream
-                and self._entries[i].dropped_through == victim.seq - 1
+                if self._entries[i].envelope.stream == victim.envelope.stream
+                and self._entries[i].dropped_through == victim.envelope.seq - 1
             ),
             None,
         )
         if earlier is not None:
             del self._entries[index]
-            self._restate(earlier, victim.seq)
+            self._restate(earlier, victim.envelope.seq)
             return True
         logger.error(
             "outbox full (%d events): dropping events of stream %s from seq %d",
             self._config.outbox_size,
-            victim.stream,
-            victim.seq,
+            victim.envelope.stream,
+            victim.envelope.seq,
         )
-        self._restate(victim, victim.seq)
+        self._restate(victim, victim.envelope.seq)
         return True
 
     def _restate(self, stand_in: _Entry, through: int) -> None:
         stand_in.dropped_through = through
-        first = stand_in.seq
+        first = stand_in.envelope.seq
         detail = f"outbox full while NATS was unavailable: events {first}-{through} dropped"
-        event = status_event(
-            session=stand_in.msg_id.split(":")[1],
-            seq=first,
-            status=SourceStatus(stand_in.stream, "events_dropped", detail, time.time()),
-            dropped=through - first + 1,
-            last_seq=through,
+        fields = {"dropped": through - first + 1, "last_seq": through}
+        event = StatusEvent("events_dropped", detail, time.time(), fields)
+        stand_in.subject = event_subject(
+            self._config.subject_prefix, stand_in.envelope.stream, event.kind
         )
-        stand_in.subject = event_subject(self._config.subject_prefix, event)
-        stand_in.payload = orjson.dumps(event)
+        stand_in.payload = wire_json(stand_in.envelope, event)
 
 
 async def _log_error(exc: Exception) -> None:

@@ -8,9 +8,18 @@ from __future__ import annotations
 from typing import Any, Final, get_args
 
 from engine.schema import CAPTION_SCHEMA
-from stream.delivery.events import CAPTION_SCHEMA_ID, LOGO_SCHEMA_ID, STATUS_SCHEMA_ID
+from stream.delivery.events import (
+    CAPTION_SCHEMA_ID,
+    LOGO_SCHEMA_ID,
+    STATUS_SCHEMA_ID,
+    AlertKind,
+    DeliveryState,
+    PipelineState,
+)
 from stream.ids import STREAM_ID_PATTERN
 from stream.sources.frames import SelectionReason, SourceState
+
+_STATES: Final = [*get_args(SourceState), *get_args(PipelineState), *get_args(DeliveryState)]
 
 _NUMBER_OR_NULL: Final = {"type": ["number", "null"]}
 
@@ -107,7 +116,7 @@ STATUS_EVENT_SCHEMA: Final = _strict(
     f"vidcap status event ({STATUS_SCHEMA_ID})",
     {
         **_envelope(STATUS_SCHEMA_ID, "status"),
-        "state": {"enum": list(get_args(SourceState))},
+        "state": {"enum": _STATES},
         "detail": {"type": "string"},
         "at": {"type": "string", "format": "date-time"},
     },
@@ -137,7 +146,7 @@ LOGO_EVENT_SCHEMA: Final = _strict(
     f"vidcap logo alert ({LOGO_SCHEMA_ID})",
     {
         **_envelope(LOGO_SCHEMA_ID, "logo"),
-        "alert": {"enum": ["appeared", "disappeared"]},
+        "alert": {"enum": list(get_args(AlertKind))},
         "brand": {"type": "string", "minLength": 1},
         "matched": {"type": "string"},
         "keyframes": {

@@ -42,15 +42,13 @@ SourceState = Literal[
     "recovered",  # frames again after a stall or reconnect; gap_s says how long they were gone
     "ended",  # a file reached its end
     "failed",  # the source cannot be read (files: for good)
-    "stopped",  # vidcap is shutting down
-    "keyframes_dropped",  # the engine fell behind; the stalest waiting keyframes were dropped
-    "events_dropped",  # NATS was away and the outbox full (drop_oldest): events replaced by this
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
-    """A change in a source's condition; published in order with the stream's captions."""
+    """A change in a source's condition; published (as a status event) in order with the
+    stream's captions."""
 
     stream_id: str
     state: SourceState
