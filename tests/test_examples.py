@@ -10,23 +10,41 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from engine.captioner import CaptionOutcome
 from stream.config import NatsConfig
+from stream.delivery.events import (
+    CaptionEvent,
+    Envelope,
+    Event,
+    LogoEvent,
+    LogoSighting,
+    StatusEvent,
+)
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
+from stream.sources.frames import FrameTime
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
-def event(seq: int, kind: str = "status", **fields: Any) -> dict[str, Any]:
-    return {"type": kind, "stream": "cam1", "session": "s", "seq": seq, **fields}
+AT = 1795615323.12  # 2026-11-25T14:02:03.120Z
+FAILED = CaptionOutcome(None, {"reason": "timeout", "detail": "", "excerpt": ""}, 1, 60.0)
 
 
-async def publish(url: str, events: list[dict[str, Any]]) -> None:
+def live(seq: int) -> tuple[int, Event]:
+    return seq, StatusEvent("live", "", AT)
+
+
+def appeared(seq: int, brand: str, matched: str) -> tuple[int, Event]:
+    return seq, LogoEvent("appeared", brand, matched, (LogoSighting(4, 8.0, AT),))
+
+
+async def publish(url: str, events: list[tuple[int, Event]]) -> None:
     config = NatsConfig(url=url, subject_prefix="ex", stream_name="EX")
     publisher = EventPublisher(await connect(config, url), config)
     await publisher.ensure_stream()
-    for item in events:
-        await publisher.publish(item)
+    for seq, event in events:
+        await publisher.publish(Envelope("cam1", "s", seq), event)
     assert await publisher.close() == 0
 
 
@@ -45,13 +63,13 @@ async def read_events(process: asyncio.subprocess.Process, count: int) -> list[d
 
 async def test_durable_subscriber_resumes_after_a_restart(nats_server: EmbeddedNatsServer) -> None:
     args = ("--nats", nats_server.url, "--stream", "EX", "--durable", "t", "--subject", "ex.>")
-    await publish(nats_server.url, [event(n) for n in range(5)])
+    await publish(nats_server.url, [live(n) for n in range(5)])
     first = await start("durable_subscriber.py", *args)
     assert [e["seq"] for e in await read_events(first, 5)] == [0, 1, 2, 3, 4]
     first.terminate()
     assert await asyncio.wait_for(first.wait(), 20) == 0
 
-    await publish(nats_server.url, [event(n) for n in range(5, 9)])  # while it is down
+    await publish(nats_server.url, [live(n) for n in range(5, 9)])  # while it is down
     second = await start("durable_subscriber.py", *args)
     assert [e["seq"] for e in await read_events(second, 4)] == [5, 6, 7, 8]
     second.terminate()
@@ -76,12 +94,8 @@ async def test_logo_webhook_posts_alerts_and_retries_a_failed_post(
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    sighting = {"seq": 4, "time_s": 8.0, "captured_at": "2026-11-25T14:02:03.120+00:00"}
-    alerts = [
-        event(5, "logo", alert="appeared", brand="Nike", matched="swoosh", keyframes=[sighting]),
-        event(6, "caption", caption=None),
-        event(7, "logo", alert="appeared", brand="Adidas", matched="stripes", keyframes=[sighting]),
-    ]
+    failed = CaptionEvent(0, FrameTime(0, None, None, 0.0, AT), "start", 0.0, FAILED, "m", 0.0)
+    alerts = [appeared(5, "Nike", "swoosh"), (6, failed), appeared(7, "Adidas", "stripes")]
     await publish(nats_server.url, alerts)
     forwarder = await start(
         "logo_webhook.py",

@@ -10,21 +10,15 @@ import orjson
 import pytest
 
 from stream.config import NatsConfig
+from stream.delivery.events import Envelope, LogoEvent, LogoSighting, StatusEvent, wire_object
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
+from stream.sources.frames import SourceState
 from stream.tail import format_event
 
 
-def status(stream: str, seq: int, state: str) -> dict:
-    return {
-        "type": "status",
-        "stream": stream,
-        "session": "s",
-        "seq": seq,
-        "state": state,
-        "detail": "why",
-        "at": "2026-11-25T00:00:00+00:00",
-    }
+def status(stream: str, seq: int, state: SourceState) -> tuple[Envelope, StatusEvent]:
+    return Envelope(stream, "s", seq), StatusEvent(state, "why", 1795564800.0)
 
 
 async def start_tail(url: str, *args: str) -> asyncio.subprocess.Process:
@@ -52,15 +46,15 @@ async def test_tail_prints_filtered_events(nats_server: EmbeddedNatsServer) -> N
     readable = await start_tail(nats_server.url)
     config = NatsConfig(url=nats_server.url, subject_prefix="tl", jetstream=False)
     publisher = EventPublisher(await connect(config, nats_server.url), config)
-    await publisher.publish(status("cam2", 0, "live"))
-    await publisher.publish(status("cam1", 0, "connecting"))
+    await publisher.publish(*status("cam2", 0, "live"))
+    await publisher.publish(*status("cam1", 0, "connecting"))
     await publisher.close()
     assert raw.stdout is not None and readable.stdout is not None
     line = await asyncio.wait_for(raw.stdout.readline(), 10)
-    assert orjson.loads(line) == status("cam1", 0, "connecting")  # cam2 filtered out
+    assert orjson.loads(line) == wire_object(*status("cam1", 0, "connecting"))  # cam2 filtered out
     lines = [await asyncio.wait_for(readable.stdout.readline(), 10) for _ in range(2)]
     assert [x.decode().strip() for x in lines] == [
-        format_event(status("cam2", 0, "live")),
+        format_event(wire_object(*status("cam2", 0, "live"))),
         "cam1 #0 status  connecting: why",
     ]
     for process in (raw, readable):
@@ -74,23 +68,17 @@ async def test_tail_replays_from_jetstream_by_time_and_by_sequence(
     config = NatsConfig(url=nats_server.url, subject_prefix="tl", stream_name="TL")
     publisher = EventPublisher(await connect(config, nats_server.url), config)
     await publisher.ensure_stream()
-    logo = {
-        "type": "logo",
-        "stream": "cam1",
-        "session": "s",
-        "seq": 3,
-        "alert": "appeared",
-        "brand": "Nike",
-        "matched": "swoosh",
-        "keyframes": [],
-    }
-    for event in [
+    logo = (
+        Envelope("cam1", "s", 3),
+        LogoEvent("appeared", "Nike", "swoosh", (LogoSighting(2, 4.0, 1795564800.0),)),
+    )
+    for envelope, event in [
         status("cam1", 0, "connecting"),
         status("cam2", 0, "live"),
         status("cam1", 1, "live"),
         logo,
     ]:
-        await publisher.publish(event)
+        await publisher.publish(envelope, event)
     await publisher.close()
 
     common = ("--stream-name", "TL", "--json")
@@ -102,7 +90,9 @@ async def test_tail_replays_from_jetstream_by_time_and_by_sequence(
     ]
     assert [(e["type"], e["seq"]) for e in replayed] == [("status", 0), ("status", 1), ("logo", 3)]
     only_logo = orjson.loads(await asyncio.wait_for(by_seq.stdout.readline(), 10))
-    assert only_logo == logo  # stream sequence 3 is cam1's "live"; --kind leaves the logo
+    assert only_logo == wire_object(
+        *logo
+    )  # stream sequence 3 is cam1's "live"; --kind leaves the logo
     for process in (by_time, by_seq):
         process.terminate()
         await process.wait()
