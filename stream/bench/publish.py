@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import nats
 import orjson
 from nats.js.api import StreamConfig as JsStreamConfig
 
+from engine.captioner import CaptionOutcome
 from stream.config import NatsConfig
+from stream.delivery.events import CaptionEvent, Envelope, wire_json
 from stream.delivery.nats_server import EmbeddedNatsServer
-from stream.delivery.publisher import EventPublisher, connect, event_msg_id, event_subject
+from stream.delivery.publisher import EventPublisher, connect, event_subject
+from stream.sources.frames import FrameTime
 
 STREAMS = 8
 CAPTION = {
@@ -34,16 +36,17 @@ CAPTION = {
 }
 
 
-def events(count: int) -> list[dict[str, Any]]:
+def events(count: int) -> list[tuple[Envelope, CaptionEvent]]:
+    """Caption events of realistic size, round-robin over the streams."""
+    outcome = CaptionOutcome(CAPTION, None, 1, 0.8, 0.1, {"prompt": 700, "output": 200})
+    now = time.time()
     return [
-        {
-            "schema": "vidcap.caption/1",
-            "type": "caption",
-            "stream": f"cam{n % STREAMS}",
-            "session": "bench",
-            "seq": n // STREAMS,
-            "caption": CAPTION,
-        }
+        (
+            Envelope(f"cam{n % STREAMS}", "bench", n // STREAMS),
+            CaptionEvent(
+                n // STREAMS, FrameTime(n, n, None, n / 25, now), "cut", 40.0, outcome, "m", 0.1
+            ),
+        )
         for n in range(count)
     ]
 
@@ -57,18 +60,18 @@ async def stored(client: nats.NATS, name: str) -> int:
     return (await client.jetstream().stream_info(name)).state.messages
 
 
-async def raw_publish_async(url: str, batch: list[dict[str, Any]]) -> float:
+async def raw_publish_async(url: str, batch: list[tuple[Envelope, CaptionEvent]]) -> float:
     client = await nats.connect(url)
     await fresh_stream(client, "RAW", "raw")
     js = client.jetstream(publish_async_max_pending=100_000)
     started = time.perf_counter()
     futures = [
         await js.publish_async(
-            event_subject("raw", event),
-            orjson.dumps(event),
-            headers={"Nats-Msg-Id": event_msg_id(event)},
+            event_subject("raw", envelope.stream, event.kind),
+            wire_json(envelope, event),
+            headers={"Nats-Msg-Id": envelope.msg_id},
         )
-        for event in batch
+        for envelope, event in batch
     ]
     await asyncio.gather(*futures)
     seconds = time.perf_counter() - started
@@ -77,15 +80,17 @@ async def raw_publish_async(url: str, batch: list[dict[str, Any]]) -> float:
     return len(batch) / seconds
 
 
-async def vidcap_outbox(url: str, batch: list[dict[str, Any]], pending_acks: int) -> float:
+async def vidcap_outbox(
+    url: str, batch: list[tuple[Envelope, CaptionEvent]], pending_acks: int
+) -> float:
     config = NatsConfig(
         url=url, subject_prefix="ours", stream_name="OURS", max_pending_acks=pending_acks
     )
     publisher = EventPublisher(await connect(config, url), config)
     await publisher.ensure_stream()
     started = time.perf_counter()
-    for event in batch:
-        await publisher.publish(event)
+    for envelope, event in batch:
+        await publisher.publish(envelope, event)
     assert await publisher.flush(600)
     seconds = time.perf_counter() - started
     client = await nats.connect(url)
