@@ -109,7 +109,8 @@ def build_config(vocab: dict[str, int]):  # -> transformers.Gemma3Config
         eos_token_id=vocab["<eos>"],
         bos_token_id=vocab["<bos>"],
     )
-    vision = SiglipVisionConfig(
+    # Both configs take these as keyword arguments their stubs do not declare.
+    vision = SiglipVisionConfig(  # type: ignore[call-arg]
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=1,
@@ -118,7 +119,7 @@ def build_config(vocab: dict[str, int]):  # -> transformers.Gemma3Config
         patch_size=14,
         vision_use_head=False,
     )
-    return Gemma3Config(
+    return Gemma3Config(  # type: ignore[call-arg]
         text_config=text,
         vision_config=vision,
         mm_tokens_per_image=TOKENS_PER_IMAGE,

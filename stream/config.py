@@ -35,7 +35,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-SectionT = TypeVar("SectionT", bound=_Section)
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 class StreamConfig(_Section):

@@ -21,7 +21,7 @@ from stream.delivery.publisher import EventPublisher
 from stream.delivery.sequencer import Sequencer
 from stream.fair_share import FairShare
 from stream.sources.frames import Keyframe, SourceStatus
-from stream.sources.handoff import KeyframeHandoff
+from stream.sources.handoff import KeyframeHandoff, Policy
 from stream.sources.ingest import FrameSource, Ingest
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class StreamPipeline:
             self._ingest.stop()
 
     async def run(self) -> None:
-        policy = "drop_oldest" if self.stream.is_live else "block"
+        policy: Policy = "drop_oldest" if self.stream.is_live else "block"
         handoff = KeyframeHandoff(
             self._config.pipeline.max_pending_keyframes, policy, asyncio.get_running_loop()
         )

@@ -54,6 +54,7 @@ def write_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(spec.codec, rate=spec.fps)
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
         stream.time_base = Fraction(1, spec.fps)
         if spec.codec == "libx264":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import orjson
 from engine.schema import validate_caption
 from engine.vllm_engine import VllmEngine
 from stream.config import parse_config
+from stream.delivery.events import Envelope, StatusEvent
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
 from stream.delivery.schemas import EVENT_SCHEMAS
@@ -95,7 +97,8 @@ async def test_rtsp_feed_to_ordered_caption_events_on_nats(
     events = len(delivered)
     assert (await js.stream_info("E2E")).state.messages == events
     publisher = EventPublisher(await connect(config.nats, nats_server.url), config.nats)
-    await publisher.publish(captions[1])
+    stored = Envelope(captions[1]["stream"], captions[1]["session"], captions[1]["seq"])
+    await publisher.publish(stored, StatusEvent("live", "a retry of a stored event", time.time()))
     assert await publisher.flush(10)
     assert publisher.duplicates == 1
     assert (await js.stream_info("E2E")).state.messages == events

@@ -37,6 +37,7 @@ def write_video(
 ) -> Path:
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec)
+        assert isinstance(stream, av.VideoStream)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = pix_fmt
         # Millisecond time base in the encoder too, or it snaps pts to a fixed frame rate.
@@ -59,6 +60,7 @@ def shots() -> list[np.ndarray]:
 def write_audio_only(path: Path) -> Path:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=48000)
+        assert isinstance(stream, av.AudioStream)
         for i in range(20):
             samples = np.zeros((1, 1024), np.float32)
             frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")

@@ -23,7 +23,7 @@ def status(state: str) -> SourceStatus:
 
 
 async def drain(handoff: KeyframeHandoff) -> list[object]:
-    items = []
+    items: list[object] = []
     while (item := await handoff.get()) is not None:
         items.append(item.time.index if isinstance(item, Keyframe) else item.state)
     return items

@@ -188,8 +188,8 @@ def test_compiled_kernels_match_numpy(oversample: int) -> None:
         return sampled.reshape(height, oversample, width, oversample).mean(axis=(1, 3))
 
     def analyse(source: list[np.ndarray]) -> tuple:
-        flat = (plane.ravel() for plane in source)
-        return analyse_planes(*flat, stride, height, width, oversample, 6.0)
+        y, u, v = (plane.ravel() for plane in source)
+        return analyse_planes(y, u, v, stride, height, width, oversample, 6.0)
 
     y, u, v = (block_mean(plane) for plane in planes)
     packed, histogram, norm, mean, std = analyse(planes)

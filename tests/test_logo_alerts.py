@@ -4,6 +4,7 @@ running pipeline, published right after the caption that raised them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import fastjsonschema
 import orjson
@@ -11,7 +12,7 @@ import pytest
 
 from engine.captioner import CaptionOutcome
 from stream.config import LogoAlertConfig, parse_config
-from stream.delivery.events import CaptionEvent
+from stream.delivery.events import AlertKind, CaptionEvent
 from stream.delivery.logo_alerts import LogoTracker, open_name
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.schemas import EVENT_SCHEMAS
@@ -48,7 +49,7 @@ def caption(
 
 def run(
     config: LogoAlertConfig, keyframes: list[list[str]], times: list[float] | None = None
-) -> list[tuple[int, str, str]]:
+) -> list[tuple[int, AlertKind, str]]:
     """(keyframe number, appeared/disappeared, brand) for each alert."""
     tracker = LogoTracker(config)
     alerts = []
@@ -146,8 +147,8 @@ async def test_alerts_follow_their_caption_in_the_streams_sequence(
     )
     # A scripted engine: which logos a caption names is what this test is about, and the
     # real engine cannot be made to name chosen logos.
-    runner = Runner(config, events := [])  # type: ignore[arg-type]
-    runner._on_event = events.append
+    events: list[dict[str, Any]] = []
+    runner = Runner(config, events.append)
     engine = ScriptedEngine(
         {
             f"match-{runner.session}-{n}": (0.01, with_logos(logos), "stop")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def restartable(tmp_path: Path) -> EmbeddedNatsServer:
+def restartable(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
     server = EmbeddedNatsServer(tmp_path / "nats", port=free_port())
     server.start()
     yield server

@@ -6,6 +6,7 @@ import asyncio
 
 import nats
 import orjson
+from nats.aio.msg import Msg
 
 from stream.config import NatsConfig
 from stream.delivery.events import Envelope, StatusEvent
@@ -47,7 +48,7 @@ async def test_core_nats_publishing_without_jetstream(nats_server: EmbeddedNatsS
     client = await nats.connect(nats_server.url)
     received: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
 
-    async def on_message(msg: nats.aio.msg.Msg) -> None:
+    async def on_message(msg: Msg) -> None:
         await received.put((msg.subject, orjson.loads(msg.data)))
 
     await client.subscribe("t2.>", cb=on_message)

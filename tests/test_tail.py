@@ -10,7 +10,14 @@ import orjson
 import pytest
 
 from stream.config import NatsConfig
-from stream.delivery.events import Envelope, LogoEvent, LogoSighting, StatusEvent, wire_object
+from stream.delivery.events import (
+    Envelope,
+    Event,
+    LogoEvent,
+    LogoSighting,
+    StatusEvent,
+    wire_object,
+)
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
 from stream.sources.frames import SourceState
@@ -72,12 +79,13 @@ async def test_tail_replays_from_jetstream_by_time_and_by_sequence(
         Envelope("cam1", "s", 3),
         LogoEvent("appeared", "Nike", "swoosh", (LogoSighting(2, 4.0, 1795564800.0),)),
     )
-    for envelope, event in [
+    published: list[tuple[Envelope, Event]] = [
         status("cam1", 0, "connecting"),
         status("cam2", 0, "live"),
         status("cam1", 1, "live"),
         logo,
-    ]:
+    ]
+    for envelope, event in published:
         await publisher.publish(envelope, event)
     await publisher.close()
 

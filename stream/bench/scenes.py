@@ -396,9 +396,9 @@ def print_speed(video: Path, rounds: int = SPEED_ROUNDS) -> None:
         f"{1 / ratio('PyAV decode only', lambda r: r.fps, floor):.2f}x frames/s"
     )
     print_memory(video)
-    decode, detect, ratio = in_fresh_interpreter("one_core_rates", video, rounds)
+    decode_fps, detect_fps, cost = in_fresh_interpreter("one_core_rates", video, rounds)
     print(
-        f"  one core, one decoder thread (live decoding): decode {decode:.1f} frames/s, "
-        f"decode+detect {detect:.1f} frames/s (detection +{(ratio - 1) * 100:.1f} %)"
-        f" = {detect / fps:.1f} real-time streams"
+        f"  one core, one decoder thread (live decoding): decode {decode_fps:.1f} frames/s, "
+        f"decode+detect {detect_fps:.1f} frames/s (detection +{(cost - 1) * 100:.1f} %)"
+        f" = {detect_fps / fps:.1f} real-time streams"
     )

@@ -88,8 +88,8 @@ def _analyse(
 def features_from_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> FrameFeatures:
     """Features of a small Y, U, V picture (uint8 planes of one shape)."""
     height, width = y.shape
-    flat = (np.ascontiguousarray(plane, np.uint8).ravel() for plane in (y, u, v))
-    return _analyse(*flat, width, height, width)
+    y, u, v = (np.ascontiguousarray(plane, np.uint8).ravel() for plane in (y, u, v))
+    return _analyse(y, u, v, width, height, width)
 
 
 def analysis_size(width: int, height: int, analysis_width: int) -> tuple[int, int]:
@@ -117,9 +117,9 @@ class FeatureExtractor:
             threads=SCALER_THREADS,
         )
         # Planes of one width share a line size (FFmpeg aligns them alike).
-        y, u, v = small.planes
-        buffers = (np.frombuffer(plane, np.uint8) for plane in (y, u, v))
-        return _analyse(*buffers, y.line_size, height, width, OVERSAMPLE)
+        planes = small.planes
+        y, u, v = (np.frombuffer(memoryview(plane), np.uint8) for plane in planes)
+        return _analyse(y, u, v, planes[0].line_size, height, width, OVERSAMPLE)
 
 
 def frame_features(frame: av.VideoFrame, analysis_width: int) -> FrameFeatures:
