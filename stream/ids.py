@@ -6,13 +6,16 @@ import re
 from typing import Final
 
 STREAM_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
-_VALID = re.compile(STREAM_ID_PATTERN)
+"""For JSON Schema (ECMA-262 regex, where ``$`` is the end of the string)."""
+# In Python ``$`` also matches before a trailing newline ("cam\n" would pass), so the id is
+# checked with ``fullmatch`` on the bare character class.
+_VALID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def validate_stream_id(stream_id: str) -> str:
     """Return ``stream_id`` unchanged, or raise ValueError saying what is wrong with it."""
-    if not _VALID.match(stream_id):
+    if not _VALID.fullmatch(stream_id):
         raise ValueError(
             f"invalid stream id {stream_id!r}: use 1-64 characters from A-Z a-z 0-9 _ - "
             "(dots, spaces, '*' and '>' would break NATS subjects)"

@@ -136,10 +136,23 @@ def test_cli_exits_2_with_the_message_on_bad_config(tmp_path: Path) -> None:
     assert "streams.0.id" in done.stderr and "'bad id'" in done.stderr
 
 
-@pytest.mark.parametrize("hostile", ["", "a.b", "*", ">", "a b", "x" * 65, "ü", "a\nb", "../x"])
+@pytest.mark.parametrize(
+    "hostile", ["", "a.b", "*", ">", "a b", "x" * 65, "ü", "a\nb", "../x", "cam\n", "\ncam"]
+)
 def test_hostile_stream_ids_are_rejected(hostile: str) -> None:
     with pytest.raises(ValueError, match="invalid stream id"):
         validate_stream_id(hostile)
+
+
+def test_a_trailing_newline_in_a_config_file_stream_id_is_rejected(tmp_path: Path) -> None:
+    """``re.match`` with ``$`` accepts "cam\\n"; the id would put a newline into subjects."""
+    path = tmp_path / "c.yaml"
+    path.write_text('streams: [{id: "cam\\n", url: x}]\nwhip: {streams: ["ok", "w\\n"]}\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert "streams.0.id" in str(error.value) and "whip.streams.1" in str(error.value)
+    with pytest.raises(ConfigError, match="streams.0.id"):
+        parse_config({"streams": [{"id": "cam\n", "url": "x"}]})
 
 
 def test_ids_derived_from_sources_are_valid_and_unique() -> None:
