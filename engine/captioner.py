@@ -6,18 +6,33 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, TypedDict
 
 from PIL import Image
 
 from engine.base import CaptionEngine, Generation
-from engine.errors import EngineDeadError, EngineError, RequestTimeoutError
-from engine.guard import GuardedCaption, GuardRejection, check_output
+from engine.errors import (
+    EngineDeadError,
+    EngineError,
+    FailureReason,
+    MalformedReplyError,
+    RequestTimeoutError,
+)
+from engine.guard import EXCERPT_CHARS, GuardedCaption, GuardRejection, check_output, printable
 from engine.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 TRUNCATION_GROWTH = 1.5  # a truncated output is retried with this much more room
+DETAIL_CHARS: Final = 500  # a failure's detail; with the excerpt, an event stays a few kB
+
+
+class CaptionError(TypedDict):
+    """Why a keyframe has no caption, as published in its event's ``error``."""
+
+    reason: FailureReason
+    detail: str
+    excerpt: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +40,7 @@ class CaptionOutcome:
     """The result for one keyframe: a caption, or a failure with its reason. Never both."""
 
     caption: dict[str, Any] | None
-    error: dict[str, str] | None
+    error: CaptionError | None
     attempts: int
     engine_s: float
     first_token_s: float | None = None
@@ -73,11 +88,8 @@ class Captioner:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 generation = await self._generate(image, f"{request_id}.{attempt}", max_tokens)
-            except EngineError as exc:
-                reason = "engine_dead" if isinstance(exc, EngineDeadError) else "engine_error"
-                if isinstance(exc, TimeoutError):
-                    reason = "timeout"
-                return self._failed(reason, str(exc), "", attempt, started, tokens)
+            except Exception as exc:  # the engine boundary: any failure is this keyframe's
+                return self._failed(_reason(exc), _describe(exc), "", attempt, started, tokens)
             first_token_s = first_token_s or generation.first_token_s
             tokens["prompt"] += generation.prompt_tokens
             tokens["output"] += generation.output_tokens
@@ -106,20 +118,41 @@ class Captioner:
     async def _generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self.engine.generate(image, request_id, max_tokens)
+                generation = await self.engine.generate(image, request_id, max_tokens)
         except TimeoutError as exc:
             if isinstance(exc, EngineError):
                 raise
             raise RequestTimeoutError(request_id, self.timeout_s) from None
+        if not isinstance(generation, Generation):
+            raise MalformedReplyError(f"engine returned {type(generation).__name__}")
+        return generation
 
     @staticmethod
     def _failed(
-        reason: str,
+        reason: FailureReason,
         detail: str,
         excerpt: str,
         attempts: int,
         started: float,
         tokens: dict[str, int],
     ) -> CaptionOutcome:
-        error = {"reason": reason, "detail": detail, "excerpt": excerpt}
+        error = CaptionError(
+            reason=reason,
+            detail=printable(detail[:DETAIL_CHARS]),
+            excerpt=printable(excerpt[:EXCERPT_CHARS]),
+        )
         return CaptionOutcome(None, error, attempts, time.monotonic() - started, None, tokens)
+
+
+def _reason(exc: Exception) -> FailureReason:
+    if isinstance(exc, EngineDeadError):
+        return "engine_dead"
+    if isinstance(exc, EngineError) and isinstance(exc, TimeoutError):
+        return "timeout"
+    if not isinstance(exc, EngineError):
+        logger.warning("engine raised %s; counted as engine_error", type(exc).__name__)
+    return "engine_error"
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"

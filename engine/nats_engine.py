@@ -11,8 +11,10 @@ late answer to an abandoned try is dropped, never published twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import logging
+from collections.abc import Mapping
 from typing import Any, Final
 
 import nats.errors
@@ -22,7 +24,7 @@ from nats.aio.msg import Msg
 from PIL import Image
 
 from engine.base import CaptionEngine, Generation
-from engine.errors import EngineError
+from engine.errors import EngineError, MalformedReplyError
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ class NatsEngine:
                 reply = await self._client.request(
                     self._subject, payload, timeout=self._attempt_timeout_s, headers=headers
                 )
-                return _generation(reply)
+                return parse_reply(reply.data, reply.headers)
             except nats.errors.NoRespondersError:
                 last_error = "no worker is serving " + self._subject
                 await asyncio.sleep(NO_RESPONDERS_BACKOFF_S[min(attempt, 3)])
@@ -84,20 +86,24 @@ class NatsEngine:
         pass  # the NATS client belongs to the caller (it also publishes the events)
 
 
-def _generation(reply: Msg) -> Generation:
-    if reply.headers and reply.headers.get("Vidcap-Error"):
-        raise EngineError(f"worker failed: {reply.headers['Vidcap-Error']}")
+def parse_reply(data: bytes, headers: Mapping[str, str] | None) -> Generation:
+    """A worker's reply as a Generation; MalformedReplyError for anything else."""
+    if headers and headers.get("Vidcap-Error"):
+        raise EngineError(f"worker failed: {headers['Vidcap-Error'][:500]}")
     try:
-        body = orjson.loads(reply.data)
-        return Generation(
-            text=body["text"],
-            finish_reason=body["finish_reason"],
-            prompt_tokens=int(body["prompt_tokens"]),
-            output_tokens=int(body["output_tokens"]),
-            first_token_s=body.get("first_token_s"),
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise EngineError(f"malformed worker reply: {reply.data[:200]!r}") from exc
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise MalformedReplyError(f"worker reply is not JSON: {data[:200]!r}") from None
+    if not isinstance(body, dict):
+        raise MalformedReplyError(f"worker reply is not an object: {data[:200]!r}")
+    field: dict[str, Any] = collections.defaultdict(lambda: None, body)
+    return Generation(  # type-checked by Generation
+        text=field["text"],
+        finish_reason=field["finish_reason"],
+        prompt_tokens=field["prompt_tokens"],
+        output_tokens=field["output_tokens"],
+        first_token_s=field["first_token_s"],
+    )
 
 
 class Worker:
