@@ -14,13 +14,32 @@ from typing import Any
 import orjson
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from engine.guard import printable
 from stream.config import NatsConfig
 from stream.delivery.publisher import connect
+from stream.redact import redact
 
 _SUMMARY_CHARS = 100
+# Characters JSON may carry raw that a terminal would act on (orjson escapes C0 already):
+# DEL, C1 controls (U+009B is CSI), bidi controls. Raw lines get them as \u escapes.
+_JSON_ESCAPES = {
+    c: f"\\u{c:04x}"
+    for c in (0x7F, *range(0x80, 0xA0), 0x61C, 0x200E, 0x200F, *range(0x202A, 0x202F))
+}
+_JSON_ESCAPES.update({c: f"\\u{c:04x}" for c in range(0x2066, 0x206A)})
+
+
+def raw_line(data: bytes) -> str:
+    """An event's JSON as one line safe for a terminal, still the same JSON."""
+    return data.decode(errors="replace").translate(_JSON_ESCAPES)
 
 
 def format_event(event: dict[str, Any]) -> str:
+    """One readable line; every control or bidi character the event carries is escaped."""
+    return printable(_readable(event))
+
+
+def _readable(event: dict[str, Any]) -> str:
     head = f"{event.get('stream')} #{event.get('seq')}"
     if event.get("type") == "status":
         return f"{head} status  {event.get('state')}: {event.get('detail')}"
@@ -95,14 +114,14 @@ async def tail(
         await client.subscribe(subject, cb=on_message)
         where = "live"
     await client.flush()  # the subscription is live on the server before we say so
-    print(f"vidcap tail: listening on {subject} at {url} ({where})", flush=True)
+    print(f"vidcap tail: listening on {subject} at {redact(url)} ({where})", flush=True)
     try:
         while True:
             data, position = await queue.get()
             event = orjson.loads(data)
             if kinds and event.get("type") not in kinds:
                 continue
-            line = data.decode() if raw else format_event(event)
+            line = raw_line(data) if raw else format_event(event)
             if position is not None and not raw:
                 line += f"  [js {position}]"
             print(line, flush=True)
