@@ -190,10 +190,29 @@ class WhipConfig(_Section):
     interfaces, or loopback in tests); empty: every interface but 127.0.0.1."""
     stall_timeout_s: float = Field(5.0, gt=0, le=3600)
     """A publisher that sends no frame this long is reported ``stalled``."""
+    ice_timeout_s: float = Field(30.0, gt=0, le=600)
+    """An answered offer whose ICE has not connected this long after the 201 is ended
+    (``failed``) and its slot freed."""
+    idle_timeout_s: float = Field(60.0, gt=0, le=86400)
+    """A connected publisher that sends no frame this long is ended (``failed``) and its slot
+    freed; longer than ``stall_timeout_s``, so ``stalled`` is reported first."""
+    request_timeout_s: float = Field(10.0, gt=0, le=300)
+    """Request line and headers (and a TLS handshake) must arrive within this of the
+    connection (or of the previous request); the body within this of the headers."""
+    max_connections: int = Field(256, ge=1, le=100_000)
+    """HTTP connections at once (any state, authenticated or not); more are closed at once."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) file: the endpoint serves HTTPS. Needs ``tls_key``."""
+    tls_key: Path | None = None
+    """PEM private key file of ``tls_cert``."""
 
     @property
     def enabled(self) -> bool:
         return self.listen is not None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -210,6 +229,17 @@ class WhipConfig(_Section):
             raise ValueError(f"whip.listen {self.listen!r}: expected host:port")
         if self.token is None or len(self.token.get_secret_value()) < 16:
             raise ValueError("whip.listen is set: whip.token must be set (16+ characters)")
+        return self
+
+    @model_validator(mode="after")
+    def _timeouts_and_tls(self) -> WhipConfig:
+        if self.idle_timeout_s <= self.stall_timeout_s:
+            raise ValueError(
+                f"whip.idle_timeout_s ({self.idle_timeout_s}) must be longer than "
+                f"whip.stall_timeout_s ({self.stall_timeout_s})"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("whip.tls_cert and whip.tls_key go together: set both or neither")
         return self
 
 

@@ -1,4 +1,4 @@
-"""WHIP (RFC 9725) ingest: an HTTP endpoint where WebRTC publishers push video.
+"""WHIP (RFC 9725) ingest: an HTTP(S) endpoint where WebRTC publishers push video.
 
     POST   /whip/<stream>            SDP offer  -> 201 Created, Location, SDP answer
     DELETE /whip/<stream>/<session>  ends that publisher's session -> 200
@@ -6,16 +6,27 @@
 Every request needs ``Authorization: Bearer <token>``. Candidates are gathered before the
 answer is sent (no trickle ICE: PATCH gets 405). Only video is received; offered audio is
 answered ``inactive`` so nothing piles up unread.
+
+Admission is decided before the first ``await`` of a POST (one publisher per stream,
+``max_sessions``), so concurrent slow clients cannot all pass the check; the slot is held
+while the body is read and the answer made, and freed on any error. The stream's source (and
+so its pipeline) is asked for only once the offer has been answered: a bad offer creates
+nothing. After the 201 a watchdog ends the session if ICE does not connect within
+``ice_timeout_s`` or no frame arrives for ``idle_timeout_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
+import ssl
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aioice.ice
 from aiohttp import web
@@ -37,35 +48,93 @@ logger = logging.getLogger(__name__)
 
 MAX_OFFER_BYTES = 64 * 1024
 RETRY_AFTER_S = 5
+_DETAIL_CHARS = 200  # of a publisher's User-Agent in the `connecting` status event
 
-# Asks for the WhipSource of a stream id, creating its pipeline the first time; None when
-# the id may not be published to.
 SourceLookup = Callable[[str], WhipSource | None]
+"""The WhipSource of a stream id, starting its pipeline the first time; None when the id may
+not be published to. Asked only once an offer has been answered, just before the 201."""
+
+PublishCheck = Callable[[str], bool]
+"""Whether a stream id may be published to; creates nothing. Asked before the body is read,
+so a stream closed to WHIP costs no SDP work (without it the lookup's None gives the 403)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Session:
     stream_id: str
     session_id: str
-    peer: RTCPeerConnection
-    source: WhipSource
-    pumps: set[asyncio.Task[None]] = field(default_factory=set)
+    peer: RTCPeerConnection | None = None
+    source: WhipSource | None = None
+    """Set once answered; until then the session is only a reserved slot."""
+    tracks: list[MediaStreamTrack] = field(default_factory=list)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    frame_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
 
 
 class WhipServer:
-    def __init__(self, config: WhipConfig, sources: SourceLookup) -> None:
+    def __init__(
+        self, config: WhipConfig, sources: SourceLookup, may_publish: PublishCheck | None = None
+    ) -> None:
+        assert config.token is not None
         self._config = config
         self._sources = sources
-        self._sessions: dict[str, _Session] = {}  # by session id
+        self._may_publish = may_publish
+        self._expected = _digest(f"Bearer {config.token.get_secret_value()}")
+        self._sessions: dict[str, _Session] = {}  # by session id, reserved slots included
         self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
         self.url = ""
+
+    @property
+    def sessions(self) -> int:
+        """Slots taken: publishers, and offers being answered."""
+        return len(self._sessions)
+
+    @property
+    def connections(self) -> int:
+        """HTTP connections open now."""
+        return self._listener.open_connections if self._listener is not None else 0
 
     # ---- lifecycle ----
 
     async def start(self) -> str:
         if self._config.ice_addresses:
             restrict_host_candidates(self._config.ice_addresses)
+        self._runner = web.AppRunner(
+            self._app(),
+            access_log=None,
+            # Idle keep-alive connections, and (aiohttp >= 3.14) a first request, get this
+            # long; the listener enforces the first request's deadline on any version.
+            keepalive_timeout=self._config.request_timeout_s,
+        )
+        await self._runner.setup()
+        assert self._runner.server is not None
+        self._listener = Listener(
+            self._runner.server,
+            max_connections=self._config.max_connections,
+            request_timeout_s=self._config.request_timeout_s,
+            tls=self._tls_context(),
+        )
+        host, port = self._config.host_port
+        bound = await self._listener.start(host, port)
+        scheme = "https" if self._config.tls else "http"
+        self.url = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{bound}/whip"
+        logger.info("WHIP ingest listening at %s/<stream>", self.url)
+        return self.url
+
+    async def close(self) -> None:
+        for session in list(self._sessions.values()):
+            await self._end(session, "vidcap is shutting down", failed=False)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def _app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[_cors])
         app.add_routes(
             [
@@ -76,64 +145,55 @@ class WhipServer:
                 web.options("/whip/{stream}/{session}", self._options),
             ]
         )
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        host, port = self._config.host_port
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = self._runner.addresses[0]
-        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound[1]}/whip"
-        logger.info("WHIP ingest listening at %s/<stream>", self.url)
-        return self.url
+        return app
 
-    async def close(self) -> None:
-        for session in list(self._sessions.values()):
-            await self._end(session, "vidcap is shutting down", failed=False)
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self._config.tls_cert is None or self._config.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self._config.tls_cert, self._config.tls_key)
+        return context
 
     # ---- handlers ----
 
     async def _publish(self, request: web.Request) -> web.Response:
+        # Everything up to the reservation is synchronous: no await may come between the
+        # admission checks and taking the slot.
         self._authorise(request)
         stream_id = self._stream_id(request)
-        if request.content_type != "application/sdp":
-            raise web.HTTPUnsupportedMediaType(text="the offer must be application/sdp")
-        if any(s.stream_id == stream_id for s in self._sessions.values()):
-            raise web.HTTPConflict(text=f"stream {stream_id!r} already has a publisher")
-        if len(self._sessions) >= self._config.max_sessions:
-            raise web.HTTPServiceUnavailable(
-                text=f"{self._config.max_sessions} publishers already",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            )
-        source = self._sources(stream_id)
-        if source is None:
-            raise web.HTTPForbidden(text=f"stream {stream_id!r} is not open to WHIP publishers")
-        offer = await request.text()
-        session = _Session(stream_id, uuid.uuid4().hex, self._new_peer(), source)
-        self._sessions[session.session_id] = session
+        _check_offer_headers(request)
+        if self._may_publish is not None and not self._may_publish(stream_id):
+            raise _closed_to_whip(stream_id)
+        session = self._reserve(stream_id)
         try:
+            offer = await self._read_offer(request)
             answer = await self._answer(session, offer)
-        except Exception as exc:
-            await self._end(session, f"bad offer: {exc}", failed=True, started=False)
-            raise web.HTTPBadRequest(text=f"cannot use this SDP offer: {exc}") from exc
-        peer_name = request.remote or "unknown"
-        agent = request.headers.get("User-Agent", "unknown client")
-        source.session_started(f"WHIP publisher {peer_name} ({agent[:200]})")
-        location = f"/whip/{stream_id}/{session.session_id}"
-        logger.info("stream %s: WHIP session %s from %s", stream_id, session.session_id, peer_name)
+            source = self._sources(stream_id)
+            if source is None:
+                raise _closed_to_whip(stream_id)
+        except BaseException:
+            await self._end(session, "offer refused", failed=True)
+            raise
+        self._begin(session, source, request)
         return web.Response(
             status=201,
             text=answer,
             content_type="application/sdp",
-            headers={"Location": location, "ETag": f'"{session.session_id}"'},
+            headers={
+                "Location": f"/whip/{stream_id}/{session.session_id}",
+                "ETag": f'"{session.session_id}"',
+            },
         )
 
     async def _unpublish(self, request: web.Request) -> web.Response:
         self._authorise(request)
         session = self._sessions.get(request.match_info["session"])
-        if session is None or session.stream_id != request.match_info["stream"]:
+        if (
+            session is None
+            or session.source is None
+            or session.stream_id != request.match_info["stream"]
+        ):
             raise web.HTTPNotFound(text="no such WHIP session")
         await self._end(session, "the publisher ended the session", failed=False)
         return web.Response(status=200)
@@ -154,13 +214,19 @@ class WhipServer:
             },
         )
 
-    # ---- helpers ----
+    # ---- admission ----
+
+    def token_matches(self, authorization: str) -> bool:
+        """Compared as SHA-256 digests: constant time in the content and the length."""
+        return hmac.compare_digest(_digest(authorization), self._expected)
 
     def _authorise(self, request: web.Request) -> None:
-        assert self._config.token is not None
-        expected = f"Bearer {self._config.token.get_secret_value()}".encode()
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        given = request.headers.get("Authorization", "")
+        # aiohttp decodes header bytes as UTF-8 with surrogate escapes: a non-ASCII token
+        # cannot be ours, and would not even encode.
+        if not (given.isascii() and given.isprintable()):
+            raise web.HTTPBadRequest(text="the Authorization header must be printable ASCII")
+        if not self.token_matches(given):
             raise web.HTTPUnauthorized(
                 text="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -171,6 +237,59 @@ class WhipServer:
             return validate_stream_id(request.match_info["stream"])
         except ValueError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from exc
+
+    def _reserve(self, stream_id: str) -> _Session:
+        if any(s.stream_id == stream_id for s in self._sessions.values()):
+            raise web.HTTPConflict(text=f"stream {stream_id!r} already has a publisher")
+        if len(self._sessions) >= self._config.max_sessions:
+            raise web.HTTPServiceUnavailable(
+                text=f"{self._config.max_sessions} publishers already",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        session = _Session(stream_id, uuid.uuid4().hex)
+        self._sessions[session.session_id] = session
+        return session
+
+    async def _read_offer(self, request: web.Request) -> str:
+        try:
+            async with asyncio.timeout(self._config.request_timeout_s):
+                body = await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(text="the offer did not arrive in time") from None
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise web.HTTPBadRequest(text="the offer is not UTF-8 text") from None
+
+    # ---- sessions ----
+
+    async def _answer(self, session: _Session, offer: str) -> str:
+        peer = session.peer = self._new_peer()
+
+        @peer.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                session.tracks.append(track)
+                if session.source is not None:
+                    self._spawn(session, self._pump(session, track))
+
+        @peer.on("connectionstatechange")
+        async def on_state() -> None:
+            if peer.connectionState == "connected":
+                session.connected.set()
+            elif peer.connectionState in ("failed", "closed") and not session.closed:
+                await self._end(session, f"connection {peer.connectionState}", failed=True)
+
+        try:
+            await peer.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+            if "video" not in [t.kind for t in peer.getTransceivers()]:
+                raise ValueError("the offer has no video")
+            for transceiver in peer.getTransceivers():
+                transceiver.direction = "recvonly" if transceiver.kind == "video" else "inactive"
+            await peer.setLocalDescription(await peer.createAnswer())
+        except Exception as exc:  # aiortc raises many kinds for many kinds of bad SDP
+            raise web.HTTPBadRequest(text=f"cannot use this SDP offer: {exc}"[:500]) from None
+        return peer.localDescription.sdp
 
     def _new_peer(self) -> RTCPeerConnection:
         servers = [
@@ -183,60 +302,98 @@ class WhipServer:
         ]
         return RTCPeerConnection(RTCConfiguration(iceServers=servers))
 
-    async def _answer(self, session: _Session, offer: str) -> str:
-        peer = session.peer
+    def _begin(self, session: _Session, source: WhipSource, request: web.Request) -> None:
+        """The offer was answered: the session becomes the stream's publisher."""
+        session.source = source
+        peer_name = request.remote or "unknown"
+        agent = _printable(request.headers.get("User-Agent", "unknown client"))
+        source.session_started(f"WHIP publisher {peer_name} ({agent})")
+        for track in session.tracks:
+            self._spawn(session, self._pump(session, track))
+        self._spawn(session, self._watch(session))
+        logger.info(
+            "stream %s: WHIP session %s from %s", session.stream_id, session.session_id, peer_name
+        )
 
-        @peer.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "video":
-                task = asyncio.create_task(self._pump(session, track))
-                session.pumps.add(task)
-
-        @peer.on("connectionstatechange")
-        async def on_state() -> None:
-            if peer.connectionState in ("failed", "closed") and not session.closed:
-                await self._end(session, f"connection {peer.connectionState}", failed=True)
-
-        await peer.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-        kinds = [t.kind for t in peer.getTransceivers()]
-        if "video" not in kinds:
-            raise ValueError("the offer has no video")
-        for transceiver in peer.getTransceivers():
-            transceiver.direction = "recvonly" if transceiver.kind == "video" else "inactive"
-        await peer.setLocalDescription(await peer.createAnswer())
-        return peer.localDescription.sdp
+    def _spawn(self, session: _Session, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        session.tasks.add(task)
+        task.add_done_callback(session.tasks.discard)
 
     async def _pump(self, session: _Session, track: MediaStreamTrack) -> None:
         """Take every decoded frame at once (aiortc's queue is unbounded) into the slot."""
+        assert session.source is not None
         try:
             while True:
                 session.source.put_frame(await track.recv())
+                session.frame_arrived.set()
         except MediaStreamError:
-            if not session.closed:
-                await self._end(session, "the publisher's video track ended", failed=False)
+            await self._end(session, "the publisher's video track ended", failed=False)
 
-    async def _end(
-        self, session: _Session, reason: str, *, failed: bool, started: bool = True
-    ) -> None:
+    async def _watch(self, session: _Session) -> None:
+        """End a session whose ICE never connects, or that stops sending video."""
+        ice_s, idle_s = self._config.ice_timeout_s, self._config.idle_timeout_s
+        try:
+            async with asyncio.timeout(ice_s):
+                await session.connected.wait()
+        except TimeoutError:
+            await self._end(session, f"ICE did not connect within {ice_s:g} s", failed=True)
+            return
+        while True:
+            try:
+                async with asyncio.timeout(idle_s):
+                    await session.frame_arrived.wait()
+            except TimeoutError:
+                await self._end(session, f"no video for {idle_s:g} s", failed=True)
+                return
+            session.frame_arrived.clear()
+
+    async def _end(self, session: _Session, reason: str, *, failed: bool) -> None:
+        """Idempotent. A session not yet answered only frees its slot: nothing was
+        reported for it, so nothing is reported now."""
         if session.closed:
             return
         session.closed = True
         self._sessions.pop(session.session_id, None)
-        if started:
+        if session.source is not None:
             session.source.session_ended(reason, failed=failed)
-        level = logging.WARNING if failed else logging.INFO
-        logger.log(level, "stream %s: WHIP session ended: %s", session.stream_id, reason)
+            level = logging.WARNING if failed else logging.INFO
+            logger.log(level, "stream %s: WHIP session ended: %s", session.stream_id, reason)
         current = asyncio.current_task()
-        for pump in session.pumps:
-            if pump is not current:
-                pump.cancel()
-        await session.peer.close()
+        others = [task for task in session.tasks if task is not current]
+        for task in others:
+            task.cancel()
+        if session.peer is not None:
+            await session.peer.close()
+        await asyncio.gather(*others, return_exceptions=True)
+
+
+def _check_offer_headers(request: web.Request) -> None:
+    if request.content_type != "application/sdp":
+        raise web.HTTPUnsupportedMediaType(text="the offer must be application/sdp")
+    length = request.content_length
+    if length is not None and length > MAX_OFFER_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_OFFER_BYTES, length)
+
+
+def _closed_to_whip(stream_id: str) -> web.HTTPForbidden:
+    return web.HTTPForbidden(text=f"stream {stream_id!r} is not open to WHIP publishers")
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
+
+
+def _printable(text: str) -> str:
+    """Client-chosen text for a status event: printable ASCII, bounded."""
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:_DETAIL_CHARS])
 
 
 @web.middleware
 async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Let browser pages on any origin publish: the bearer token, not the origin, is what
     authorises, and no cookies are involved."""
+    Listener.request_arrived(request)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -259,3 +416,155 @@ def restrict_host_candidates(addresses: list[str]) -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [
         a for a in allowed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)
     ]
+
+
+class Listener:
+    """Accepts connections for an aiohttp server, which has no limits of its own here: at
+    most ``max_connections`` at once (one more is closed as soon as it is accepted), and a
+    connection whose first request has not reached the application ``request_timeout_s``
+    after it was accepted (TLS handshake included) is closed. Later requests on a kept-alive
+    connection are bounded by aiohttp's ``keepalive_timeout``, POST bodies by the handler.
+    TLS is started per connection after the count, so a refused client costs no handshake.
+    """
+
+    def __init__(
+        self,
+        handlers: web.Server,
+        *,
+        max_connections: int,
+        request_timeout_s: float,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        self._handlers = handlers
+        self._max = max_connections
+        self._timeout_s = request_timeout_s
+        self._tls = tls
+        self._open: set[_Connection] = set()
+        self._server: asyncio.Server | None = None
+        self.refused = 0
+        """Connections closed at once because ``max_connections`` were open."""
+        self.expired = 0
+        """Connections closed because no request arrived in time."""
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._accept, host, port)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self._open):
+            connection.abort()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    @staticmethod
+    def request_arrived(request: web.BaseRequest) -> None:
+        """Called for each request the application sees: its connection met the deadline."""
+        protocol = request.transport.get_protocol() if request.transport else None
+        if isinstance(protocol, _Connection):
+            protocol.answered()
+
+    def _accept(self) -> asyncio.Protocol:
+        if len(self._open) >= self._max:
+            self.refused += 1
+            return _Refused()
+        connection = _Connection(self, self._handlers(), self._tls)
+        self._open.add(connection)
+        loop = asyncio.get_running_loop()
+        connection.deadline = loop.call_later(
+            self._timeout_s, self._expire, weakref.ref(connection)
+        )
+        return connection
+
+    def _expire(self, ref: weakref.ref[_Connection]) -> None:
+        connection = ref()
+        if connection is not None and connection in self._open:
+            self.expired += 1
+            connection.abort()
+
+    def _forget(self, connection: _Connection) -> None:
+        self._open.discard(connection)
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # type: ignore[attr-defined]
+
+
+class _Connection(asyncio.Protocol):
+    """Wraps aiohttp's per-connection handler, to count it and to start TLS on it."""
+
+    def __init__(
+        self, listener: Listener, handler: asyncio.Protocol, tls: ssl.SSLContext | None
+    ) -> None:
+        self._listener = listener
+        self._handler = handler
+        self._tls = tls
+        self._raw: asyncio.Transport | None = None
+        self._handed_over = False  # the handler has its transport
+        self._handshake: asyncio.Task[None] | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._raw = transport
+        if self._tls is None:
+            self._hand_over(transport)
+        else:
+            self._handshake = asyncio.get_running_loop().create_task(self._start_tls(self._tls))
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        assert self._raw is not None
+        loop = asyncio.get_running_loop()
+        try:
+            secure = await loop.start_tls(
+                self._raw,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self._listener._timeout_s,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            logger.debug("WHIP: TLS handshake failed: %r", exc)
+            self._raw.abort()
+            return
+        if secure is None:  # closed during the handshake
+            return
+        self._hand_over(secure)
+
+    def _hand_over(self, transport: asyncio.Transport) -> None:
+        self._handed_over = True
+        self._handler.connection_made(transport)
+
+    def answered(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def abort(self) -> None:
+        if self._handshake is not None:
+            self._handshake.cancel()
+        if self._raw is not None:
+            self._raw.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.answered()
+        self._listener._forget(self)
+        if self._handed_over:
+            self._handler.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._handler.eof_received()
+
+    def pause_writing(self) -> None:
+        self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._handler.resume_writing()
