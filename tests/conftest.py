@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -57,6 +58,19 @@ def tiny_engine_config(model: Path, **overrides: object) -> EngineConfig:
     }
     settings.update(overrides)
     return EngineConfig.model_validate(settings)
+
+
+def engine_and_nats(
+    nats_url: str, prefix: str, model: Path | None = None, stream_name: str | None = None
+) -> dict[str, Any]:
+    """The ``engine`` and ``nats`` sections most tests run with: the tiny engine (when a model
+    is given) and a test's NATS server; JetStream under ``stream_name``, else core NATS."""
+    nats: dict[str, Any] = {"url": nats_url, "subject_prefix": prefix}
+    nats.update({"stream_name": stream_name} if stream_name else {"jetstream": False})
+    sections: dict[str, Any] = {"nats": nats}
+    if model is not None:
+        sections["engine"] = tiny_engine_config(model).model_dump(mode="json")
+    return sections
 
 
 @pytest.fixture(scope="session")

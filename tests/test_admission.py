@@ -12,6 +12,7 @@ from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
+from tests.conftest import engine_and_nats
 from tests.test_sequencer import GOOD
 
 
@@ -50,7 +51,7 @@ async def test_live_overload_drops_stalest_keyframes_and_reports_each_drop(
             ],
             # A live clock is wall time, and the file decodes in well under a second.
             "keyframes": {"min_gap_s": 0.0},
-            "nats": {"url": nats_server.url, "subject_prefix": "adm", "jetstream": False},
+            **engine_and_nats(nats_server.url, "adm"),
             "pipeline": {"max_pending_keyframes": 2, "max_in_flight_per_stream": 1},
         }
     )

@@ -21,7 +21,7 @@ from stream.delivery.publisher import EventPublisher, connect
 from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec
-from tests.conftest import tiny_engine_config
+from tests.conftest import engine_and_nats
 
 VALIDATORS = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
 FRAME_TOLERANCE = 2
@@ -42,8 +42,7 @@ async def test_rtsp_feed_to_ordered_caption_events_on_nats(
                 {"id": "cam-e2e", "url": url, "read_timeout_s": 5, "reconnect_initial_s": 0.5}
             ],
             "keyframes": {"min_gap_s": 0.5, "max_interval_s": 30},
-            "engine": tiny_engine_config(tiny_model).model_dump(),
-            "nats": {"url": nats_server.url, "subject_prefix": "e2e", "stream_name": "E2E"},
+            **engine_and_nats(nats_server.url, "e2e", tiny_model, stream_name="E2E"),
         }
     )
     subscriber = await nats.connect(nats_server.url)

@@ -21,7 +21,7 @@ from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, shot_frame, write_clip
 from stream.sources.ingest import model_image
-from tests.conftest import tiny_engine_config
+from tests.conftest import engine_and_nats
 
 VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
 SPEC = ClipSpec(shots=2, shot_frames=12)
@@ -126,8 +126,7 @@ async def test_eight_streams_over_the_fault_matrix(
                 for k, v in bad.items()
             ],
             "keyframes": {"min_gap_s": 0.1},
-            "engine": tiny_engine_config(tiny_model).model_dump(),
-            "nats": {"url": nats_server.url, "subject_prefix": "matrix", "jetstream": False},
+            **engine_and_nats(nats_server.url, "matrix", tiny_model),
         }
     )
     assert len(config.streams) == 8

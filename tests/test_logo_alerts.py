@@ -19,6 +19,7 @@ from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
 from stream.sources.frames import FrameTime
+from tests.conftest import engine_and_nats
 from tests.test_sequencer import ScriptedEngine
 
 VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
@@ -142,7 +143,7 @@ async def test_alerts_follow_their_caption_in_the_streams_sequence(
             "streams": [{"id": "match", "url": str(clip)}],
             "keyframes": {"min_gap_s": 0.2},
             "alerts": {"logos": WATCH.model_dump()},
-            "nats": {"url": nats_server.url, "subject_prefix": "logo", "jetstream": False},
+            **engine_and_nats(nats_server.url, "logo"),
         }
     )
     # A scripted engine: which logos a caption names is what this test is about, and the

@@ -22,7 +22,7 @@ from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
-from tests.conftest import tiny_engine_config
+from tests.conftest import engine_and_nats
 
 STALL_TIMEOUT_S = 1.0
 VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
@@ -63,8 +63,7 @@ async def test_freeze_kill_restart_of_one_camera(
             "streams": [camera("faulted", faulted.url), camera("steady", steady.url)],
             # Heartbeat keyframes: the test picture has no cuts, captions must still flow.
             "keyframes": {"min_gap_s": 0.5, "max_interval_s": 1.5},
-            "engine": tiny_engine_config(tiny_model).model_dump(),
-            "nats": {"url": nats_server.url, "subject_prefix": "faults", "jetstream": False},
+            **engine_and_nats(nats_server.url, "faults", tiny_model),
         }
     )
     events: dict[str, list[dict[str, Any]]] = {"faulted": [], "steady": []}

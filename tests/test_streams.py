@@ -25,7 +25,7 @@ from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
-from tests.conftest import tiny_engine_config
+from tests.conftest import engine_and_nats
 
 
 def closed_port() -> int:
@@ -58,8 +58,7 @@ async def test_bad_streams_get_status_events_and_never_stop_the_good_one(
                     "reconnect_max_s": 0.4,
                 },
             ],
-            "engine": tiny_engine_config(tiny_model).model_dump(),
-            "nats": {"url": nats_server.url, "subject_prefix": "iso", "stream_name": "ISO"},
+            **engine_and_nats(nats_server.url, "iso", tiny_model, stream_name="ISO"),
         }
     )
     events: dict[str, list[dict[str, Any]]] = {s.id: [] for s in config.streams}
@@ -99,8 +98,7 @@ async def test_a_file_is_replayed_at_the_engines_pace_without_losing_keyframes(
         {
             "streams": [{"id": "fast", "url": str(clip)}],
             "keyframes": {"min_gap_s": 0.1},
-            "engine": tiny_engine_config(tiny_model).model_dump(),
-            "nats": {"url": nats_server.url, "subject_prefix": "pace", "jetstream": False},
+            **engine_and_nats(nats_server.url, "pace", tiny_model),
             "pipeline": {"max_pending_keyframes": 1, "max_in_flight_per_stream": 1},
         }
     )
@@ -121,8 +119,7 @@ def test_sigterm_drains_publishes_and_exits_zero(
         orjson.dumps(
             {
                 "streams": [{"id": "looped", "url": str(clip), "loop": True}],
-                "engine": tiny_engine_config(tiny_model).model_dump(mode="json"),
-                "nats": {"url": nats_server.url, "subject_prefix": "sig", "stream_name": "SIG"},
+                **engine_and_nats(nats_server.url, "sig", tiny_model, stream_name="SIG"),
             }
         ).decode()
     )
@@ -207,8 +204,7 @@ async def test_hls_over_http_is_captioned_like_a_file(
     config = parse_config(
         {
             "streams": [{"id": "hls", "url": f"{base_url}/clip/index.m3u8", "live": False}],
-            "engine": tiny_engine_config(tiny_model).model_dump(),
-            "nats": {"url": nats_server.url, "subject_prefix": "hls", "jetstream": False},
+            **engine_and_nats(nats_server.url, "hls", tiny_model),
         }
     )
     seen: list[dict[str, Any]] = []

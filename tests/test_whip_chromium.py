@@ -25,7 +25,7 @@ from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
-from tests.conftest import tiny_engine_config
+from tests.conftest import engine_and_nats
 
 TOKEN = "chromium-token-0123456789"
 PAGE = Path(__file__).parent / "browser" / "whip_publish.html"
@@ -89,8 +89,7 @@ async def test_chromium_fake_camera_over_whip_is_captioned(
                 "ice_addresses": [address],
             },
             "keyframes": {"min_gap_s": 0.5, "max_interval_s": 2},  # fake camera: no cuts
-            "engine": tiny_engine_config(tiny_model).model_dump(),
-            "nats": {"url": nats_server.url, "subject_prefix": "chromium", "jetstream": False},
+            **engine_and_nats(nats_server.url, "chromium", tiny_model),
         }
     )
     events: list[dict[str, Any]] = []

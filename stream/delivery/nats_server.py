@@ -66,8 +66,8 @@ class EmbeddedNatsServer:
             "--ports_file_dir",
             str(self.data_dir),
         ]
-        log = (self.data_dir / "nats-server.log").open("ab")
-        self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        with (self.data_dir / "nats-server.log").open("ab") as log:  # the child keeps its copy
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         self.port = self._wait_for_port(self._process)
         logger.info("embedded nats-server listening on %s", self.url)
         return self.url
