@@ -15,22 +15,25 @@ import collections
 import io
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import nats.errors
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from engine.base import CaptionEngine, Generation
-from engine.errors import EngineError, MalformedReplyError
+from engine.errors import EngineError, MalformedReplyError, VidcapError
+from engine.guard import printable
 
 logger = logging.getLogger(__name__)
 
 MAX_IMAGE_BYTES: Final = 900_000  # under NATS's default 1 MiB max_payload
 JPEG_QUALITIES: Final = (90, 80, 70, 55, 40)
 QUEUE_GROUP: Final = "vidcap-workers"
+DEFAULT_MAX_TOKENS: Final = 512
 NO_RESPONDERS_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0)
 
 
@@ -106,13 +109,60 @@ def parse_reply(data: bytes, headers: Mapping[str, str] | None) -> Generation:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What a worker accepts from anyone on the bus (see WorkerConfig for the defaults' why)."""
+
+    max_image_bytes: int = 1 << 20
+    max_image_pixels: int = 4096 * 4096
+    max_tokens: int = 4096
+
+
+class RequestRefused(VidcapError):
+    """A caption request the worker will not serve; the message says why."""
+
+
+def decode_request_image(data: bytes, limits: RequestLimits) -> Image.Image:
+    """The request's JPEG, decoded, or RequestRefused. Blocking: run it off the event loop."""
+    if len(data) > limits.max_image_bytes:
+        raise RequestRefused(f"image of {len(data)} bytes exceeds {limits.max_image_bytes}")
+    try:
+        image = Image.open(io.BytesIO(data), formats=["JPEG"])  # reads the header only
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise RequestRefused(f"not a JPEG image ({type(exc).__name__})") from None
+    width, height = image.size
+    if width * height > limits.max_image_pixels:
+        raise RequestRefused(
+            f"image of {width}x{height} pixels exceeds {limits.max_image_pixels} pixels"
+        )
+    image.load()
+    return image
+
+
+def granted_tokens(requested: str | None, limits: RequestLimits) -> int:
+    """The requested token budget, clamped to the worker's maximum."""
+    if requested is None:
+        return min(DEFAULT_MAX_TOKENS, limits.max_tokens)
+    if not requested.isdigit() or int(requested) < 1:
+        raise RequestRefused(f"Vidcap-Max-Tokens {requested[:20]!r} is not a positive integer")
+    return min(int(requested), limits.max_tokens)
+
+
 class Worker:
     """The serving side: answers caption requests with a local engine, many at once."""
 
-    def __init__(self, client: Client, engine: CaptionEngine, subject: str, concurrency: int):
+    def __init__(
+        self,
+        client: Client,
+        engine: CaptionEngine,
+        subject: str,
+        concurrency: int,
+        limits: RequestLimits | None = None,
+    ):
         self._client = client
         self._engine = engine
         self._subject = subject
+        self._limits = limits or RequestLimits()
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self.served = 0
@@ -139,15 +189,19 @@ class Worker:
         headers = msg.headers or {}
         request_id = headers.get("Vidcap-Request-Id", "unnamed")
         try:
-            image = Image.open(io.BytesIO(msg.data))
-            image.load()
-            max_tokens = int(headers.get("Vidcap-Max-Tokens", "512"))
+            if not msg.reply:
+                raise RequestRefused("a request without a reply subject")
+            max_tokens = granted_tokens(headers.get("Vidcap-Max-Tokens"), self._limits)
+            image = await asyncio.to_thread(decode_request_image, msg.data, self._limits)
             generation = await self._engine.generate(image, request_id, max_tokens)
             await msg.respond(orjson.dumps(_as_dict(generation)))
             self.served += 1
         except Exception as exc:  # answer every request, even a bad one
-            logger.warning("request %s failed: %r", request_id, exc)
-            await self._client.publish(msg.reply, b"", headers={"Vidcap-Error": repr(exc)[:500]})
+            why = str(exc) if isinstance(exc, RequestRefused) else repr(exc)
+            why = printable(why[:500])  # one header line, whatever the error says
+            logger.warning("request %s failed: %s", printable(request_id[:100]), why)
+            if msg.reply:
+                await self._client.publish(msg.reply, b"", headers={"Vidcap-Error": why})
         finally:
             self._slots.release()
 

@@ -63,6 +63,9 @@ class StreamConfig(_Section):
     """Consecutive failed reconnects before the stream is ``failed``; 0 retries forever."""
     options: dict[str, str] = Field(default_factory=dict)
     """Extra FFmpeg demuxer options, passed through unchanged."""
+    max_pixels: int = Field(7680 * 4320, ge=64 * 64, le=2**31 - 1)
+    """Frames with more pixels than this fail the stream (``failed``, nothing decoded at that
+    size): a decompression bomb, or a camera set wrong. Default 8K UHD, 7680x4320."""
 
     @property
     def is_live(self) -> bool:
@@ -148,6 +151,14 @@ class WorkerConfig(_Section):
 
     @model_validator(mode="after")
     def _serves_locally(self) -> WorkerConfig:
+    max_image_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
+    """Requests whose JPEG is larger are refused (`vidcap run` sends under 900 kB, and NATS's
+    default max_payload is 1 MiB)."""
+    max_image_pixels: int = Field(4096 * 4096, ge=64 * 64, le=1 << 28)
+    """Requests whose JPEG declares more pixels are refused before it is decoded (a 518 kB
+    JPEG can declare 13000x13000); `vidcap run` sends at most engine.image_size a side."""
+    max_tokens: int = Field(4096, ge=1, le=1 << 20)
+    """A request's token budget is clamped to this (it may ask for more after truncations)."""
         if self.engine.kind == "nats":
             raise ValueError("a worker's engine.kind must be vllm or openai, not nats")
         if not self.nats.url:

@@ -6,7 +6,7 @@ import asyncio
 import signal
 
 from engine.factory import start_engine
-from engine.nats_engine import Worker, engine_subject
+from engine.nats_engine import RequestLimits, Worker, engine_subject
 from stream.config import WorkerConfig
 from stream.delivery.publisher import connect
 
@@ -19,7 +19,9 @@ async def run_worker(config: WorkerConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    worker = Worker(client, engine, engine_subject(config.nats.subject_prefix), config.concurrency)
+    limits = RequestLimits(config.max_image_bytes, config.max_image_pixels, config.max_tokens)
+    subject = engine_subject(config.nats.subject_prefix)
+    worker = Worker(client, engine, subject, config.concurrency, limits)
     try:
         await worker.serve(stop)  # SIGTERM: stop taking requests, answer those in flight
     finally:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -17,9 +18,11 @@ from typing import Any, Protocol
 import av
 from PIL import Image
 
+from engine.errors import VidcapError
 from stream.config import KeyframeConfig, StreamConfig
 from stream.keyframes.features import FeatureExtractor
 from stream.keyframes.selector import KeyframeSelector, Selection
+from stream.redact import Redactor
 from stream.sources.frames import FrameTime, Keyframe, SourceState, SourceStatus
 from stream.sources.handoff import KeyframeHandoff
 from stream.sources.health import SourceHealth, StatusReport
@@ -27,6 +30,10 @@ from stream.sources.pyav import VideoSource
 
 logger = logging.getLogger(__name__)
 WATCHDOG_PERIOD_S = 0.25
+
+
+class SourceError(VidcapError):
+    """An ingest thread failed; the message is redacted (the original may quote the URL)."""
 
 
 class FrameSource(Protocol):
@@ -75,6 +82,8 @@ class Ingest:
         self._source = source or VideoSource(config)
         self._stop = threading.Event()
         self._health = SourceHealth(config.stall_timeout_s, self._report)
+        self._redact = Redactor([config.url])
+        """Every string that leaves this source goes through it (logs, status events, errors)."""
 
     def stop(self) -> None:
         self._stop.set()
@@ -110,12 +119,18 @@ class Ingest:
         try:
             self._decode_and_select()
         except BaseException as exc:  # re-raised in the loop by run()
-            logger.exception("stream %s: ingest thread failed", self.config.id)
+            shown = self._redact("".join(traceback.format_exception(exc)))
+            logger.error("stream %s: ingest thread failed:\n%s", self.config.id, shown)
             self._report("failed", f"internal error: {exc!r}")
-            error = exc
+            error = self._redacted(exc)
         finally:
             self._handoff.close_threadsafe()
         loop.call_soon_threadsafe(_settle, finished, error)
+
+    def _redacted(self, exc: BaseException) -> BaseException:
+        """The error to re-raise on the loop: itself, or a SourceError if it quotes a secret."""
+        shown = self._redact(repr(exc))
+        return exc if shown == repr(exc) else SourceError(shown)
 
     def _decode_and_select(self) -> None:
         selector = KeyframeSelector(self._keyframes)
@@ -123,6 +138,9 @@ class Ingest:
         # The selector decides up to `lookahead` frames late; keep those frames until then.
         recent: deque[tuple[FrameTime, av.VideoFrame]] = deque(maxlen=selector.lookahead + 1)
         for frame, frame_time in self._source.frames(self._stop, self._health, self._report):
+            if frame.width * frame.height > self.config.max_pixels:
+                self._refuse(frame)
+                return
             recent.append((frame_time, frame))
             selections = selector.process_frame(
                 frame_time.index, frame_time.time_s, features(frame)
@@ -145,7 +163,17 @@ class Ingest:
                 return False
         return True
 
+    def _refuse(self, frame: av.VideoFrame) -> None:
+        pixels = frame.width * frame.height
+        limit = self.config.max_pixels
+        detail = (
+            f"a {frame.width}x{frame.height} frame ({pixels} pixels) exceeds max_pixels {limit}"
+        )
+        self._report("failed", detail)
+
     def _report(self, state: SourceState, detail: str, **fields: Any) -> None:
+        detail = self._redact(detail)
+        fields = {k: self._redact(v) if isinstance(v, str) else v for k, v in fields.items()}
         level = logging.WARNING if state in ("stalled", "reconnecting", "failed") else logging.INFO
         logger.log(level, "stream %s: %s (%s)", self.config.id, state, detail)
         status = SourceStatus(self.config.id, state, detail, time.time(), fields)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -19,17 +18,11 @@ import av
 import av.error
 
 from stream.config import StreamConfig
+from stream.redact import Redactor
 from stream.sources.frames import FrameTime
 from stream.sources.health import SourceHealth, StatusReport
 
 logger = logging.getLogger(__name__)
-
-_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def redact_url(url: str) -> str:
-    """Hide user:password in URLs before they reach logs or events."""
-    return _CREDENTIALS.sub("***@", url)
 
 
 class StreamClock:
@@ -75,13 +68,24 @@ class NoVideoError(Exception):
     """The source opened but has no video stream."""
 
 
+class FrameTooLargeError(Exception):
+    """The source's frames have more pixels than the stream's ``max_pixels``."""
+
+    def __init__(self, width: int, height: int, max_pixels: int) -> None:
+        super().__init__(
+            f"frames of {width}x{height} = {width * height} pixels exceed max_pixels {max_pixels}"
+        )
+
+
 class VideoSource:
     """Yields decoded frames of one stream until ``stop`` is set, a file ends, or a live
     source fails for good."""
 
     def __init__(self, config: StreamConfig) -> None:
         self.config = config
-        self.url = redact_url(config.url)
+        self.redact = Redactor([config.url])
+        """Applied to every string this source lets out: FFmpeg's errors quote the URL."""
+        self.url = self.redact(config.url)
         self.corrupt_packets = 0
 
     def frames(
@@ -102,8 +106,8 @@ class VideoSource:
                         failures = 0
                         yield frame, clock.stamp(index, frame.pts, frame.time_base)
                         index += 1
-            except (av.error.FFmpegError, OSError, NoVideoError) as exc:
-                permanent = isinstance(exc, (*_PERMANENT_ERRORS, NoVideoError))
+            except (av.error.FFmpegError, OSError, NoVideoError, FrameTooLargeError) as exc:
+                permanent = isinstance(exc, (*_PERMANENT_ERRORS, NoVideoError, FrameTooLargeError))
                 error = self._explain(exc)
                 logger.warning("stream %s (%s): %s", self.config.id, self.url, error)
             if stop.is_set():
@@ -136,11 +140,10 @@ class VideoSource:
         jitter = self.config.reconnect_jitter
         return base * random.uniform(1 - jitter, 1 + jitter)
 
-    @staticmethod
-    def _explain(exc: BaseException) -> str:
+    def _explain(self, exc: BaseException) -> str:
         if isinstance(exc, av.error.ExitError):
-            return f"no data within the read timeout ({exc})"
-        return f"{type(exc).__name__}: {exc}"
+            return self.redact(f"no data within the read timeout ({exc})")
+        return self.redact(f"{type(exc).__name__}: {exc}")
 
     def _open(self) -> av.container.InputContainer:
         options = dict(self.config.options)
@@ -156,6 +159,7 @@ class VideoSource:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
             raise NoVideoError(f"no video stream in the source (streams: {kinds})")
         stream = container.streams.video[0]
+        self._refuse_large(stream.codec_context)
         # Frame threading holds several decoded frames back: on a live feed that is latency, and
         # when packets stop those frames come out late, after the stall (seen with a frozen
         # RTSP server). Slice threading returns each frame as soon as it is decoded.
@@ -176,6 +180,14 @@ class VideoSource:
                     )
                 continue
             yield from decoded
+
+    def _refuse_large(self, codec: av.VideoCodecContext) -> None:
+        """Fail before decoding a frame bomb (a 12000x12000 MJPEG took a stream to 1.3 GB).
+        Sizes unknown at open, or changed later, are refused by FFmpeg's own check."""
+        limit = self.config.max_pixels
+        if codec.width * codec.height > limit:
+            raise FrameTooLargeError(codec.width, codec.height, limit)
+        codec.options = {**codec.options, "max_pixels": str(limit)}
 
     @staticmethod
     def _describe(container: av.container.InputContainer) -> str:
