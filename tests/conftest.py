@@ -8,15 +8,20 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
+import orjson
 import psutil
 import pytest
 
+import stream.delivery.publisher
 from engine.config import EngineConfig
 from engine.factory import start_vllm_engine
 from engine.tiny_model import build_tiny_model
 from engine.vllm_engine import VllmEngine
 from stream.bench.rtsp_peer import RtspPeer
+from stream.delivery.events import Envelope, Event, wire_json
 from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.sample_clip import ClipSpec, write_clip
 
 
@@ -31,6 +36,42 @@ def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         if r.levelno >= logging.ERROR and r.name.split(".")[0] in ("stream", "engine")
     ]
     assert not errors, f"unexpected ERROR logs: {[r.getMessage() for r in errors]}"
+
+
+_SCHEMA_CHECKS: dict[str, Callable[[object], object]] = {
+    schema["properties"]["schema"]["const"]: fastjsonschema.compile(schema)
+    for schema in EVENT_SCHEMAS.values()
+}
+
+
+def schema_violations(payload: bytes) -> list[str]:
+    """Why ``payload`` is not an event of one of the published schemas (empty: it is one)."""
+    event = orjson.loads(payload)
+    check = _SCHEMA_CHECKS.get(event.get("schema")) if isinstance(event, dict) else None
+    if check is None:
+        return [f"no published schema for {payload!r}"]
+    try:
+        check(event)
+    except fastjsonschema.JsonSchemaException as exc:
+        return [f"{exc.message}: {payload!r}"]
+    return []
+
+
+@pytest.fixture(autouse=True)
+def events_match_published_schemas(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every event published in-process (all go through ``publisher.wire_json``) is validated
+    against the published schemas; any violation fails the test at teardown. The violations
+    are recorded rather than raised so the pipeline runs on unchanged and all are reported."""
+    violations: list[str] = []
+
+    def validated_wire_json(envelope: Envelope, event: Event) -> bytes:
+        payload = wire_json(envelope, event)
+        violations.extend(schema_violations(payload))
+        return payload
+
+    monkeypatch.setattr(stream.delivery.publisher, "wire_json", validated_wire_json)
+    yield violations
+    assert not violations, f"events that break the published schemas: {violations}"
 
 
 @pytest.fixture
