@@ -47,13 +47,13 @@ _SCHEMA_CHECKS: dict[str, Callable[[object], object]] = {
 def schema_violations(payload: bytes) -> list[str]:
     """Why ``payload`` is not an event of one of the published schemas (empty: it is one)."""
     event = orjson.loads(payload)
-    check = _SCHEMA_CHECKS.get(event.get("schema")) if isinstance(event, dict) else None
+    check = _SCHEMA_CHECKS.get(str(event.get("schema"))) if isinstance(event, dict) else None
     if check is None:
         return [f"no published schema for {payload!r}"]
     try:
         check(event)
     except fastjsonschema.JsonSchemaException as exc:
-        return [f"{exc.message}: {payload!r}"]
+        return [f"{exc}: {payload!r}"]
     return []
 
 
