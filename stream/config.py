@@ -132,6 +132,9 @@ class NatsConfig(_Section):
     ack_timeout_s: float = Field(5.0, gt=0, le=120)
     outbox_size: int = Field(10_000, ge=1)
     """Events (all streams) waiting for NATS; captioning goes on while NATS is away."""
+    outbox_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    """Bytes of event JSON (all streams) waiting for NATS; whichever of this and outbox_size
+    is reached first makes the outbox full."""
     outbox_full: Literal["block", "drop_oldest"] = "block"
     """block: streams wait (live streams then drop keyframes, reported); drop_oldest: the
     oldest waiting events are replaced by an ``events_dropped`` status event in their place."""
@@ -148,9 +151,6 @@ class WorkerConfig(_Section):
     nats: NatsConfig
     concurrency: int = Field(32, ge=1, le=4096)
     """Requests this worker works on at once (vLLM batches them)."""
-
-    @model_validator(mode="after")
-    def _serves_locally(self) -> WorkerConfig:
     max_image_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     """Requests whose JPEG is larger are refused (`vidcap run` sends under 900 kB, and NATS's
     default max_payload is 1 MiB)."""
@@ -159,6 +159,9 @@ class WorkerConfig(_Section):
     JPEG can declare 13000x13000); `vidcap run` sends at most engine.image_size a side."""
     max_tokens: int = Field(4096, ge=1, le=1 << 20)
     """A request's token budget is clamped to this (it may ask for more after truncations)."""
+
+    @model_validator(mode="after")
+    def _serves_locally(self) -> WorkerConfig:
         if self.engine.kind == "nats":
             raise ValueError("a worker's engine.kind must be vllm or openai, not nats")
         if not self.nats.url:

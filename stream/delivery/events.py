@@ -30,6 +30,7 @@ PipelineState = Literal[
 ]
 DeliveryState = Literal[
     "events_dropped",  # NATS was away and the outbox full (drop_oldest): events replaced by this
+    "event_too_large",  # an event above the server's max_payload, replaced by this in its slot
 ]
 StatusState = SourceState | PipelineState | DeliveryState
 AlertKind = Literal["appeared", "disappeared"]

@@ -7,8 +7,9 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -20,6 +21,8 @@ from stream.config import NatsConfig
 from stream.delivery.events import Envelope, Event, EventKind, StatusEvent, wire_json
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LATE_ACK_ROUNDS: Final = 20
 RETRY_BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0)  # then every 2 s, for as long as it takes
@@ -82,6 +85,8 @@ async def connect(config: NatsConfig, url: str) -> Client:
 @dataclass(slots=True)
 class _Entry:
     envelope: Envelope
+    kind: EventKind
+    """The kind of the event that was queued (the payload may since be a notice in its place)."""
     subject: str
     payload: bytes
     dropped_through: int | None = None
@@ -112,6 +117,7 @@ class EventPublisher:
         self._entries: deque[_Entry] = deque()
         self._in_flight = 0  # entries at the front sent and waiting for their ack
         self._real = 0  # entries that are events (not events_dropped stand-ins)
+        self._bytes = 0  # payload bytes of all entries
         # Separate events, so that an ack wakes only whoever waits for what it changed.
         self._not_empty = asyncio.Event()  # the sender waits on it
         self._empty = asyncio.Event()  # flush() waits on it
@@ -152,19 +158,38 @@ class EventPublisher:
         is delivered."""
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_forever(), name="vidcap-publisher")
-        subject = event_subject(self._config.subject_prefix, envelope.stream, event.kind)
-        entry = _Entry(envelope, subject, wire_json(envelope, event))
-        while self._real >= self._config.outbox_size:
+        entry = self._entry(envelope, event)
+        while self._is_full(len(entry.payload)):
             if self._config.outbox_full == "drop_oldest" and self._drop_oldest():
-                break
+                continue
             self._room.clear()
             await self._room.wait()
         self._entries.append(entry)
         self._real += 1
+        self._bytes += len(entry.payload)
         self._metrics.outbox_depth.set(len(self._entries))
         self._empty.clear()
         self._not_empty.set()
         return entry.payload
+
+    def _entry(self, envelope: Envelope, event: Event) -> _Entry:
+        """The outbox entry of an event; one the server would refuse (larger than its
+        max_payload) is replaced by a status event saying so, in the event's slot."""
+        payload = wire_json(envelope, event)
+        if len(payload) <= self._client.max_payload:
+            subject = event_subject(self._config.subject_prefix, envelope.stream, event.kind)
+            return _Entry(envelope, event.kind, subject, payload)
+        notice = self._too_large(envelope, event.kind, len(payload))
+        subject = event_subject(self._config.subject_prefix, envelope.stream, notice.kind)
+        return _Entry(envelope, event.kind, subject, wire_json(envelope, notice))
+
+    def _is_full(self, incoming_bytes: int) -> bool:
+        if self._real >= self._config.outbox_size:
+            return True
+        # An empty outbox takes any event: each is below the server's max_payload.
+        return bool(self._entries) and (
+            self._bytes + incoming_bytes > self._config.outbox_max_bytes
+        )
 
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued event is acknowledged; False if ``timeout_s`` ran out."""
@@ -227,9 +252,7 @@ class EventPublisher:
         if self._js is None:
             while self._entries:
                 entry = self._entries[0]
-                await self._client.publish(
-                    entry.subject, entry.payload, headers={"Nats-Msg-Id": entry.envelope.msg_id}
-                )
+                await self._send(entry, self._client.publish)
                 self._acknowledged()
             return
         pending: deque[asyncio.Future[Any]] = deque()
@@ -241,10 +264,7 @@ class EventPublisher:
                 ):
                     entry = self._entries[self._in_flight]
                     self._in_flight += 1  # before the await: publish() must not drop it now
-                    headers = {"Nats-Msg-Id": entry.envelope.msg_id}
-                    pending.append(
-                        await self._js.publish_async(entry.subject, entry.payload, headers=headers)
-                    )
+                    pending.append(await self._send(entry, self._js.publish_async))
                 oldest = pending[0]
                 if not oldest.done():  # acks mostly arrive in bursts: skip the timer then
                     await self._ack_of(oldest)
@@ -258,6 +278,17 @@ class EventPublisher:
             self._in_flight = 0  # whatever was not acknowledged is sent again
             for future in pending:
                 future.cancel()
+
+    async def _send(self, entry: _Entry, publish: Callable[..., Awaitable[T]]) -> T:
+        """Publish one entry. If the server refuses its size (its max_payload can shrink
+        across a reconnect), the entry becomes a notice saying so: never retried forever."""
+        headers = {"Nats-Msg-Id": entry.envelope.msg_id}
+        try:
+            return await publish(entry.subject, entry.payload, headers=headers)
+        except nats.errors.MaxPayloadError:
+            notice = self._too_large(entry.envelope, entry.kind, len(entry.payload))
+            self._replace(entry, notice)
+            return await publish(entry.subject, entry.payload, headers=headers)
 
     async def _ack_of(self, future: asyncio.Future[Any]) -> None:
         """Wait ``ack_timeout_s`` for an ack. If the event loop itself was blocked meanwhile
@@ -274,13 +305,15 @@ class EventPublisher:
             raise
 
     def _acknowledged(self) -> None:
-        if self._entries.popleft().dropped_through is None:
+        entry = self._entries.popleft()
+        self._bytes -= len(entry.payload)
+        if entry.dropped_through is None:
             self._real -= 1
         self._metrics.events_published.inc()
         self._metrics.outbox_depth.set(len(self._entries))
         if not self._entries:
             self._empty.set()
-        if self._real < self._config.outbox_size:
+        if not self._is_full(0):
             self._room.set()
 
     # ---- a full outbox under drop_oldest ----
@@ -308,6 +341,7 @@ class EventPublisher:
         )
         if earlier is not None:
             del self._entries[index]
+            self._bytes -= len(victim.payload)
             self._restate(earlier, victim.envelope.seq)
             return True
         logger.error(
@@ -325,10 +359,24 @@ class EventPublisher:
         detail = f"outbox full while NATS was unavailable: events {first}-{through} dropped"
         fields = {"dropped": through - first + 1, "last_seq": through}
         event = StatusEvent("events_dropped", detail, time.time(), fields)
-        stand_in.subject = event_subject(
-            self._config.subject_prefix, stand_in.envelope.stream, event.kind
+        self._replace(stand_in, event)
+
+    def _too_large(self, envelope: Envelope, kind: EventKind, size: int) -> StatusEvent:
+        limit = self._client.max_payload
+        detail = (
+            f"{kind} event of {size} bytes is larger than the NATS server's max_payload "
+            f"({limit}); replaced by this notice"
         )
-        stand_in.payload = wire_json(stand_in.envelope, event)
+        logger.warning("stream %s seq %d: %s", envelope.stream, envelope.seq, detail)
+        fields = {"bytes": size, "max_payload": limit, "kind": kind}
+        return StatusEvent("event_too_large", detail, time.time(), fields)
+
+    def _replace(self, entry: _Entry, event: StatusEvent) -> None:
+        """Give an entry another event's payload (same envelope: same slot, same msg id)."""
+        self._bytes -= len(entry.payload)
+        entry.subject = event_subject(self._config.subject_prefix, entry.envelope.stream, "status")
+        entry.payload = wire_json(entry.envelope, event)
+        self._bytes += len(entry.payload)
 
 
 async def _log_error(exc: Exception) -> None:

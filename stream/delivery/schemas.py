@@ -14,6 +14,7 @@ from stream.delivery.events import (
     STATUS_SCHEMA_ID,
     AlertKind,
     DeliveryState,
+    EventKind,
     PipelineState,
 )
 from stream.ids import STREAM_ID_PATTERN
@@ -129,6 +130,9 @@ STATUS_EVENT_SCHEMA["properties"].update(
         "retry_in_s": {"type": "number", "minimum": 0},
         "gap_s": {"type": "number", "minimum": 0},
         "last_seq": {"type": "integer", "minimum": 0},
+        "bytes": {"type": "integer", "minimum": 0},
+        "max_payload": {"type": "integer", "minimum": 0},
+        "kind": {"enum": list(get_args(EventKind))},
     }
 )
 STATUS_EVENT_SCHEMA["allOf"] = [
@@ -139,6 +143,7 @@ STATUS_EVENT_SCHEMA["allOf"] = [
         ("reconnecting", ["attempt", "retry_in_s"]),
         ("recovered", ["gap_s"]),
         ("events_dropped", ["dropped", "last_seq"]),
+        ("event_too_large", ["bytes", "max_payload", "kind"]),
     )
 ]
 
