@@ -7,6 +7,7 @@ ever sees the newest frame (the skipped ones are counted, never queued).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -75,7 +76,7 @@ class WhipSource:
             if isinstance(item, SessionChange):
                 self._apply(item, health, report)
                 continue
-            health.frame(lambda item=item: _describe(item))
+            health.frame(functools.partial(_describe, item))
             yield item, clock.stamp(index, item.pts, item.time_base)
             index += 1
 

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aioice.ice
+import av
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiortc import (
     MediaStreamTrack,
@@ -45,6 +47,7 @@ from stream.ids import validate_stream_id
 from stream.sources.whip import WhipSource
 
 logger = logging.getLogger(__name__)
+_http_logger = logging.getLogger(f"{__name__}.http")  # aiohttp's per-connection messages
 
 MAX_OFFER_BYTES = 64 * 1024
 RETRY_AFTER_S = 5
@@ -108,6 +111,7 @@ class WhipServer:
             # Idle keep-alive connections, and (aiohttp >= 3.14) a first request, get this
             # long; the listener enforces the first request's deadline on any version.
             keepalive_timeout=self._config.request_timeout_s,
+            logger=_http_logger,
         )
         await self._runner.setup()
         assert self._runner.server is not None
@@ -325,8 +329,10 @@ class WhipServer:
         assert session.source is not None
         try:
             while True:
-                session.source.put_frame(await track.recv())
-                session.frame_arrived.set()
+                frame = await track.recv()
+                if isinstance(frame, av.VideoFrame):  # always, on a video track
+                    session.source.put_frame(frame)
+                    session.frame_arrived.set()
         except MediaStreamError:
             await self._end(session, "the publisher's video track ended", failed=False)
 
@@ -387,6 +393,24 @@ def _digest(text: str) -> bytes:
 def _printable(text: str) -> str:
     """Client-chosen text for a status event: printable ASCII, bounded."""
     return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:_DETAIL_CHARS])
+
+
+class _ClientErrorsAreNotOurs(logging.Filter):
+    """aiohttp logs a request it could not parse (and answered 400) at ERROR with a
+    traceback. That is the client's error: one INFO line, no traceback, and not the message
+    either (it quotes the bad line, which may be an Authorization header). Exceptions in our
+    handlers (500) stay ERROR with their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = f"{record.msg}: HTTP {exc.code or 400} ({type(exc).__name__})"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_http_logger.addFilter(_ClientErrorsAreNotOurs())
 
 
 @web.middleware
