@@ -194,7 +194,36 @@ async def test_a_stream_closed_to_whip_is_403_and_gets_no_source() -> None:
     assert streams.sources == {}
 
 
+async def test_with_a_publish_check_a_closed_stream_is_403_before_the_body_is_read() -> None:
+    streams = Streams(closed={"lobby"})
+    config = WhipConfig(listen="127.0.0.1:0", token=TOKEN, ice_addresses=["127.0.0.1"])  # type: ignore[arg-type]
+    server = WhipServer(config, streams.source, may_publish=streams.may_publish)
+    await server.start()
+    try:
+        head = post_head("/whip/lobby", b"x" * 1000)  # the body never comes
+        async with asyncio.timeout(2):
+            status, headers = await raw_request(port_of(server), head)
+        assert status == 403 and headers["access-control-allow-origin"] == "*"
+        assert streams.asked == ["lobby"] and streams.sources == {}
+    finally:
+        await server.close()
+
+
 # ---- deadlines ----
+
+
+async def test_an_offer_body_that_never_arrives_is_408_and_frees_the_slot() -> None:
+    offer = (await video_offer()).encode()
+    async with serving(request_timeout_s=1) as server:
+        head = post_head("/whip/cam", offer)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        writer.write(head + offer[:100])  # and then nothing
+        async with asyncio.timeout(5):
+            assert (await reader.readline()).split()[1] == b"408"
+        writer.close()
+        await _closed(writer)
+        assert server.sessions == 0
+        assert (await raw_request(port_of(server), head, offer))[0] == 201
 
 
 async def test_an_offer_whose_ice_never_connects_releases_its_slot() -> None:

@@ -480,6 +480,8 @@ class Listener:
             self._server.close()
         for connection in list(self._open):
             connection.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
 
     @property
     def open_connections(self) -> int:
