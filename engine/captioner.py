@@ -60,6 +60,8 @@ class Captioner:
     max_attempts: int = 3
     timeout_s: float = 60.0
     metrics: Metrics = field(default_factory=Metrics)
+    engine_dead: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the engine can serve no request any more (its process died, or it closed)."""
 
     async def caption(self, image: Image.Image, request_id: str) -> CaptionOutcome:
         self.metrics.in_flight.inc()
@@ -89,6 +91,8 @@ class Captioner:
             try:
                 generation = await self._generate(image, f"{request_id}.{attempt}", max_tokens)
             except Exception as exc:  # the engine boundary: any failure is this keyframe's
+                if isinstance(exc, EngineDeadError):
+                    self.engine_dead.set()
                 return self._failed(_reason(exc), _describe(exc), "", attempt, started, tokens)
             first_token_s = first_token_s or generation.first_token_s
             tokens["prompt"] += generation.prompt_tokens

@@ -14,7 +14,7 @@ import asyncio
 import collections
 import io
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -167,13 +167,15 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self.served = 0
 
-    async def serve(self, stop: asyncio.Event) -> None:
+    async def serve(
+        self, stop: asyncio.Event, on_ready: Callable[[str], None] = logger.info
+    ) -> None:
+        """Answer requests until ``stop`` is set; ``on_ready`` hears once requests can arrive."""
         subscription = await self._client.subscribe(
             self._subject, queue=QUEUE_GROUP, cb=self._on_request
         )
         await self._client.flush()
-        logger.info("worker serving %s in queue group %s", self._subject, QUEUE_GROUP)
-        print(f"vidcap worker: serving {self._subject} (queue group {QUEUE_GROUP})", flush=True)
+        on_ready(f"serving {self._subject} (queue group {QUEUE_GROUP})")
         await stop.wait()
         await subscription.drain()  # take no more; finish what is in flight
         if self._tasks:

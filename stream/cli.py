@@ -23,6 +23,7 @@ from stream.config import (
     parse_section,
 )
 from stream.ids import stream_id_from_source
+from stream.redact import redact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except VidcapError as exc:
-        print(f"vidcap: {exc}", file=sys.stderr)
+        print(f"vidcap: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 
@@ -167,7 +168,7 @@ def _worker(args: argparse.Namespace) -> int:
     from stream.worker import run_worker
 
     config = parse_section(WorkerConfig, load_yaml(args.config), str(args.config))
-    return asyncio.run(run_worker(config))
+    return asyncio.run(run_worker(config, lambda line: print(f"vidcap worker: {line}", flush=True)))
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -177,7 +178,7 @@ def _tail(args: argparse.Namespace) -> int:
     try:
         since = parse_since(args.since) if args.since else None
     except ValueError as exc:
-        print(f"vidcap tail: {exc}", file=sys.stderr)
+        print(f"vidcap tail: {redact(str(exc))}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(

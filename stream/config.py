@@ -128,6 +128,15 @@ class NatsConfig(_Section):
     password: SecretStr | None = None
     token: SecretStr | None = None
     creds_file: Path | None = None
+    """A NATS credentials file (JWT + nkey seed), for operator-mode servers."""
+    nkeys_seed_file: Path | None = None
+    """A file holding an nkey seed (``SU...``), for servers that list users by nkey."""
+    tls_ca_file: Path | None = None
+    """CA bundle that signed the server's certificate (use with ``tls://`` URLs)."""
+    tls_cert_file: Path | None = None
+    """Client certificate, for servers that verify clients (``verify: true``)."""
+    tls_key_file: Path | None = None
+    """The client certificate's private key."""
     connect_timeout_s: float = Field(5.0, gt=0, le=120)
     ack_timeout_s: float = Field(5.0, gt=0, le=120)
     outbox_size: int = Field(10_000, ge=1)
@@ -142,6 +151,12 @@ class NatsConfig(_Section):
     """JetStream publishes sent ahead of their acks (pipelining)."""
     flush_timeout_s: float = Field(30.0, ge=0, le=3600)
     """At shutdown, how long to keep trying to deliver what is in the outbox."""
+
+    @model_validator(mode="after")
+    def _tls_pair_complete(self) -> NatsConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
 
 
 class WorkerConfig(_Section):

@@ -68,7 +68,6 @@ class StreamPipeline:
         model_id: str,
         share: FairShare,
         metrics: StreamMetrics,
-        engine_dead: asyncio.Event,
         on_event: PublishedCallback | None = None,
         source: FrameSource | None = None,
     ) -> None:
@@ -82,7 +81,6 @@ class StreamPipeline:
         self._on_event = on_event
         self._share = share
         self._metrics = metrics
-        self._engine_dead = engine_dead
         self._stopping = False
         self._ingest: Ingest | None = None
         self._keyframes_numbered = 0
@@ -148,8 +146,6 @@ class StreamPipeline:
             logger.warning(
                 "stream %s keyframe %d failed: %s", self.stream.id, number, outcome.error
             )
-            if outcome.error["reason"] == "engine_dead":
-                self._engine_dead.set()
         return CaptionEvent(
             number,
             keyframe.time,

@@ -88,7 +88,6 @@ class Runner:
         self._stop_requested = False
         self._stopped = asyncio.Event()
         self._idle = asyncio.Event()
-        self._engine_dead = asyncio.Event()
         self.engine_died = False
         self.whip_url = ""
         """The WHIP endpoint's base URL once it listens (``.../whip``; POST to ``/<stream>``)."""
@@ -151,12 +150,14 @@ class Runner:
                 FairShare(total),
                 StreamMetrics(self.registry),
             )
-            watcher = group.create_task(self._stop_when_engine_dies())
+            watcher = group.create_task(self._stop_when_engine_dies(captioner))
             try:
                 for stream in self.config.streams:
                     self.add_stream(stream)
                 if self.config.whip.enabled:
-                    whip = WhipServer(self.config.whip, self._whip_source)
+                    whip = WhipServer(
+                        self.config.whip, self._whip_source, may_publish=self._whip_open
+                    )
                     self.whip_url = await whip.start()
                     self._announce(f"WHIP ingest at {self.whip_url}/<stream>")
                     await self._stopped.wait()
@@ -183,7 +184,6 @@ class Runner:
             model_id=scope.model_id,
             share=scope.share,
             metrics=scope.metrics,
-            engine_dead=self._engine_dead,
             on_event=self._on_event,
             source=source,
         )
@@ -205,20 +205,24 @@ class Runner:
             self._idle.clear()
             await self._idle.wait()
 
-    async def _stop_when_engine_dies(self) -> None:
+    async def _stop_when_engine_dies(self, captioner: Captioner) -> None:
         """A dead engine stops every stream (their failure events are published first)."""
-        await self._engine_dead.wait()
+        await captioner.engine_dead.wait()
         self.engine_died = True
         logger.error("the engine died; stopping all streams")
         self.request_stop()
 
+    def _whip_open(self, stream_id: str) -> bool:
+        """Whether WHIP publishers may use this id (creates nothing)."""
+        if self._stop_requested or any(s.id == stream_id for s in self.config.streams):
+            return False
+        allowed = self.config.whip.streams
+        return allowed is None or stream_id in allowed
+
     def _whip_source(self, stream_id: str) -> WhipSource | None:
         """The WHIP source of a stream id; its pipeline starts with the first publisher and
         lives until vidcap stops, so the stream's seq stays one sequence across publishers."""
-        if self._stop_requested or any(s.id == stream_id for s in self.config.streams):
-            return None
-        allowed = self.config.whip.streams
-        if allowed is not None and stream_id not in allowed:
+        if not self._whip_open(stream_id):
             return None
         if stream_id not in self._whip_sources:
             source = WhipSource(stream_id)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+from collections.abc import Callable
 
 from engine.factory import start_engine
 from engine.nats_engine import RequestLimits, Worker, engine_subject
 from stream.config import WorkerConfig
 from stream.delivery.publisher import connect
 
+logger = logging.getLogger(__name__)
 
-async def run_worker(config: WorkerConfig) -> int:
+
+async def run_worker(config: WorkerConfig, announce: Callable[[str], None] = logger.info) -> int:
     assert config.nats.url is not None
     engine = await start_engine(config.engine)
     client = await connect(config.nats, config.nats.url)
@@ -23,9 +27,9 @@ async def run_worker(config: WorkerConfig) -> int:
     subject = engine_subject(config.nats.subject_prefix)
     worker = Worker(client, engine, subject, config.concurrency, limits)
     try:
-        await worker.serve(stop)  # SIGTERM: stop taking requests, answer those in flight
+        await worker.serve(stop, announce)  # SIGTERM: stop taking, answer those in flight
     finally:
         await client.drain()
         await engine.close()
-    print(f"vidcap worker: stopped after serving {worker.served} requests", flush=True)
+    announce(f"stopped after serving {worker.served} requests")
     return 0

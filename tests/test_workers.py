@@ -61,7 +61,12 @@ def _wait_serving(process: subprocess.Popen[str]) -> None:
     assert process.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
     stdout = process.stdout
-    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + WORKER_START_TIMEOUT_S
     seen: list[str] = []
     while (left := deadline - time.monotonic()) > 0:

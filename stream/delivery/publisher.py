@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from stream.config import NatsConfig
 from stream.delivery.events import Envelope, Event, EventKind, StatusEvent, wire_json
+from stream.redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ async def connect(config: NatsConfig, url: str) -> Client:
     async def disconnected() -> None:
         # nats-py also calls this when we close the connection ourselves.
         if not (client.is_closed or client.is_draining):
-            logger.warning("NATS disconnected from %s; reconnecting", url)
+            logger.warning("NATS disconnected from %s; reconnecting", redact(url))
 
     options: dict[str, Any] = {
         "servers": [url],
@@ -78,8 +80,23 @@ async def connect(config: NatsConfig, url: str) -> Client:
         options["token"] = config.token.get_secret_value()
     if config.creds_file:
         options["user_credentials"] = str(config.creds_file)
+    if config.nkeys_seed_file:
+        options["nkeys_seed"] = str(config.nkeys_seed_file)
+    if config.tls_ca_file or config.tls_cert_file:
+        options["tls"] = tls_context(config)
     await client.connect(**options)
     return client
+
+
+def tls_context(config: NatsConfig) -> ssl.SSLContext:
+    """Verifies the server (against ``tls_ca_file``, else the system's CAs) and presents the
+    client certificate when one is configured."""
+    context = ssl.create_default_context(
+        cafile=str(config.tls_ca_file) if config.tls_ca_file else None
+    )
+    if config.tls_cert_file and config.tls_key_file:
+        context.load_cert_chain(str(config.tls_cert_file), str(config.tls_key_file))
+    return context
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Final, get_args
 
+from engine.errors import FailureReason
 from engine.schema import CAPTION_SCHEMA
 from stream.delivery.events import (
     CAPTION_SCHEMA_ID,
@@ -55,7 +56,11 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
 
 _CAPTION = {key: value for key, value in CAPTION_SCHEMA.items() if key not in ("$schema", "title")}
 _ERROR = _object(
-    {"reason": {"type": "string"}, "detail": {"type": "string"}, "excerpt": {"type": "string"}}
+    {
+        "reason": {"enum": list(get_args(FailureReason))},
+        "detail": {"type": "string"},
+        "excerpt": {"type": "string"},
+    }
 )
 
 CAPTION_EVENT_SCHEMA: Final = _strict(
