@@ -1,0 +1,57 @@
+"""A README promise the code breaks, found for issue 13 and kept out of collection so main
+stays green: rename to ``test_bug_failed_camera_exit_status.py`` once fixed.
+
+README: "Exit status 1 means a stream stopped with an error (logged)". A camera that fails for
+good (a missing file, or a refusing camera after ``reconnect_max_attempts``) publishes
+``failed`` and logs a warning, but ``vidcap run`` exits 0: the pipeline ends normally after a
+``failed`` source status, so ``Runner._failed`` never hears of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from stream.config import parse_config
+from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.runner import Runner
+from tests.conftest import engine_and_nats
+from tests.test_exit_status import GoodEngine, clip
+
+__all__ = ["clip"]  # the module-scoped fixture, shared
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("camera", ["missing file", "refusing camera"])
+async def test_a_failed_camera_exits_1(
+    camera: str, clip: Path, tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    failing = (
+        {"id": "bad", "url": str(tmp_path / "no-such-file.mp4")}
+        if camera == "missing file"
+        else {
+            "id": "bad",
+            "url": f"rtsp://127.0.0.1:{closed_port()}/cam",
+            "reconnect_initial_s": 0.05,
+            "reconnect_max_attempts": 1,
+        }
+    )
+    config = parse_config(
+        {
+            "streams": [{"id": "ok", "url": str(clip)}, failing],
+            **engine_and_nats(nats_server.url, "x1"),
+        }
+    )
+    states: list[str] = []
+    runner = Runner(config, lambda e: states.append(e.get("state", "")))
+    status = await asyncio.wait_for(runner.run(nats_server.url, engine=GoodEngine()), 60)
+    assert "failed" in states  # the camera did fail ...
+    assert status == 1  # ... and README: "1 means a stream stopped with an error"
