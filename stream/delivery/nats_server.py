@@ -37,10 +37,14 @@ def find_nats_server() -> str:
 
 
 class EmbeddedNatsServer:
-    def __init__(self, data_dir: Path | None = None, port: int = -1) -> None:
+    def __init__(
+        self, data_dir: Path | None = None, port: int = -1, config_file: Path | None = None
+    ) -> None:
         self._owned_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="vidcap-nats-"))
         self._port = port
+        self._config_file = config_file
+        """A nats-server configuration (users, permissions); the flags here override it."""
         self._process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
 
@@ -66,6 +70,8 @@ class EmbeddedNatsServer:
             "--ports_file_dir",
             str(self.data_dir),
         ]
+        if self._config_file is not None:
+            command += ["-c", str(self._config_file)]
         with (self.data_dir / "nats-server.log").open("ab") as log:  # the child keeps its copy
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         self.port = self._wait_for_port(self._process)

@@ -1,0 +1,174 @@
+"""NATS locked down: a real nats-server with the users of deploy/nats/vidcap-users.conf. `vidcap
+run` and a worker do their jobs with their least privileges; a subscriber-only user reads the
+events but cannot publish into them, submit or answer work, or delete the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import orjson
+import pytest
+from PIL import Image
+
+from engine.base import Generation
+from engine.nats_engine import Worker, engine_subject
+from stream.config import NatsConfig, parse_config
+from stream.delivery.events import Envelope, StatusEvent
+from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.publisher import EventPublisher, connect
+from stream.runner import Runner
+from stream.sample_clip import ClipSpec, write_clip
+from tests.test_whip_server import self_signed
+
+USERS = Path(__file__).parents[1] / "deploy" / "nats" / "vidcap-users.conf"
+PASSWORDS = {"vidcap_run": "run-pw", "vidcap_worker": "worker-pw", "vidcap_viewer": "viewer-pw"}
+CAPTION = {
+    "description": "A test card.",
+    "objects": ["card"],
+    "actions": [],
+    "environment": "studio",
+    "content_type": "graphics",
+    "specific_style": "test card",
+    "production_quality": "synthetic",
+    "summary": "A test card.",
+    "logos": [],
+}
+
+
+class FixedEngine:
+    """The worker's engine. Stands in for vLLM: this test is about NATS permissions, and the
+    real engine's output is exercised by the worker tests."""
+
+    model_id = "fixed"
+
+    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+        return Generation(orjson.dumps(CAPTION).decode(), "stop", 10, 10, 0.01)
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def locked_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedNatsServer]:
+    for user, password in PASSWORDS.items():
+        monkeypatch.setenv(f"{user.upper()}_PASSWORD", password)
+    shutil.copy(USERS, tmp_path / USERS.name)
+    config = tmp_path / "server.conf"
+    config.write_text(f"include ./{USERS.name}\n")
+    server = EmbeddedNatsServer(tmp_path / "nats", config_file=config)
+    server.start()
+    yield server
+    server.stop()
+
+
+def as_user(url: str, user: str) -> NatsConfig:
+    return NatsConfig(url=url, user=user, password=PASSWORDS[user])
+
+
+async def test_run_and_worker_work_with_their_least_privileges(
+    locked_server: EmbeddedNatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = locked_server.url
+    worker_client = await connect(as_user(url, "vidcap_worker"), url)
+    stop = asyncio.Event()
+    worker = Worker(worker_client, FixedEngine(), engine_subject("vidcap"), concurrency=4)
+    serving = asyncio.create_task(worker.serve(stop))
+    clip = write_clip(tmp_path / "cuts.mp4", ClipSpec(shots=3, shot_frames=15))
+    config = parse_config(
+        {
+            "streams": [{"id": "cam", "url": str(clip)}],
+            "keyframes": {"min_gap_s": 0.2},
+            "engine": {"kind": "nats", "worker_timeout_s": 10},
+            "nats": as_user(url, "vidcap_run").model_dump(mode="json")
+            | {"password": PASSWORDS["vidcap_run"]},
+        }
+    )
+    events: list[dict[str, Any]] = []
+    assert await Runner(config, events.append).run(url) == 0
+    stop.set()
+    await serving
+    await worker_client.drain()
+    captions = [e for e in events if e["type"] == "caption"]
+    assert len(captions) == 3 and all(c["status"] == "ok" for c in captions)
+    assert worker.served == 3
+    assert not [r for r in caplog.records if "Permissions Violation" in r.getMessage()]
+
+
+async def test_a_subscriber_reads_events_but_cannot_publish_submit_answer_or_delete(
+    locked_server: EmbeddedNatsServer,
+) -> None:
+    url = locked_server.url
+    run_config = as_user(url, "vidcap_run")
+    publisher = EventPublisher(await connect(run_config, url), run_config)
+    await publisher.ensure_stream()
+    for seq in range(3):
+        await publisher.publish(Envelope("cam", "s", seq), StatusEvent("live", "", 1e9))
+    assert await publisher.close() == 0
+
+    violations: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        violations.append(str(exc))
+
+    viewer = await nats.connect(
+        url, user="vidcap_viewer", password=PASSWORDS["vidcap_viewer"], error_cb=on_error
+    )
+    js = viewer.jetstream(timeout=2)
+    reader = await js.subscribe("vidcap.>", ordered_consumer=True, stream="VIDCAP")
+    seqs = [orjson.loads((await reader.next_msg(timeout=5)).data)["seq"] for _ in range(3)]
+    assert seqs == [0, 1, 2]
+
+    await viewer.publish("vidcap.cam.caption", b'{"forged": true}')
+    with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+        await viewer.request(engine_subject("vidcap"), b"jpeg", timeout=1)
+    await viewer.subscribe(engine_subject("vidcap"), queue="vidcap-workers")
+    with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+        await js.delete_stream("VIDCAP")
+    await viewer.flush()
+    async with asyncio.timeout(10):
+        while len(violations) < 4:  # noqa: ASYNC110 (the server reports each asynchronously)
+            await asyncio.sleep(0.05)
+    denied = " ".join(violations).lower()  # nats-py lower-cases the server's -ERR text
+    assert 'publish to "vidcap.cam.caption"' in denied
+    assert f'publish to "{engine_subject("vidcap")}"' in denied
+    assert f'subscription to "{engine_subject("vidcap")}"' in denied
+    assert 'publish to "$js.api.stream.delete.vidcap"' in denied
+    await viewer.close()
+
+    checker = await nats.connect(url, user="vidcap_run", password=PASSWORDS["vidcap_run"])
+    info = await checker.jetstream().stream_info("VIDCAP")
+    assert info.state.messages == 3  # nothing forged was stored, nothing deleted
+    await checker.close()
+
+
+async def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    # One self-signed certificate is the CA, the server's and the client's: enough to show
+    # that vidcap verifies the server and presents its certificate to a verifying server.
+    cert, key = self_signed(tmp_path)
+    config = tmp_path / "server.conf"
+    config.write_text(
+        f'tls {{ cert_file: "{cert}", key_file: "{key}", ca_file: "{cert}", verify: true }}\n'
+    )
+    server = EmbeddedNatsServer(tmp_path / "nats", config_file=config)
+    server.start()
+    try:
+        tls = NatsConfig(url=server.url, tls_ca_file=cert, tls_cert_file=cert, tls_key_file=key)
+        client = await connect(tls, server.url)
+        assert client.is_connected
+        await client.close()
+        # Without a client certificate the server refuses the handshake: never connected.
+        anonymous = NatsConfig(url=server.url, tls_ca_file=cert, connect_timeout_s=2)
+        attempt = asyncio.create_task(connect(anonymous, server.url))
+        done, _ = await asyncio.wait({attempt}, timeout=5)
+        assert not done or attempt.exception() is not None
+        attempt.cancel()
+        log = (tmp_path / "nats" / "nats-server.log").read_text()
+        assert "TLS handshake error" in log
+    finally:
+        server.stop()
