@@ -37,8 +37,6 @@ class WhipSource:
         self._lock = threading.Condition()
         self._newest: av.VideoFrame | None = None
         self._changes: deque[SessionChange] = deque()
-        self.skipped_frames = 0
-        """Frames replaced by a newer one before the ingest thread took them."""
 
     # ---- event loop side ----
 
@@ -50,9 +48,7 @@ class WhipSource:
 
     def put_frame(self, frame: av.VideoFrame) -> None:
         with self._lock:
-            if self._newest is not None:
-                self.skipped_frames += 1
-            self._newest = frame
+            self._newest = frame  # live: an older frame not yet taken is not worth decoding
             self._lock.notify()
 
     def _change(self, change: SessionChange) -> None:
