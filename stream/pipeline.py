@@ -82,6 +82,8 @@ class StreamPipeline:
         self._share = share
         self._metrics = metrics
         self._stopping = False
+        self.source_failed = False
+        """The source gave up (a ``failed`` status): the stream ended with an error."""
         self._ingest: Ingest | None = None
         self._keyframes_numbered = 0
         self._drops_reported = 0
@@ -121,6 +123,7 @@ class StreamPipeline:
                     self._skipped_at_stop += len(handoff.drain_keyframes())
                 await self._report_drops(handoff, sequencer)
                 if isinstance(item, SourceStatus):
+                    self.source_failed = self.source_failed or item.state == "failed"
                     await self._submit_source_status(sequencer, item)
                 elif self._stopping:
                     self._skipped_at_stop += 1

@@ -240,6 +240,9 @@ class Runner:
         """A failing stream is logged and reported by its exit status; the others go on."""
         try:
             await pipeline.run()
+            if pipeline.source_failed:
+                self._failed.add(pipeline.stream.id)
+                return False
         except Exception as exc:
             causes = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
             for cause in causes:

@@ -1,6 +1,6 @@
 """The README's exit statuses of `vidcap run`: 0 after a clean run; 1 when the engine died or
 events could not be delivered to NATS within ``nats.flush_timeout_s``; 2 for bad configuration
-or arguments. (1 for a failed camera: tests/bug_failed_camera_exit_status.py, a product bug.)
+or arguments. (1 for a failed camera: tests/test_bug_failed_camera_exit_status.py.)
 
 Runs use a scripted engine: these tests are about the runner's verdict, and engine death or
 a NATS outage at a chosen moment cannot be produced on demand with the real CPU engine."""

@@ -141,7 +141,8 @@ async def test_eight_streams_over_the_fault_matrix(
                 runner.request_stop()  # the unreachable camera would be retried forever
 
     runner = Runner(config, on_event)
-    assert await asyncio.wait_for(runner.run(nats_server.url, engine=vllm_engine), 300) == 0
+    # "audio-only" fails for good (no video): README's exit status 1; the others carry on.
+    assert await asyncio.wait_for(runner.run(nats_server.url, engine=vllm_engine), 300) == 1
 
     for stream_id, stream_events in events.items():
         assert [e["seq"] for e in stream_events] == list(range(len(stream_events))), stream_id

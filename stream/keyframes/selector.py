@@ -255,7 +255,8 @@ class KeyframeSelector:
                 self._select(index, time_s, "transition", cut_score(self._reference, frame), frame)
             ]
         assert self._last_keyframe_s is not None
-        if time_s - self._last_keyframe_s >= self._config.max_interval_s:
+        heartbeat_due = time_s - self._last_keyframe_s >= self._config.max_interval_s
+        if heartbeat_due and not frame.blank:  # a blank picture is never a keyframe
             return [self._select(index, time_s, "interval", self._recent[-1], frame)]
         return []
 

@@ -1,6 +1,5 @@
-"""A product bug found while testing README promises (issue 13), kept out of collection so
-main stays green: rename to ``test_bug_blank_heartbeat.py`` once ``KeyframeSelector`` skips
-the heartbeat on blank frames.
+"""A product bug found while testing README promises (issue 13), now fixed: the heartbeat
+skips blank frames.
 
 README: "black, white, a solid card, or black with one line of text is never a keyframe
 (except a stream's first frame)". The heartbeat (``interval``) does not check ``blank``: a

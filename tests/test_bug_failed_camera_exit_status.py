@@ -1,5 +1,5 @@
-"""A README promise the code breaks, found for issue 13 and kept out of collection so main
-stays green: rename to ``test_bug_failed_camera_exit_status.py`` once fixed.
+"""A README promise the code broke, found for issue 13, now fixed: a stream whose source
+gave up counts as stopped with an error.
 
 README: "Exit status 1 means a stream stopped with an error (logged)". A camera that fails for
 good (a missing file, or a refusing camera after ``reconnect_max_attempts``) publishes
