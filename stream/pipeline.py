@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -28,6 +29,15 @@ logger = logging.getLogger(__name__)
 
 PublishedCallback = Callable[[dict[str, Any]], None]
 """Called with each event's published JSON, decoded (for printing and observing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """Where a stream's story stands: its next seq and next keyframe number. A stream removed
+    and added again in one run continues from here (its event ids stay unique)."""
+
+    seq: int
+    keyframes: int
 
 
 class StreamMetrics:
@@ -70,6 +80,7 @@ class StreamPipeline:
         metrics: StreamMetrics,
         on_event: PublishedCallback | None = None,
         source: FrameSource | None = None,
+        resume: StreamPosition | None = None,
     ) -> None:
         self.stream = stream
         self._source = source
@@ -85,10 +96,14 @@ class StreamPipeline:
         self.source_failed = False
         """The source gave up (a ``failed`` status): the stream ended with an error."""
         self._ingest: Ingest | None = None
-        self._keyframes_numbered = 0
+        self._keyframes_numbered = resume.keyframes if resume else 0
         self._drops_reported = 0
         self._skipped_at_stop = 0
-        self._next_seq = 0
+        self._next_seq = resume.seq if resume else 0
+
+    @property
+    def position(self) -> StreamPosition:
+        return StreamPosition(self._next_seq, self._keyframes_numbered)
 
     def stop(self) -> None:
         """Stop reading; captions in flight finish and are published, then run() returns."""

@@ -21,7 +21,13 @@ from stream.config import Config, StreamConfig
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import DeliveryMetrics, EventPublisher, connect
 from stream.fair_share import FairShare
-from stream.pipeline import PublishedCallback, StreamMetrics, StreamPipeline, new_session_id
+from stream.pipeline import (
+    PublishedCallback,
+    StreamMetrics,
+    StreamPipeline,
+    StreamPosition,
+    new_session_id,
+)
 from stream.sources.ingest import FrameSource
 from stream.sources.whip import WhipSource
 from stream.sources.whip_server import WhipServer
@@ -82,6 +88,7 @@ class Runner:
         """Every metric of this run: engine, streams, delivery."""
         self._on_event = on_event
         self._streams: dict[str, _RunningStream] = {}
+        self._removed: dict[str, StreamPosition] = {}
         self._failed: set[str] = set()
         self._scope: _RunScope | None = None
         self._whip_sources: dict[str, WhipSource] = {}
@@ -172,6 +179,9 @@ class Runner:
         """Start captioning a stream (while running). Its id must be new to this run."""
         if self._scope is None:
             raise RuntimeError("add_stream needs a running Runner")
+        ended = self._streams.get(stream.id)
+        if ended is not None and ended.task.done():  # ended on its own: may start again
+            self._removed[stream.id] = self._streams.pop(stream.id).pipeline.position
         if stream.id in self._streams:
             raise ValueError(f"stream {stream.id!r} is already running")
         scope = self._scope
@@ -186,6 +196,7 @@ class Runner:
             metrics=scope.metrics,
             on_event=self._on_event,
             source=source,
+            resume=self._removed.pop(stream.id, None),
         )
         if self._stop_requested:
             pipeline.stop()
@@ -198,7 +209,10 @@ class Runner:
         Returns whether it ended without an error."""
         running = self._streams[stream_id]
         running.pipeline.stop()
-        return await running.task
+        ok = await running.task
+        del self._streams[stream_id]
+        self._removed[stream_id] = running.pipeline.position
+        return ok
 
     async def _all_streams_ended(self) -> None:
         while any(not running.task.done() for running in self._streams.values()):
