@@ -92,9 +92,12 @@ async def tail(
     subject = f"{config.subject_prefix}.{stream or '*'}.{kind}"
     queue: asyncio.Queue[tuple[bytes, int | None]] = asyncio.Queue(maxsize=10_000)
 
-    async def on_message(msg: Any) -> None:
-        position = msg.metadata.sequence.stream if msg.reply else None
-        await queue.put((msg.data, position))
+    async def on_live(msg: Any) -> None:
+        # A JetStream publish carries a reply subject too (its ack inbox): never metadata here.
+        await queue.put((msg.data, None))
+
+    async def on_replayed(msg: Any) -> None:
+        await queue.put((msg.data, msg.metadata.sequence.stream))
 
     if since is not None or from_seq is not None:
         start = (
@@ -105,13 +108,13 @@ async def tail(
             )
         )
         await client.jetstream().subscribe(
-            subject, cb=on_message, ordered_consumer=True, config=start, stream=config.stream_name
+            subject, cb=on_replayed, ordered_consumer=True, config=start, stream=config.stream_name
         )
         where = f"JetStream {config.stream_name} from " + (
             since.isoformat() if since is not None else f"stream sequence {from_seq}"
         )
     else:
-        await client.subscribe(subject, cb=on_message)
+        await client.subscribe(subject, cb=on_live)
         where = "live"
     await client.flush()  # the subscription is live on the server before we say so
     print(f"vidcap tail: listening on {subject} at {redact(url)} ({where})", flush=True)

@@ -48,11 +48,19 @@ async def start_tail(url: str, *args: str) -> asyncio.subprocess.Process:
     return process
 
 
-async def test_tail_prints_filtered_events(nats_server: EmbeddedNatsServer) -> None:
+@pytest.mark.parametrize("jetstream", [False, True])
+async def test_tail_prints_filtered_events(
+    nats_server: EmbeddedNatsServer, jetstream: bool
+) -> None:
+    # JetStream (the default) too: its publishes carry a reply subject, which live tail once
+    # took for a JetStream delivery (NotJSMessageError on every event, nothing printed).
     raw = await start_tail(nats_server.url, "--json", "--stream", "cam1")
     readable = await start_tail(nats_server.url)
-    config = NatsConfig(url=nats_server.url, subject_prefix="tl", jetstream=False)
+    config = NatsConfig(
+        url=nats_server.url, subject_prefix="tl", jetstream=jetstream, stream_name="TLLIVE"
+    )
     publisher = EventPublisher(await connect(config, nats_server.url), config)
+    await publisher.ensure_stream()
     await publisher.publish(*status("cam2", 0, "live"))
     await publisher.publish(*status("cam1", 0, "connecting"))
     await publisher.close()
