@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -56,6 +57,8 @@ class EngineConfig(BaseModel):
     def _openai_needs_url(self) -> EngineConfig:
         if self.kind == "openai" and not self.url:
             raise ValueError("engine.url is required when engine.kind is 'openai'")
+        if self.url is not None and not re.match(r"^https?://[^/\s]+", self.url):
+            raise ValueError(f"engine.url must be http(s)://host[:port]/..., not {self.url!r}")
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,10 @@ class VidcapError(Exception):
     """Base class of every error vidcap raises on purpose."""
 
 
+class EngineSettingsError(VidcapError):
+    """The engine settings name something the engine does not have (checked before loading)."""
+
+
 class EngineError(VidcapError):
     """A caption request failed inside the engine; other requests may still succeed."""
 

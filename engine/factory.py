@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from nats.aio.client import Client
 
 from engine.base import CaptionEngine
 from engine.config import EngineConfig
+from engine.errors import EngineSettingsError
 from engine.vllm_engine import VllmEngine, engine_args
 
 logger = logging.getLogger(__name__)
@@ -94,8 +96,21 @@ async def start_engine(settings: EngineConfig, workers: WorkerRoute | None = Non
     return start_vllm_engine(settings)
 
 
+def check_quantization(name: str | None) -> None:
+    """A quantization vLLM does not know fails here, not after the model has loaded."""
+    if name is None:
+        return
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    if name not in QUANTIZATION_METHODS:
+        near = difflib.get_close_matches(name, QUANTIZATION_METHODS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise EngineSettingsError(f"engine.quantization {name!r} is not one vLLM knows{hint}")
+
+
 def start_vllm_engine(settings: EngineConfig) -> VllmEngine:
     """Start vLLM in process (blocking: tens of seconds; before any stream starts)."""
+    check_quantization(settings.quantization)
     model = resolve_model(settings.model)
     args = engine_args(
         model,

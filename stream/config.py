@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -24,6 +25,11 @@ from engine.errors import VidcapError
 from stream.ids import validate_stream_id
 
 StreamId = Annotated[str, AfterValidator(validate_stream_id)]
+# What FFmpeg opens as a URL (its protocols, and the RTSP demuxer's schemes), and WHIP's own.
+URL_SCHEMES = sorted(
+    """rtsp rtsps rtmp rtmps rtmpe rtmpt rtmpte rtmpts http https hls srt rist rtp srtp udp
+    udplite tcp tls file ftp sftp smb mmsh mmst icecast data unix whip""".split()
+)
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -73,6 +79,16 @@ class StreamConfig(_Section):
             return self.live
         return re.match(r"^[a-z][a-z0-9+.-]*://", self.url) is not None
 
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else None
+        if scheme is not None and scheme not in URL_SCHEMES:
+            near = _nearest_schemes(scheme)
+            hint = f" (did you mean {' or '.join(f'{n}://' for n in near)}?)" if near else ""
+            raise ValueError(f"unknown URL scheme {scheme}://{hint}; a file path needs none")
+        return url
+
     @model_validator(mode="after")
     def _backoff_order(self) -> StreamConfig:
         if self.reconnect_max_s < self.reconnect_initial_s:
@@ -81,6 +97,13 @@ class StreamConfig(_Section):
                 f"reconnect_initial_s ({self.reconnect_initial_s})"
             )
         return self
+
+
+def _nearest_schemes(scheme: str) -> list[str]:
+    """Schemes a typo may have meant: swapped letters first (rtps: rtsp), then look-alikes."""
+    swapped = [known for known in URL_SCHEMES if sorted(known) == sorted(scheme)]
+    alike = difflib.get_close_matches(scheme, URL_SCHEMES, n=2)
+    return list(dict.fromkeys(swapped + alike))[:2]
 
 
 class KeyframeConfig(_Section):

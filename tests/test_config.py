@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.config import EngineConfig
 from stream.config import ConfigError, load_config, parse_config
 from stream.ids import stream_id_from_source, validate_stream_id
 
@@ -162,3 +163,37 @@ def test_ids_derived_from_sources_are_valid_and_unique() -> None:
         validate_stream_id(stream_id)
         assert stream_id not in taken
         taken.add(stream_id)
+
+
+@pytest.mark.parametrize(
+    ("stream_url", "expected"),
+    [
+        ("rtps://cam/live", "did you mean .*rtsp://"),
+        ("htps://cdn/x.m3u8", "did you mean https://"),
+        ("bogus://x", "unknown URL scheme bogus://"),
+    ],
+)
+def test_typos_in_url_schemes_fail_at_start_up(stream_url: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        parse_config({"streams": [{"id": "cam", "url": stream_url}]})
+
+
+def test_known_schemes_and_paths_pass() -> None:
+    for url in ("rtsp://cam/live", "srt://h:9000", "https://cdn/x.m3u8", "/data/clip.mp4", "c.mp4"):
+        parse_config({"streams": [{"id": "cam", "url": url}]})
+
+
+def test_an_engine_url_needs_http_or_https() -> None:
+    streams = [{"id": "cam", "url": "c.mp4"}]
+    with pytest.raises(ConfigError, match="engine.url must be http"):
+        parse_config({"streams": streams, "engine": {"kind": "openai", "url": "gpu-host:8000/v1"}})
+    parse_config({"streams": streams, "engine": {"kind": "openai", "url": "http://gpu:8000/v1"}})
+
+
+def test_an_unknown_quantization_fails_before_the_model_loads() -> None:
+    from engine.errors import EngineSettingsError
+    from engine.factory import check_quantization, start_vllm_engine
+
+    check_quantization("fp8")
+    with pytest.raises(EngineSettingsError, match="did you mean 'fp8'"):
+        start_vllm_engine(EngineConfig(model="/nonexistent/model", quantization="fp-8"))
