@@ -14,6 +14,7 @@ import asyncio
 import collections
 import io
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -127,7 +128,9 @@ def decode_request_image(data: bytes, limits: RequestLimits) -> Image.Image:
     if len(data) > limits.max_image_bytes:
         raise RequestRefused(f"image of {len(data)} bytes exceeds {limits.max_image_bytes}")
     try:
-        image = Image.open(io.BytesIO(data), formats=["JPEG"])  # reads the header only
+        with warnings.catch_warnings():  # our own pixel limit below judges, not PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=["JPEG"])  # reads the header only
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise RequestRefused(f"not a JPEG image ({type(exc).__name__})") from None
     width, height = image.size

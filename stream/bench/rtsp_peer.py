@@ -56,10 +56,14 @@ class RtspPeer:
         self._signal(signal.SIGCONT)
 
     def kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
             self._process.send_signal(signal.SIGCONT)  # a frozen process dies at once too
             self._process.kill()
             self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
     def _signal(self, signum: int) -> None:
         assert self._process is not None
