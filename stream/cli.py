@@ -14,6 +14,7 @@ import av
 import orjson
 
 from engine.errors import VidcapError
+from engine.factory import cache_dir
 from stream.config import (
     Config,
     ConfigError,
@@ -24,15 +25,19 @@ from stream.config import (
 )
 from stream.ids import stream_id_from_source
 from stream.redact import redact
+from stream.vllm_logs import route_vllm_logs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    # vLLM reads this when imported; its INFO lines drown vidcap's own output otherwise.
+    # vLLM reads these when imported; its lines drown vidcap's own output otherwise.
     os.environ.setdefault(
         "VLLM_LOGGING_LEVEL", "INFO" if args.log_level in ("debug", "info") else "WARNING"
     )
+    args.vllm_log = None
+    if args.log_level in ("warning", "error"):
+        args.vllm_log = route_vllm_logs(cache_dir() / "logs" / "vllm.log")
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -159,6 +164,8 @@ def _run(args: argparse.Namespace) -> int:
     from stream.tail import format_event
 
     config = build_run_config(args)
+    if args.vllm_log is not None and config.engine.kind == "vllm":
+        announce(f"vLLM's own log goes to {args.vllm_log}")
     printer = None if args.quiet else (lambda event: print(format_event(event), flush=True))
     return asyncio.run(run_with_signals(config, printer, announce))
 
@@ -190,6 +197,8 @@ def _tail(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
 
+    if args.vllm_log is not None:
+        announce(f"vLLM's own log goes to {args.vllm_log}")
     return asyncio.run(run_demo(args.streams))
 
 

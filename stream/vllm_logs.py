@@ -1,0 +1,45 @@
+"""vLLM's own log lines go to a file, so that a terminal shows vidcap's lines.
+
+vLLM configures its ``vllm`` logger from ``VLLM_LOGGING_CONFIG_PATH`` in every process it
+starts (the environment is inherited), so one logging configuration written here routes the
+engine core and worker processes too. Errors still reach the terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def route_vllm_logs(log_file: Path) -> Path | None:
+    """Send vLLM's log to ``log_file`` (errors to stderr too); returns the file, or None when
+    the user configured vLLM's logging themselves."""
+    if "VLLM_LOGGING_CONFIG_PATH" in os.environ or os.environ.get("VLLM_CONFIGURE_LOGGING") == "0":
+        return None
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}
+        },
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "filename": str(log_file),
+                "formatter": "plain",
+                "level": "INFO",
+            },
+            "errors": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "plain",
+                "level": "ERROR",
+            },
+        },
+        "loggers": {"vllm": {"handlers": ["file", "errors"], "level": "INFO", "propagate": False}},
+    }
+    config_file = log_file.with_suffix(".logging.json")
+    config_file.write_text(json.dumps(config))
+    os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
+    return log_file
