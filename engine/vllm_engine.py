@@ -13,6 +13,7 @@ from PIL import Image
 from engine.base import Generation
 from engine.errors import EngineDeadError, EngineError
 from engine.prompts import SYSTEM_PROMPT, USER_PROMPT
+from engine.reaper import Reaper
 from engine.schema import CAPTION_SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class VllmEngine:
         self.model_id = model_id
         self._temperature = temperature
         self._stop = list(stop)
+        self._reaper: Reaper | None = None
 
     @classmethod
     def start(
@@ -70,7 +72,13 @@ class VllmEngine:
     ) -> VllmEngine:
         # No local may hold the AsyncLLM: this frame outlives the call (seen here), and close()
         # must drop the last reference so vLLM's __del__ runs before interpreter exit.
-        engine = cls(_new_async_llm(args), "", model_id, temperature, stop)
+        reaper = Reaper()  # before vLLM starts its processes: they die with vidcap
+        try:
+            engine = cls(_new_async_llm(args), "", model_id, temperature, stop)
+        except BaseException:
+            reaper.close()
+            raise
+        engine._reaper = reaper
         engine._prompt = render_prompt(getattr(engine._llm, "tokenizer", None), args["model"])
         return engine
 
@@ -132,6 +140,8 @@ class VllmEngine:
         # Let AsyncLLM.__del__ run now, while modules are alive, not at interpreter exit.
         del llm
         gc.collect()
+        if self._reaper is not None:
+            self._reaper.close()
 
 
 def _new_async_llm(args: dict[str, Any]) -> Any:
