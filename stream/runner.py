@@ -91,6 +91,7 @@ class Runner:
         self._removed: dict[str, StreamPosition] = {}
         self._failed: set[str] = set()
         self._scope: _RunScope | None = None
+        self._started = False
         self._whip_sources: dict[str, WhipSource] = {}
         self._stop_requested = False
         self._stopped = asyncio.Event()
@@ -98,6 +99,11 @@ class Runner:
         self.engine_died = False
         self.whip_url = ""
         """The WHIP endpoint's base URL once it listens (``.../whip``; POST to ``/<stream>``)."""
+
+    @property
+    def running(self) -> bool:
+        """Start-up is over: streams run, or drain (a signal then stops them gracefully)."""
+        return self._started
 
     @property
     def pipelines(self) -> list[StreamPipeline]:
@@ -157,6 +163,7 @@ class Runner:
                 FairShare(total),
                 StreamMetrics(self.registry),
             )
+            self._started = True
             watcher = group.create_task(self._stop_when_engine_dies(captioner))
             try:
                 for stream in self.config.streams:
@@ -268,16 +275,39 @@ class Runner:
         return True
 
 
+STOPPED_DURING_START_UP = 130
+"""Exit status when a signal came before the streams ran (128 + SIGINT, as shells report)."""
+
+
 async def run_with_signals(
     config: Config, on_event: PublishedCallback | None = None, announce: Announce = logger.info
 ) -> int:
+    """`vidcap run`. A signal while streams run drains them; before that (NATS unreachable,
+    JetStream not answering) it stops the start-up at once."""
     runner = Runner(config, on_event, announce)
     loop = asyncio.get_running_loop()
+    start_up = asyncio.current_task()
+    assert start_up is not None
+    interrupted = False
+
+    def on_signal() -> None:
+        nonlocal interrupted
+        if runner.running:
+            runner.request_stop()
+        elif not interrupted:
+            interrupted = True
+            start_up.cancel()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, runner.request_stop)
+        loop.add_signal_handler(signum, on_signal)
     try:
         async with nats_url(config, announce=announce) as url:
             return await runner.run(url)
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+        announce("stopped before start-up finished")
+        return STOPPED_DURING_START_UP
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

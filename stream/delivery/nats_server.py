@@ -38,12 +38,17 @@ def find_nats_server() -> str:
 
 class EmbeddedNatsServer:
     def __init__(
-        self, data_dir: Path | None = None, port: int = -1, config_file: Path | None = None
+        self,
+        data_dir: Path | None = None,
+        port: int = -1,
+        config_file: Path | None = None,
+        jetstream: bool = True,
     ) -> None:
         self._owned_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="vidcap-nats-"))
         self._port = port
         self._config_file = config_file
+        self._jetstream = jetstream
         """A nats-server configuration (users, permissions); the flags here override it."""
         self._process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
@@ -64,12 +69,11 @@ class EmbeddedNatsServer:
             "127.0.0.1",
             "-p",
             str(self._port),
-            "-js",
-            "-sd",
-            str(self.data_dir / "jetstream"),
             "--ports_file_dir",
             str(self.data_dir),
         ]
+        if self._jetstream:
+            command += ["-js", "-sd", str(self.data_dir / "jetstream")]
         if self._config_file is not None:
             command += ["-c", str(self._config_file)]
         with (self.data_dir / "nats-server.log").open("ab") as log:  # the child keeps its copy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import ssl
 import time
@@ -146,7 +147,27 @@ class EventPublisher:
         self.dropped = 0
 
     async def ensure_stream(self) -> None:
-        """Create the JetStream stream over '<prefix>.>' unless it exists."""
+        """Create the JetStream stream over '<prefix>.>' unless it exists. Waits, saying so,
+        while JetStream does not answer (a server starting, or one without JetStream)."""
+        for attempt in itertools.count():
+            try:
+                await self._ensure_stream()
+                return
+            except (
+                TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.js.errors.ServiceUnavailableError,
+            ) as exc:
+                delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                logger.warning(
+                    "JetStream does not answer (%s); waiting for it (is JetStream enabled "
+                    "on the server?), next try in %g s",
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _ensure_stream(self) -> None:
         if self._js is None:
             return
         subjects = [f"{self._config.subject_prefix}.>"]

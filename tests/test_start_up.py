@@ -1,0 +1,95 @@
+"""Start-up that cannot finish says why and stops at a signal: NATS unreachable, or a server
+whose JetStream does not answer. (Real `vidcap run` processes; no engine is needed: vidcap
+stops before it would start one.)"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream.delivery.nats_server import EmbeddedNatsServer
+from tests.conftest import kill_tree
+
+SIGNAL_ACTS_WITHIN_S = 2.0
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_vidcap(tmp_path: Path, nats_url: str) -> tuple[subprocess.Popen[str], list[str]]:
+    config = tmp_path / "vidcap.yaml"
+    settings = {
+        "streams": [{"id": "cam", "url": str(tmp_path / "clip.mp4")}],
+        "engine": {"kind": "nats"},  # no model to load: start-up is about NATS here
+        "nats": {"url": nats_url, "connect_timeout_s": 1},
+    }
+    config.write_bytes(orjson.dumps(settings))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    assert process.stdout is not None
+    stdout = process.stdout
+
+    def pump() -> None:
+        for line in stdout:
+            lines.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return process, lines
+
+
+def wait_for(lines: list[str], text: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(text in line for line in lines):
+        assert time.monotonic() < deadline, f"no line with {text!r} in {lines}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_start_up_waiting_for_jetstream(tmp_path: Path, signum: int) -> None:
+    without_jetstream = EmbeddedNatsServer(tmp_path / "nats", jetstream=False)
+    without_jetstream.start()
+    process, lines = start_vidcap(tmp_path, without_jetstream.url)
+    try:
+        wait_for(lines, "JetStream does not answer")
+        sent = time.monotonic()
+        process.send_signal(signum)
+        status = process.wait(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        kill_tree(process.pid)
+        without_jetstream.stop()
+    text = "".join(lines)
+    assert status == 130 and took < SIGNAL_ACTS_WITHIN_S, (status, took, text)
+    assert "stopped before start-up finished" in text
+    assert "Traceback" not in text
+
+
+def test_a_signal_stops_a_start_up_that_cannot_reach_nats(tmp_path: Path) -> None:
+    process, lines = start_vidcap(tmp_path, f"nats://127.0.0.1:{closed_port()}")
+    try:
+        time.sleep(3)  # connecting, and failing to, for a while
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        kill_tree(process.pid)
+    text = "".join(lines)
+    assert status == 130 and took < SIGNAL_ACTS_WITHIN_S, (status, took, text)
+    assert "Traceback" not in text
