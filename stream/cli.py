@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from stream.config import (
     parse_section,
 )
 from stream.ids import stream_id_from_source
+from stream.log_format import configure_logging
 from stream.redact import redact
 from stream.vllm_logs import route_vllm_logs
 
@@ -38,10 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args.vllm_log = None
     if args.log_level in ("warning", "error"):
         args.vllm_log = route_vllm_logs(cache_dir() / "logs" / "vllm.log")
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         return int(args.handler(args) or 0)
     except VidcapError as exc:
@@ -58,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidcap", description="Live video captioning.")
     parser.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object a line"
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 

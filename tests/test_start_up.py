@@ -27,7 +27,9 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_vidcap(tmp_path: Path, nats_url: str) -> tuple[subprocess.Popen[str], list[str]]:
+def start_vidcap(
+    tmp_path: Path, nats_url: str, *options: str
+) -> tuple[subprocess.Popen[str], list[str]]:
     config = tmp_path / "vidcap.yaml"
     settings = {
         "streams": [{"id": "cam", "url": str(tmp_path / "clip.mp4")}],
@@ -36,7 +38,7 @@ def start_vidcap(tmp_path: Path, nats_url: str) -> tuple[subprocess.Popen[str], 
     }
     config.write_bytes(orjson.dumps(settings))
     process = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "stream.cli", *options, "run", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -93,3 +95,20 @@ def test_a_signal_stops_a_start_up_that_cannot_reach_nats(tmp_path: Path) -> Non
     text = "".join(lines)
     assert status == 130 and took < SIGNAL_ACTS_WITHIN_S, (status, took, text)
     assert "Traceback" not in text
+
+
+def test_log_lines_can_be_json(tmp_path: Path) -> None:
+    without_jetstream = EmbeddedNatsServer(tmp_path / "nats", jetstream=False)
+    without_jetstream.start()
+    process, lines = start_vidcap(tmp_path, without_jetstream.url, "--log-format", "json")
+    try:
+        wait_for(lines, "JetStream does not answer")
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    finally:
+        kill_tree(process.pid)
+        without_jetstream.stop()
+    logged = [orjson.loads(line) for line in lines if line.startswith("{")]
+    waiting = next(entry for entry in logged if "JetStream does not answer" in entry["message"])
+    assert waiting["level"] == "WARNING" and waiting["logger"] == "stream.delivery.publisher"
+    assert set(waiting) == {"time", "level", "logger", "message"}
