@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from nats.js.api import StreamConfig as JsStreamConfig
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from engine.errors import VidcapError
 from stream.config import NatsConfig
 from stream.delivery.events import Envelope, Event, EventKind, StatusEvent, wire_json
 from stream.redact import redact
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LATE_ACK_ROUNDS: Final = 20
+AUTHORIZATION_VIOLATION: Final = "Authorization Violation"
 RETRY_BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0)  # then every 2 s, for as long as it takes
 
 
@@ -56,8 +58,20 @@ class DeliveryMetrics:
         )
 
 
+class NatsRefusedError(VidcapError):
+    """The NATS server refused vidcap's credentials: retrying cannot help."""
+
+
 async def connect(config: NatsConfig, url: str) -> Client:
+    """Connected, or waiting (and retrying) while the server is unreachable; refused
+    credentials fail at once. Later disconnects reconnect for as long as it takes."""
     client = Client()
+    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def on_error(exc: Exception) -> None:
+        if AUTHORIZATION_VIOLATION in str(exc) and not client.is_connected and not refused.done():
+            refused.set_result(str(exc))
+        await _log_error(exc)
 
     async def disconnected() -> None:
         # nats-py also calls this when we close the connection ourselves.
@@ -69,7 +83,7 @@ async def connect(config: NatsConfig, url: str) -> Client:
         "name": "vidcap",
         "connect_timeout": config.connect_timeout_s,
         "max_reconnect_attempts": -1,  # a NATS restart must not end captioning
-        "error_cb": _log_error,
+        "error_cb": on_error,
         "disconnected_cb": disconnected,
         "reconnected_cb": _log_reconnected,
     }
@@ -85,7 +99,18 @@ async def connect(config: NatsConfig, url: str) -> Client:
         options["nkeys_seed"] = str(config.nkeys_seed_file)
     if config.tls_ca_file or config.tls_cert_file:
         options["tls"] = tls_context(config)
-    await client.connect(**options)
+    connecting: asyncio.Future[None] = asyncio.ensure_future(client.connect(**options))
+    first: set[asyncio.Future[Any]] = {connecting, refused}
+    await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
+            await connecting
+        await client.close()
+        raise NatsRefusedError(
+            f"NATS at {redact(url)} refused the credentials ({refused.result()})"
+        )
+    connecting.result()
     return client
 
 

@@ -1,5 +1,4 @@
-"""A product bug found for issue 13, kept out of collection so main stays green: rename to
-``test_bug_nats_bad_credentials_hang.py`` once fixed.
+"""A product bug found for issue 13, now fixed: refused credentials fail at once.
 
 With wrong NATS credentials, ``stream.delivery.publisher.connect`` never returns: nats-py
 retries the "Authorization Violation" for ever (``max_reconnect_attempts=-1`` also governs the
@@ -11,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 
-import nats.errors
 import pytest
 
 from stream.config import NatsConfig
 from stream.delivery.nats_server import EmbeddedNatsServer
-from stream.delivery.publisher import connect
+from stream.delivery.publisher import NatsRefusedError, connect
 from tests.test_nats_auth import USER, password_server
 
 __all__ = ["password_server"]  # the fixture, shared
@@ -27,6 +25,6 @@ async def test_wrong_credentials_fail_within_the_connect_timeout(
 ) -> None:
     url = password_server.url
     config = NatsConfig(url=url, user=USER, password="wrong", connect_timeout_s=2)
-    with pytest.raises(nats.errors.Error):
+    with pytest.raises(NatsRefusedError):
         # Generous: a few connect timeouts; the bug is that it never ends.
         await asyncio.wait_for(connect(config, url), 30)
