@@ -24,6 +24,7 @@ def test_an_invalid_id_is_explained_in_full() -> None:
         ("rtsp://user:pw@10.0.0.5/cam1?token=x", "cam1"),
         ("http://h/live?a?b", "live"),  # the query starts at the first "?"
         ("rtsp://host/live/", "live"),  # a trailing slash is not the name
+        ("rtsp://host/camX/", "camX"),  # only slashes are stripped
         ("/videos/match.final.mp4", "match-final"),  # only the last suffix goes
         ("/videos/ cam .mp4", "cam"),  # unsafe characters become "-", none at the ends
         ("/videos/Xray.mp4", "Xray"),
