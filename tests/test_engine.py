@@ -44,7 +44,11 @@ async def test_timeout_aborts_the_request_and_the_engine_keeps_serving(
     await asyncio.sleep(0.5)
     assert vllm_engine.requests_in_flight == 0  # aborted inside vLLM, not left running
     patient = Captioner(vllm_engine, max_tokens=512, max_attempts=3, timeout_s=120)
-    assert (await patient.caption(frame(101), "patient")).attempts >= 1
+    served = await patient.caption(frame(101), "patient")
+    # The random-weight model's output may be rejected (retried), but the engine answers:
+    # tokens come out and no try times out.
+    assert served.tokens["output"] > 0 and 1 <= served.attempts <= 3
+    assert served.error is None or served.error["reason"] != "timeout"
 
 
 async def test_truncated_output_is_retried_then_reported(vllm_engine: VllmEngine) -> None:

@@ -23,6 +23,9 @@ def picture(seed: int) -> Image.Image:
     return Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
 
 
+IN_FLIGHT_DEADLINE_S = 60.0
+
+
 def engine_cores() -> set[int]:
     return {
         p.pid
@@ -36,9 +39,15 @@ async def test_killing_the_engine_core_fails_waiters_promptly(tiny_model: Path) 
     engine = start_vllm_engine(tiny_engine_config(tiny_model, max_num_seqs=4))
     captioner = Captioner(engine, max_tokens=512, max_attempts=3, timeout_s=300)
     try:
-        assert (await captioner.caption(picture(0), "before")).attempts >= 1
+        before = await captioner.caption(picture(0), "before")
+        assert before.tokens["output"] > 0 and 1 <= before.attempts <= 3  # the engine serves
         in_flight = [asyncio.create_task(captioner.caption(picture(n), f"w{n}")) for n in range(4)]
-        await asyncio.sleep(0.3)
+        # Kill only once all four are inside the engine (not after a guessed delay).
+        for _ in range(int(IN_FLIGHT_DEADLINE_S / 0.01)):
+            if engine.requests_in_flight == len(in_flight):
+                break
+            await asyncio.sleep(0.01)
+        assert engine.requests_in_flight == len(in_flight), "the requests never reached vLLM"
         cores = engine_cores() - others
         assert len(cores) == 1, (cores, others)
         killed_at = time.monotonic()
