@@ -176,6 +176,16 @@ class NatsConfig(_Section):
     """At shutdown, how long to keep trying to deliver what is in the outbox."""
 
     @model_validator(mode="after")
+    def _window_within_retention(self) -> NatsConfig:
+        # JetStream refuses to create a stream whose duplicate window outlasts its messages.
+        if self.max_age_s and self.duplicate_window_s > self.max_age_s:
+            raise ValueError(
+                f"duplicate_window_s ({self.duplicate_window_s:g}) must be <= max_age_s "
+                f"({self.max_age_s:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _tls_pair_complete(self) -> NatsConfig:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")

@@ -197,3 +197,11 @@ def test_an_unknown_quantization_fails_before_the_model_loads() -> None:
     check_quantization("fp8")
     with pytest.raises(EngineSettingsError, match="did you mean 'fp8'"):
         start_vllm_engine(EngineConfig(model="/nonexistent/model", quantization="fp-8"))
+
+
+def test_a_duplicate_window_longer_than_retention_is_refused_by_name() -> None:
+    # nats-server refuses such a stream (error 10052) only once vidcap has started.
+    streams = [{"id": "cam", "url": "c.mp4"}]
+    with pytest.raises(ConfigError, match="duplicate_window_s .* must be <= max_age_s"):
+        parse_config({"streams": streams, "nats": {"max_age_s": 60, "duplicate_window_s": 120}})
+    parse_config({"streams": streams, "nats": {"max_age_s": 0, "duplicate_window_s": 120}})

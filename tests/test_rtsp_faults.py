@@ -118,11 +118,11 @@ async def test_freeze_kill_restart_of_one_camera(
     assert reported_after <= STALL_TIMEOUT_S + 1.0, reported_after
     recoveries = [e for e in events["faulted"] if e.get("state") == "recovered"]
     assert all(e["gap_s"] >= STALL_TIMEOUT_S for e in recoveries)
-    captions_between = [
-        [e for e in events["faulted"][a:b] if e["type"] == "caption"]
-        for a, b in ((0, 2), (first_recovery, second_recovery))
-    ]
-    assert all(captions_between[1:]), "captions resumed after the first recovery"
+    # Positions in the whole event list (``states`` holds only the status events).
+    story = events["faulted"]
+    recovered_at = [i for i, e in enumerate(story) if e.get("state") == "recovered"]
+    between = story[recovered_at[0] : recovered_at[1]]
+    assert any(e["type"] == "caption" for e in between), "captions resumed after recovering"
 
     steady_states = [e["state"] for e in events["steady"] if e["type"] == "status"]
     assert steady_states == ["connecting", "live", "stopped"]
