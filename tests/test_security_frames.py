@@ -57,7 +57,7 @@ async def test_a_stream_over_max_pixels_fails_and_ends(
         }
     )
     events: list[dict[str, Any]] = []
-    assert await Runner(config, events.append).run(nats_server.url) == 0
+    assert await Runner(config, events.append).run(nats_server.url) == 1  # a failed stream
     assert [e["type"] for e in events] == ["status", "status"], events
     assert events[-1]["state"] == "failed" and "320x240" in events[-1]["detail"]
 

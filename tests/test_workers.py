@@ -133,8 +133,10 @@ async def test_killing_one_of_two_workers_loses_and_duplicates_nothing(
     assert [c["keyframe"] for c in captions] == list(range(spec.shots))  # none lost, none twice
     assert [c["frame"]["index"] for c in captions] == spec.cut_frames
     assert [e["seq"] for e in events] == list(range(len(events)))  # in order
+    # The kill may cost time, never a caption: only the tiny model's own output may be refused.
+    model_rejections = {"invalid_json", "schema", "rules", "truncated"}
     for caption in captions:
-        assert caption["status"] == "ok" or caption["error"]["reason"], caption
-    assert sum(c["status"] == "ok" for c in captions) >= spec.shots - 2
+        assert caption["status"] == "ok" or caption["error"]["reason"] in model_rejections, caption
+    assert sum(c["status"] == "ok" for c in captions) >= spec.shots // 2
     # Requests were lost with the worker, and were sent again to the other one.
     assert retried(), "no request was in flight on the killed worker"
