@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import difflib
 import logging
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client
 
@@ -19,6 +23,7 @@ from engine.vllm_engine import VllmEngine, engine_args
 logger = logging.getLogger(__name__)
 
 TINY_MODEL = "tiny"
+T = TypeVar("T")
 
 
 def cache_dir() -> Path:
@@ -93,7 +98,36 @@ async def start_engine(settings: EngineConfig, workers: WorkerRoute | None = Non
             max_connections=settings.max_connections,
             model_id=settings.model_id,
         )
-    return start_vllm_engine(settings)
+    # In a thread, so the loop goes on answering (/healthz) and signals act during the load.
+    return await in_daemon_thread(start_vllm_engine, settings)
+
+
+async def in_daemon_thread(function: Callable[[EngineConfig], T], settings: EngineConfig) -> T:
+    """``function(settings)`` on a daemon thread. Cancelling stops only the wait: the thread
+    cannot be interrupted, but being a daemon it does not hold up exit (and vLLM's processes
+    die with vidcap through the reaper)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        result, error = None, None
+        try:
+            result = function(settings)
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="engine-start", daemon=True).start()
+    return await done
 
 
 def check_quantization(name: str | None) -> None:

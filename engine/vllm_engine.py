@@ -47,7 +47,7 @@ def engine_args(
         "limit_mm_per_prompt": {"image": 1},
         # Engine-level whitespace ban: the per-request flag did not take effect (notes).
         "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
-        "disable_log_stats": True,
+        "disable_log_stats": False,  # its Prometheus metrics, served on /metrics
     }
     if seed is not None:
         args["seed"] = seed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -160,14 +161,22 @@ def build_run_config(args: argparse.Namespace) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from stream.runner import run_with_signals
+    from stream.runner import STOPPED_DURING_START_UP, run_with_signals
     from stream.tail import format_event
 
     config = build_run_config(args)
     if args.vllm_log is not None and config.engine.kind == "vllm":
         announce(f"vLLM's own log goes to {args.vllm_log}")
     printer = None if args.quiet else (lambda event: print(format_event(event), flush=True))
-    return asyncio.run(run_with_signals(config, printer, announce))
+    status = asyncio.run(run_with_signals(config, printer, announce))
+    if status == STOPPED_DURING_START_UP:
+        # An engine load may still run on its thread, and vLLM's own threads would hold up
+        # a normal exit until it ends; its processes die with us (the reaper).
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ URL_SCHEMES = sorted(
     """rtsp rtsps rtmp rtmps rtmpe rtmpt rtmpte rtmpts http https hls srt rist rtp srtp udp
     udplite tcp tls file ftp sftp smb mmsh mmst icecast data unix whip""".split()
 )
+_SECRET_KEY = re.compile(r"(?i)(^|[._])(token|password|credential|secret|seed)$")
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -234,13 +235,78 @@ class IceServer(_Section):
     credential: SecretStr | None = None
 
 
-class WhipConfig(_Section):
-    """WebRTC ingest: publishers (OBS, browsers, GStreamer) push to POST /whip/<stream>."""
+class HttpConfig(_Section):
+    """The one HTTP server: health, readiness, metrics, the stream API, and WHIP ingest."""
 
-    listen: str | None = None
-    """host:port of the WHIP endpoint, e.g. 0.0.0.0:8080; unset: no WHIP ingest."""
+    listen: str | None = Field(default_factory=lambda: _default_http_listen())
+    """host:port to serve on; null: no HTTP server (and no WHIP). Default 127.0.0.1:8480,
+    or the environment variable VIDCAP_HTTP_LISTEN (empty: off)."""
     token: SecretStr | None = None
-    """Bearer token every request must carry (required when listen is set)."""
+    """Bearer token for the routes that change streams (POST, DELETE); unset: the API is
+    read-only. 16+ characters."""
+    max_connections: int = Field(256, ge=1, le=100_000)
+    """HTTP connections at once (any state, authenticated or not); more are closed at once."""
+    request_timeout_s: float = Field(10.0, gt=0, le=300)
+    """Request line and headers (and a TLS handshake) must arrive within this of the
+    connection (or of the previous request); a body within this of the headers."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) file: the server speaks HTTPS. Needs ``tls_key``."""
+    tls_key: Path | None = None
+    """PEM private key file of ``tls_cert``."""
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        assert self.listen is not None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str | None) -> str | None:
+        if listen is None:
+            return None
+        _, colon, port = listen.rpartition(":")
+        if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{listen!r}: expected host:port")
+        return listen
+
+    @field_validator("token")
+    @classmethod
+    def _long_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise ValueError("the token must have 16+ characters")
+        return token
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("http.tls_cert and http.tls_key go together: set both or neither")
+        return self
+
+
+HTTP_LISTEN_ENV = "VIDCAP_HTTP_LISTEN"
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8480"
+
+
+def _default_http_listen() -> str | None:
+    return os.environ.get(HTTP_LISTEN_ENV, DEFAULT_HTTP_LISTEN) or None
+
+
+# WHIP keys that moved to the `http` section when WHIP was mounted on the one HTTP server.
+_MOVED_TO_HTTP = ("listen", "max_connections", "request_timeout_s", "tls_cert", "tls_key")
+
+
+class WhipConfig(_Section):
+    """WebRTC ingest: publishers (OBS, browsers, GStreamer) push to POST /whip/<stream> on
+    the HTTP server (``http.listen``)."""
+
+    enabled: bool = False
+    token: SecretStr | None = None
+    """Bearer token every WHIP request must carry (required when enabled)."""
     max_sessions: int = Field(8, ge=1, le=1000)
     """Publishers at once; one more gets 503 with Retry-After."""
     streams: list[StreamId] | None = None
@@ -258,50 +324,30 @@ class WhipConfig(_Section):
     idle_timeout_s: float = Field(60.0, gt=0, le=86400)
     """A connected publisher that sends no frame this long is ended (``failed``) and its slot
     freed; longer than ``stall_timeout_s``, so ``stalled`` is reported first."""
-    request_timeout_s: float = Field(10.0, gt=0, le=300)
-    """Request line and headers (and a TLS handshake) must arrive within this of the
-    connection (or of the previous request); the body within this of the headers."""
-    max_connections: int = Field(256, ge=1, le=100_000)
-    """HTTP connections at once (any state, authenticated or not); more are closed at once."""
-    tls_cert: Path | None = None
-    """PEM certificate (chain) file: the endpoint serves HTTPS. Needs ``tls_key``."""
-    tls_key: Path | None = None
-    """PEM private key file of ``tls_cert``."""
 
-    @property
-    def enabled(self) -> bool:
-        return self.listen is not None
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert is not None
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        assert self.listen is not None
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]") or "0.0.0.0", int(port)
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            moved = [key for key in _MOVED_TO_HTTP if key in data]
+            if moved:
+                keys = ", ".join(f"whip.{key}" for key in moved)
+                raise ValueError(
+                    f"{keys} moved to the http section (WHIP is served by the one HTTP "
+                    "server); set whip.enabled: true and http.listen"
+                )
+        return data
 
     @model_validator(mode="after")
-    def _listen_needs_token(self) -> WhipConfig:
-        if self.listen is None:
-            return self
-        _, colon, port = self.listen.rpartition(":")
-        if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"whip.listen {self.listen!r}: expected host:port")
-        if self.token is None or len(self.token.get_secret_value()) < 16:
-            raise ValueError("whip.listen is set: whip.token must be set (16+ characters)")
-        return self
-
-    @model_validator(mode="after")
-    def _timeouts_and_tls(self) -> WhipConfig:
+    def _token_and_timeouts(self) -> WhipConfig:
+        token = self.token.get_secret_value() if self.token else ""
+        if self.enabled and len(token) < 16:
+            raise ValueError("whip.enabled: whip.token must be set (16+ characters)")
         if self.idle_timeout_s <= self.stall_timeout_s:
             raise ValueError(
                 f"whip.idle_timeout_s ({self.idle_timeout_s}) must be longer than "
                 f"whip.stall_timeout_s ({self.stall_timeout_s})"
             )
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("whip.tls_cert and whip.tls_key go together: set both or neither")
         return self
 
 
@@ -346,8 +392,19 @@ class Config(_Section):
     engine: EngineConfig = EngineConfig()
     nats: NatsConfig = NatsConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    http: HttpConfig = Field(default_factory=HttpConfig)
     whip: WhipConfig = WhipConfig()
     alerts: AlertsConfig = AlertsConfig()
+
+    @property
+    def serves_until_stopped(self) -> bool:
+        """Streams can come at run time (WHIP, the API): vidcap runs until stopped, not until
+        its configured streams end."""
+        return self.whip.enabled or self.api_writable
+
+    @property
+    def api_writable(self) -> bool:
+        return self.http.listen is not None and self.http.token is not None
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Config:
@@ -355,8 +412,13 @@ class Config(_Section):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"stream ids must be unique; repeated: {', '.join(duplicates)}")
-        if not ids and not self.whip.enabled:
-            raise ValueError("nothing to caption: configure streams, or whip.listen, or both")
+        if self.whip.enabled and self.http.listen is None:
+            raise ValueError("whip.enabled needs http.listen (WHIP is served there)")
+        if not ids and not self.serves_until_stopped:
+            raise ValueError(
+                "nothing to caption: configure streams, enable whip, or set http.token to "
+                "add streams through the API"
+            )
         taken = sorted(set(ids) & set(self.whip.streams or []))
         if taken:
             raise ValueError(f"whip.streams repeats configured stream ids: {', '.join(taken)}")
@@ -397,6 +459,8 @@ def _describe(exc: ValidationError, source: str) -> str:
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         value = error.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        if _SECRET_KEY.search(key):
+            shown = " (value hidden)"  # a bad secret is still a secret
         lines.append(f"  {key}: {error['msg']}{shown}")
     return "\n".join(lines)
 

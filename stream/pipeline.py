@@ -21,8 +21,9 @@ from stream.delivery.logo_alerts import LogoTracker
 from stream.delivery.publisher import EventPublisher
 from stream.delivery.sequencer import Sequencer
 from stream.fair_share import FairShare
+from stream.service.stream_stats import StreamStats
 from stream.sources.frames import Keyframe, SourceStatus
-from stream.sources.handoff import KeyframeHandoff, Policy
+from stream.sources.handoff import Control, KeyframeHandoff, Policy
 from stream.sources.ingest import FrameSource, Ingest
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class StreamPipeline:
         on_event: PublishedCallback | None = None,
         source: FrameSource | None = None,
         resume: StreamPosition | None = None,
+        paused: bool = False,
     ) -> None:
         self.stream = stream
         self._source = source
@@ -100,10 +102,28 @@ class StreamPipeline:
         self._drops_reported = 0
         self._skipped_at_stop = 0
         self._next_seq = resume.seq if resume else 0
+        self.stats = StreamStats(stream.id, stream.url)
+        self._handoff: KeyframeHandoff | None = None
+        self._captioning_paused = False  # as the dispatcher has it
+        self._controls: list[Control] = [Control(pause=True)] if paused else []
+        self.stats.paused = paused
 
     @property
     def position(self) -> StreamPosition:
         return StreamPosition(self._next_seq, self._keyframes_numbered)
+
+    def pause(self, pause: bool = True) -> bool:
+        """Captioning off (or on again): keyframes are still selected, and counted, but not
+        sent to the engine; ingest and health reports go on. A ``paused`` (``resumed``) status
+        event marks the change in the stream's events. Returns whether anything changed."""
+        if self.stats.paused == pause:
+            return False
+        self.stats.paused = pause
+        if self._handoff is None:
+            self._controls.append(Control(pause))
+        else:
+            self._handoff.put_control(Control(pause))
+        return True
 
     def stop(self) -> None:
         """Stop reading; captions in flight finish and are published, then run() returns."""
@@ -116,12 +136,16 @@ class StreamPipeline:
         handoff = KeyframeHandoff(
             self._config.pipeline.max_pending_keyframes, policy, asyncio.get_running_loop()
         )
+        for control in self._controls:
+            handoff.put_control(control)
+        self._handoff = handoff
         self._ingest = Ingest(
             self.stream,
             self._config.keyframes,
             self._config.engine.image_size,
             handoff,
             self._source,
+            on_frame=self.stats.frames.tick,
         )
         if self._stopping:
             self._ingest.stop()
@@ -140,15 +164,30 @@ class StreamPipeline:
                 if isinstance(item, SourceStatus):
                     self.source_failed = self.source_failed or item.state == "failed"
                     await self._submit_source_status(sequencer, item)
+                elif isinstance(item, Control):
+                    await self._apply(sequencer, item)
                 elif self._stopping:
                     self._skipped_at_stop += 1
                 else:
-                    await self._submit_keyframe(sequencer, item)
+                    self.stats.keyframes += 1
+                    if self._captioning_paused:
+                        self.stats.keyframes_skipped_paused += 1
+                    else:
+                        await self._submit_keyframe(sequencer, item)
             await self._report_drops(handoff, sequencer)
             if self._stopping:
                 await self._submit_status(sequencer, self._stopped_status())
         finally:
             sequencer.close()
+
+    async def _apply(self, sequencer: Sequencer[Event], control: Control) -> None:
+        if control.pause == self._captioning_paused:
+            return
+        self._captioning_paused = control.pause
+        state: PipelineState = "paused" if control.pause else "resumed"
+        detail = "captioning paused" if control.pause else "captioning resumed"
+        logger.info("stream %s: %s", self.stream.id, detail)
+        await self._submit_status(sequencer, _status(state, detail))
 
     async def _submit_keyframe(self, sequencer: Sequencer[Event], keyframe: Keyframe) -> None:
         number, self._keyframes_numbered = self._keyframes_numbered, self._keyframes_numbered + 1
@@ -223,6 +262,7 @@ class StreamPipeline:
         envelope = Envelope(self.stream.id, self._session, self._next_seq)
         self._next_seq += 1
         payload = await self._publisher.publish(envelope, event)
+        self.stats.published(event, envelope.seq)
         if self._on_event is not None:
             self._on_event(orjson.loads(payload))
         return envelope.seq

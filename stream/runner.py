@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from aiohttp import web
+from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
 from engine.base import CaptionEngine
@@ -28,6 +31,10 @@ from stream.pipeline import (
     StreamPosition,
     new_session_id,
 )
+from stream.service.http_server import HttpServer
+from stream.service.operations import Operations
+from stream.service.stream_api import StreamApi
+from stream.service.stream_store import StoredStream, StreamStore, bucket_name, merge
 from stream.sources.ingest import FrameSource
 from stream.sources.whip import WhipSource
 from stream.sources.whip_server import WhipServer
@@ -97,6 +104,14 @@ class Runner:
         self._stopped = asyncio.Event()
         self._idle = asyncio.Event()
         self.engine_died = False
+        self._engine_loaded = False
+        self._client: Client | None = None
+        self._publisher: EventPublisher | None = None
+        self._store: StreamStore | None = None
+        self._added_at_run_time: set[str] = set()
+        self._removing: set[str] = set()
+        self.http_url = ""
+        """The HTTP server's base URL once it listens."""
         self.whip_url = ""
         """The WHIP endpoint's base URL once it listens (``.../whip``; POST to ``/<stream>``)."""
 
@@ -119,14 +134,21 @@ class Runner:
             running.pipeline.stop()
 
     async def run(self, url: str, engine: CaptionEngine | None = None) -> int:
-        """Run every stream until each ends (or, with WHIP ingest, until stop is requested);
-        returns the exit status. Without ``engine``, the configured one is started here and
-        closed at the end."""
+        """Run every stream until each ends (or, when streams can come at run time, until
+        stop is requested); returns the exit status. Without ``engine``, the configured one
+        is started here and closed at the end."""
+        async with self._serving_http():
+            return await self._run(url, engine)
+
+    async def _run(self, url: str, engine: CaptionEngine | None) -> int:
         owns_engine = engine is None
-        client = await connect(self.config.nats, url)
+        client = self._client = await connect(self.config.nats, url)
+        publisher = EventPublisher(client, self.config.nats, DeliveryMetrics(self.registry))
+        self._publisher = publisher
         if engine is None:
             route = WorkerRoute(client, engine_subject(self.config.nats.subject_prefix))
             engine = await start_engine(self.config.engine, route)
+        self._engine_loaded = True
         captioner = Captioner(
             engine,
             max_tokens=self.config.engine.max_tokens,
@@ -134,10 +156,10 @@ class Runner:
             timeout_s=self.config.engine.request_timeout_s,
             metrics=Metrics(self.registry),
         )
-        publisher = EventPublisher(client, self.config.nats, DeliveryMetrics(self.registry))
         try:
             await publisher.ensure_stream()
-            await self._run_streams(captioner, publisher, engine.model_id)
+            streams = await self._streams_to_start(client)
+            await self._run_streams(captioner, publisher, engine.model_id, streams)
         finally:
             # Deliver before closing the engine: closing vLLM can block the event loop for
             # seconds. The connection closes last: a NATS engine shares it.
@@ -148,12 +170,86 @@ class Runner:
         ok = not self._failed and not self.engine_died and not undelivered
         return 0 if ok else 1
 
+    @asynccontextmanager
+    async def _serving_http(self) -> AsyncIterator[None]:
+        """The HTTP server, up from before NATS and the engine (liveness holds while they
+        come up; readiness says what is missing) to after the last event is delivered."""
+        if self.config.http.listen is None:
+            yield
+            return
+        server = HttpServer(self.config.http)
+        Operations(
+            self.registry, self.not_ready, engine_in_process=self.config.engine.kind == "vllm"
+        ).mount(server.app)
+        StreamApi(self.config.http, self).mount(server.app)
+        whip: WhipServer | None = None
+        if self.config.whip.enabled:
+            whip = WhipServer(
+                self.config.whip,
+                self._whip_source,
+                may_publish=self._whip_open,
+                body_timeout_s=self.config.http.request_timeout_s,
+            )
+            whip.mount(server.app)
+        self.http_url = await server.start()
+        self._announce(f"HTTP at {self.http_url} (/healthz /readyz /metrics /api/streams)")
+        if whip is not None:
+            self.whip_url = f"{self.http_url}/whip"
+            self._announce(f"WHIP ingest at {self.whip_url}/<stream>")
+        try:
+            yield
+        finally:
+            if whip is not None:
+                await whip.close()
+            await server.close()
+
+    async def _streams_to_start(self, client: Client) -> list[tuple[StreamConfig, bool]]:
+        """The config file's streams, changed by what the API stored in earlier runs."""
+        if not self.config.api_writable:
+            return [(stream, False) for stream in self.config.streams]
+        if not self.config.nats.jetstream:
+            logger.warning(
+                "nats.jetstream is false: streams changed through the API last until vidcap stops"
+            )
+            return [(stream, False) for stream in self.config.streams]
+        bucket = bucket_name(self.config.nats.stream_name)
+        self._store = await StreamStore.open(client.jetstream(), bucket)
+        stored = await self._store.load()
+        self._added_at_run_time = {i for i, record in stored.items() if record.stream is not None}
+        if stored:
+            logger.info("%d stream change(s) from earlier runs (bucket %s)", len(stored), bucket)
+        return merge(self.config.streams, stored)
+
+    async def not_ready(self) -> list[str]:
+        """Why vidcap cannot caption and deliver now (empty: ready), for ``/readyz``."""
+        reasons: list[str] = []
+        if self._stop_requested:
+            reasons.append("stopping")
+        if not self._engine_loaded:
+            reasons.append("the engine is loading")
+        elif self.engine_died:
+            reasons.append("the engine died")
+        if self._client is None or not self._client.is_connected:
+            reasons.append("NATS is not connected")
+        elif self._publisher is not None:
+            missing = await self._publisher.stream_missing(READINESS_NATS_TIMEOUT_S)
+            if missing:
+                reasons.append(missing)
+        if self._publisher is not None and self._publisher.fill >= OUTBOX_HIGH_WATER:
+            reasons.append(f"the outbox is {self._publisher.fill:.0%} full (NATS behind)")
+        if not reasons and not self._started:
+            reasons.append("streams are starting")
+        return reasons
+
     async def _run_streams(
-        self, captioner: Captioner, publisher: EventPublisher, model_id: str
+        self,
+        captioner: Captioner,
+        publisher: EventPublisher,
+        model_id: str,
+        streams: list[tuple[StreamConfig, bool]],
     ) -> None:
         """All streams in one task group: every task is awaited, whatever happens."""
         total = self.config.pipeline.max_in_flight_total or 2 * self.config.engine.max_num_seqs
-        whip: WhipServer | None = None
         async with asyncio.TaskGroup() as group:
             self._scope = _RunScope(
                 group,
@@ -166,23 +262,18 @@ class Runner:
             self._started = True
             watcher = group.create_task(self._stop_when_engine_dies(captioner))
             try:
-                for stream in self.config.streams:
-                    self.add_stream(stream)
-                if self.config.whip.enabled:
-                    whip = WhipServer(
-                        self.config.whip, self._whip_source, may_publish=self._whip_open
-                    )
-                    self.whip_url = await whip.start()
-                    self._announce(f"WHIP ingest at {self.whip_url}/<stream>")
+                for stream, paused in streams:
+                    self.add_stream(stream, paused=paused)
+                if self.config.serves_until_stopped:
                     await self._stopped.wait()
                 await self._all_streams_ended()
             finally:
                 watcher.cancel()
-                if whip is not None:
-                    await whip.close()
         self._scope = None
 
-    def add_stream(self, stream: StreamConfig, source: FrameSource | None = None) -> None:
+    def add_stream(
+        self, stream: StreamConfig, source: FrameSource | None = None, *, paused: bool = False
+    ) -> None:
         """Start captioning a stream (while running). Its id must be new to this run."""
         if self._scope is None:
             raise RuntimeError("add_stream needs a running Runner")
@@ -204,6 +295,7 @@ class Runner:
             on_event=self._on_event,
             source=source,
             resume=self._removed.pop(stream.id, None),
+            paused=paused,
         )
         if self._stop_requested:
             pipeline.stop()
@@ -221,6 +313,61 @@ class Runner:
         self._removed[stream_id] = running.pipeline.position
         return ok
 
+    # ---- the stream API's side (StreamControl) ----
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        return [running.pipeline.stats.snapshot() for running in self._streams.values()]
+
+    def snapshot(self, stream_id: str) -> dict[str, Any] | None:
+        running = self._streams.get(stream_id)
+        return running.pipeline.stats.snapshot() if running is not None else None
+
+    async def add(self, stream: StreamConfig) -> dict[str, Any]:
+        self._check_changeable(stream.id)
+        if stream.id in self._whip_sources:
+            raise ValueError(f"stream {stream.id!r} is a WHIP stream")
+        self.add_stream(stream)
+        self._added_at_run_time.add(stream.id)
+        await self._store_change(stream.id, StoredStream(stream))
+        return self._streams[stream.id].pipeline.stats.snapshot()
+
+    async def remove(self, stream_id: str) -> bool:
+        self._check_changeable(stream_id)
+        if stream_id in self._whip_sources:
+            raise ValueError("a WHIP stream ends when its publisher leaves; it is not removed")
+        self._removing.add(stream_id)
+        try:
+            ok = await self.remove_stream(stream_id)
+        finally:
+            self._removing.discard(stream_id)
+        self._added_at_run_time.discard(stream_id)
+        await self._store_change(stream_id, StoredStream(None, removed=True))
+        return ok
+
+    async def pause(self, stream_id: str, pause: bool) -> dict[str, Any]:
+        self._check_changeable(stream_id)
+        pipeline = self._streams[stream_id].pipeline
+        if pipeline.pause(pause) and stream_id not in self._whip_sources:
+            added = stream_id in self._added_at_run_time
+            await self._store_change(
+                stream_id, StoredStream(pipeline.stream if added else None, paused=pause)
+            )
+        return pipeline.stats.snapshot()
+
+    def _check_changeable(self, stream_id: str) -> None:
+        if self._scope is None or self._stop_requested:
+            raise web.HTTPServiceUnavailable(
+                text='{"error": "vidcap is starting or stopping"}',
+                content_type="application/json",
+                headers={"Retry-After": "5"},
+            )
+        if stream_id in self._removing:
+            raise ValueError(f"stream {stream_id!r} is being removed")
+
+    async def _store_change(self, stream_id: str, record: StoredStream) -> None:
+        if self._store is not None:
+            await self._store.put(stream_id, record)
+
     async def _all_streams_ended(self) -> None:
         while any(not running.task.done() for running in self._streams.values()):
             self._idle.clear()
@@ -235,7 +382,12 @@ class Runner:
 
     def _whip_open(self, stream_id: str) -> bool:
         """Whether WHIP publishers may use this id (creates nothing)."""
-        if self._stop_requested or any(s.id == stream_id for s in self.config.streams):
+        if self._scope is None and not self._stop_requested:
+            raise web.HTTPServiceUnavailable(
+                text="vidcap is starting", headers={"Retry-After": "5"}
+            )
+        taken = stream_id in self._streams and stream_id not in self._whip_sources
+        if self._stop_requested or taken:
             return False
         allowed = self.config.whip.streams
         return allowed is None or stream_id in allowed
@@ -274,6 +426,10 @@ class Runner:
             self._idle.set()
         return True
 
+
+READINESS_NATS_TIMEOUT_S = 1.0
+OUTBOX_HIGH_WATER = 0.9
+"""Not ready once the outbox is this full: NATS is behind, events will soon wait or drop."""
 
 STOPPED_DURING_START_UP = 130
 """Exit status when a signal came before the streams ran (128 + SIGINT, as shells report)."""

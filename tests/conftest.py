@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ from stream.delivery.events import Envelope, Event, wire_json
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.sample_clip import ClipSpec, write_clip
+
+# Every vidcap a test starts (in process or as a child) serves HTTP on a free port: tests
+# that run at once, or beside a user's vidcap on the default 8480, never collide.
+os.environ["VIDCAP_HTTP_LISTEN"] = "127.0.0.1:0"
 
 
 @pytest.fixture(autouse=True)

@@ -27,8 +27,14 @@ def test_minimal_config_gets_documented_defaults() -> None:
     ("change", "expected"),
     [
         ({"streams": []}, "nothing to caption"),
-        ({"whip": {"listen": "127.0.0.1:8080"}}, "whip.token must be set"),
-        ({"whip": {"listen": "8080", "token": "x" * 16}}, "expected host:port"),
+        ({"whip": {"enabled": True}}, "whip.token must be set"),
+        ({"http": {"listen": "8080"}}, "expected host:port"),
+        ({"whip": {"listen": "127.0.0.1:8080"}}, "whip.listen moved to the http section"),
+        (
+            {"http": {"listen": None}, "whip": {"enabled": True, "token": "x" * 16}},
+            "needs http.listen",
+        ),
+        ({"http": {"token": "short"}}, "16+ characters (value hidden)"),
         ({"streams": [{"id": "a.b", "url": "x"}]}, "streams.0.id"),
         ({"streams": [{"id": "cam>", "url": "x"}]}, "'cam>'"),
         (
@@ -108,20 +114,6 @@ def test_a_worker_cannot_forward_to_workers() -> None:
             {"engine": {"kind": "nats"}, "nats": {"url": "nats://127.0.0.1:4222"}},
             "w",
         )
-
-
-def test_kubernetes_config_map_holds_a_valid_config(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import yaml
-
-    manifests = (Path(__file__).parents[1] / "deploy" / "k8s" / "vidcap.yaml").read_text()
-    config_map = next(yaml.safe_load_all(manifests))
-    path = tmp_path / "vidcap.yaml"
-    path.write_text(config_map["data"]["vidcap.yaml"])
-    monkeypatch.setenv("NATS_TOKEN", "t")
-    config = load_config(path)
-    assert config.engine.quantization == "fp8" and config.engine.kv_cache_dtype == "fp8"
 
 
 def test_cli_exits_2_with_the_message_on_bad_config(tmp_path: Path) -> None:

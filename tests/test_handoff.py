@@ -10,7 +10,7 @@ from fractions import Fraction
 from PIL import Image
 
 from stream.sources.frames import FrameTime, Keyframe, SourceStatus
-from stream.sources.handoff import KeyframeHandoff
+from stream.sources.handoff import Control, KeyframeHandoff
 
 
 def keyframe(index: int) -> Keyframe:
@@ -25,7 +25,12 @@ def status(state: str) -> SourceStatus:
 async def drain(handoff: KeyframeHandoff) -> list[object]:
     items: list[object] = []
     while (item := await handoff.get()) is not None:
-        items.append(item.time.index if isinstance(item, Keyframe) else item.state)
+        if isinstance(item, Keyframe):
+            items.append(item.time.index)
+        elif isinstance(item, Control):
+            items.append("pause" if item.pause else "resume")
+        else:
+            items.append(item.state)
     return items
 
 
@@ -76,3 +81,17 @@ async def test_a_blocked_producer_gives_up_when_stopped() -> None:
     await asyncio.sleep(0.1)
     stop.set()
     assert await asyncio.wait_for(producer, 2) is False
+
+
+async def test_controls_keep_their_place_and_are_never_dropped() -> None:
+    handoff = KeyframeHandoff(1, "drop_oldest", asyncio.get_running_loop())
+    stop = threading.Event()
+    handoff.put_threadsafe(keyframe(0), stop)
+    await asyncio.sleep(0)
+    handoff.put_control(Control(pause=True))
+    for index in (1, 2):
+        handoff.put_threadsafe(keyframe(index), stop)
+    await asyncio.sleep(0)
+    handoff.put_control(Control(pause=False))
+    handoff.close_threadsafe()
+    assert await drain(handoff) == ["pause", 2, "resume"]

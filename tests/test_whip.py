@@ -31,7 +31,7 @@ VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_S
 def whip_config(nats_url: str, model: Path, **whip: Any) -> dict[str, Any]:
     return {
         "whip": {
-            "listen": "127.0.0.1:0",
+            "enabled": True,
             "token": TOKEN,
             "ice_addresses": ["127.0.0.1"],  # keep WebRTC on loopback
             "stall_timeout_s": 2,

@@ -86,11 +86,8 @@ async def test_chromium_fake_camera_over_whip_is_captioned(
     netns, address = namespace
     config = parse_config(
         {
-            "whip": {
-                "listen": f"{address}:0",
-                "token": TOKEN,
-                "ice_addresses": [address],
-            },
+            "http": {"listen": f"{address}:0"},
+            "whip": {"enabled": True, "token": TOKEN, "ice_addresses": [address]},
             "keyframes": {"min_gap_s": 0.5, "max_interval_s": 2},  # fake camera: no cuts
             **engine_and_nats(nats_server.url, "chromium", tiny_model),
         }

@@ -196,7 +196,7 @@ async def test_random_requests_never_get_a_500_or_a_traceback(
     # aiohttp's line per bad request goes only to the checking handler: pytest's capture
     # would keep thousands of them, and their memory would be what the test measures.
     tracebacks = Tracebacks()
-    per_connection = logging.getLogger("stream.sources.whip_server.http")
+    per_connection = logging.getLogger("stream.service.http_server.aiohttp")
     monkeypatch.setattr(per_connection, "propagate", False)
     per_connection.addHandler(tracebacks)
     logging.getLogger().addHandler(tracebacks)

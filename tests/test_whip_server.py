@@ -13,6 +13,7 @@ import ssl
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ import av
 import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
-from stream.config import WhipConfig
+from stream.config import HttpConfig, WhipConfig
+from stream.service.http_server import HttpServer
 from stream.sources.whip import WhipSource
-from stream.sources.whip_server import WhipServer
+from stream.sources.whip_server import PublishCheck, WhipServer
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/sdp"}
@@ -47,24 +49,57 @@ class Streams:
         return self.sources.setdefault(stream_id, WhipSource(stream_id))
 
 
+_HTTP_KEYS = ("request_timeout_s", "max_connections", "tls_cert", "tls_key")
+
+
+@dataclass
+class Served:
+    """The WHIP routes on their HTTP server, as the tests look at them."""
+
+    whip: WhipServer
+    http: HttpServer
+
+    @property
+    def url(self) -> str:
+        return f"{self.http.url}/whip"
+
+    @property
+    def sessions(self) -> int:
+        return self.whip.sessions
+
+    @property
+    def connections(self) -> int:
+        return self.http.connections
+
+    def token_matches(self, authorization: str) -> bool:
+        return self.whip.token_matches(authorization)
+
+
 @asynccontextmanager
-async def serving(streams: Streams | None = None, **whip: Any) -> AsyncIterator[WhipServer]:
-    settings: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "token": TOKEN,
-        "ice_addresses": ["127.0.0.1"],
-        **whip,
-    }
+async def serving(
+    streams: Streams | None = None, may_publish: PublishCheck | None = None, **settings: Any
+) -> AsyncIterator[Served]:
+    http = {key: settings.pop(key) for key in _HTTP_KEYS if key in settings}
+    whip = {"enabled": True, "token": TOKEN, "ice_addresses": ["127.0.0.1"], **settings}
+    http_config = HttpConfig.model_validate({"listen": "127.0.0.1:0", **http})
     streams = streams or Streams()
-    server = WhipServer(WhipConfig.model_validate(settings), streams.source)
-    await server.start()
+    server = WhipServer(
+        WhipConfig.model_validate(whip),
+        streams.source,
+        may_publish,
+        body_timeout_s=http_config.request_timeout_s,
+    )
+    served = Served(server, HttpServer(http_config))
+    server.mount(served.http.app)
+    await served.http.start()
     try:
-        yield server
+        yield served
     finally:
         await server.close()
+        await served.http.close()
 
 
-def port_of(server: WhipServer) -> int:
+def port_of(server: Served) -> int:
     return int(server.url.rsplit(":", 1)[1].split("/")[0])
 
 
@@ -196,17 +231,12 @@ async def test_a_stream_closed_to_whip_is_403_and_gets_no_source() -> None:
 
 async def test_with_a_publish_check_a_closed_stream_is_403_before_the_body_is_read() -> None:
     streams = Streams(closed={"lobby"})
-    config = WhipConfig(listen="127.0.0.1:0", token=TOKEN, ice_addresses=["127.0.0.1"])  # type: ignore[arg-type]
-    server = WhipServer(config, streams.source, may_publish=streams.may_publish)
-    await server.start()
-    try:
+    async with serving(streams, may_publish=streams.may_publish) as server:
         head = post_head("/whip/lobby", b"x" * 1000)  # the body never comes
         async with asyncio.timeout(2):
             status, headers = await raw_request(port_of(server), head)
         assert status == 403 and headers["access-control-allow-origin"] == "*"
         assert streams.asked == ["lobby"] and streams.sources == {}
-    finally:
-        await server.close()
 
 
 # ---- deadlines ----
@@ -317,7 +347,7 @@ def test_the_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch)
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
-    config = WhipConfig(listen="127.0.0.1:0", token=TOKEN)  # type: ignore[arg-type]
+    config = WhipConfig(enabled=True, token=TOKEN)  # type: ignore[arg-type]
     server = WhipServer(config, Streams().source)
     for given in ["", "Bearer x", f"Bearer {TOKEN}", "Bearer " + "y" * 5000]:
         assert server.token_matches(given) == (given == f"Bearer {TOKEN}")
@@ -327,8 +357,8 @@ def test_the_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize("length", [1, 15])
 def test_a_short_token_is_refused(length: int) -> None:
     with pytest.raises(ValueError, match="16"):
-        WhipConfig(listen="127.0.0.1:0", token="x" * length)  # type: ignore[arg-type]
-    WhipConfig(listen="127.0.0.1:0", token="x" * 16)  # type: ignore[arg-type]
+        WhipConfig(enabled=True, token="x" * length)  # type: ignore[arg-type]
+    WhipConfig(enabled=True, token="x" * 16)  # type: ignore[arg-type]
 
 
 async def test_cors_preflight_and_errors_carry_cors_headers() -> None:
@@ -472,4 +502,4 @@ async def test_https_with_a_configured_certificate(tmp_path: Path) -> None:
 
 def test_tls_needs_both_certificate_and_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="tls_key"):
-        WhipConfig(listen="127.0.0.1:0", token=TOKEN, tls_cert=str(tmp_path / "c"))  # type: ignore[arg-type]
+        HttpConfig(listen="127.0.0.1:0", tls_cert=str(tmp_path / "c"))  # type: ignore[arg-type]

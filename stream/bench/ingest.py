@@ -26,7 +26,7 @@ import numpy as np
 from stream.bench.rtsp_peer import RtspPeer
 from stream.config import KeyframeConfig, StreamConfig
 from stream.sample_clip import ClipSpec, write_clip
-from stream.sources.frames import FrameTime, SourceStatus
+from stream.sources.frames import FrameTime, Keyframe, SourceStatus
 from stream.sources.handoff import KeyframeHandoff
 from stream.sources.ingest import Ingest
 
@@ -83,7 +83,7 @@ async def consume(handoff: KeyframeHandoff, log: StreamLog) -> None:
         if isinstance(item, SourceStatus):
             if item.state == "live":
                 log.live_at = time.time()
-        else:
+        elif isinstance(item, Keyframe):
             log.keyframes.append((time.time(), item.time))
 
 

@@ -20,13 +20,15 @@ from engine.captioner import CaptionOutcome
 from stream.sources.frames import FrameTime, SelectionReason, SourceState, SourceStatus
 
 CAPTION_SCHEMA_ID: Final = "vidcap.caption/1"
-STATUS_SCHEMA_ID: Final = "vidcap.status/2"
+STATUS_SCHEMA_ID: Final = "vidcap.status/3"
 LOGO_SCHEMA_ID: Final = "vidcap.logo/1"
 
 EventKind = Literal["caption", "status", "logo"]
 PipelineState = Literal[
     "stopped",  # vidcap is shutting down (or the stream was removed)
     "keyframes_dropped",  # the engine fell behind; the stalest waiting keyframes were dropped
+    "paused",  # captioning turned off through the API (ingest and health reports go on)
+    "resumed",  # captioning on again
 ]
 DeliveryState = Literal[
     "events_dropped",  # NATS was away and the outbox full (drop_oldest): events replaced by this

@@ -212,6 +212,28 @@ class EventPublisher:
             logger.info("created JetStream stream %s for %s", self._config.stream_name, subjects)
 
     @property
+    def fill(self) -> float:
+        """How full the outbox is: the larger of its share of events and of bytes (0 to 1)."""
+        return max(
+            len(self._entries) / self._config.outbox_size,
+            self._bytes / self._config.outbox_max_bytes,
+        )
+
+    async def stream_missing(self, timeout_s: float) -> str | None:
+        """Why events cannot be stored now (the JetStream stream gone, JetStream not
+        answering), or None when they can. Without JetStream, always None."""
+        if self._js is None:
+            return None
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._js.stream_info(self._config.stream_name)
+        except nats.js.errors.NotFoundError:
+            return f"JetStream stream {self._config.stream_name} does not exist"
+        except (TimeoutError, nats.errors.Error) as exc:
+            return f"JetStream does not answer ({type(exc).__name__})"
+        return None
+
+    @property
     def waiting(self) -> int:
         """Events in the outbox (not yet acknowledged)."""
         return len(self._entries)

@@ -3,7 +3,7 @@
 - ``block``: the producer waits for room (files: replay at the engine's pace, lose nothing).
 - ``drop_oldest``: the stalest waiting keyframe makes room for the newest (live feeds: a
   slow engine must never stall decoding). Each drop is counted and later reported.
-Source status changes are never dropped.
+Source status changes, and the loop side's controls (pause, resume), are never dropped.
 """
 
 from __future__ import annotations
@@ -11,11 +11,20 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from dataclasses import dataclass
 from typing import Literal
 
 from stream.sources.frames import Keyframe, SourceStatus
 
-Item = Keyframe | SourceStatus
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A request from the event loop (pause, resume), taken in order with the source's items."""
+
+    pause: bool
+
+
+Item = Keyframe | SourceStatus | Control
 Policy = Literal["block", "drop_oldest"]
 _POLL_S = 0.2  # how often a blocked producer re-checks its stop event
 
@@ -66,6 +75,10 @@ class KeyframeHandoff:
         item = self._items.popleft()
         self._space.set()
         return item
+
+    def put_control(self, control: Control) -> None:
+        """Queue a control after what is waiting (called on the loop thread)."""
+        self._append(control)
 
     def drain_keyframes(self) -> list[Keyframe]:
         """Remove and return the waiting keyframes (at shutdown), keeping status items."""

@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import av
@@ -74,8 +74,10 @@ class Ingest:
         image_size: int,
         handoff: KeyframeHandoff,
         source: FrameSource | None = None,
+        on_frame: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_frame = on_frame
         self._keyframes = keyframes
         self._image_size = image_size
         self._handoff = handoff
@@ -141,6 +143,8 @@ class Ingest:
             if frame.width * frame.height > self.config.max_pixels:
                 self._refuse(frame)
                 return
+            if self._on_frame is not None:
+                self._on_frame()
             recent.append((frame_time, frame))
             selections = selector.process_frame(
                 frame_time.index, frame_time.time_s, features(frame)

@@ -18,10 +18,7 @@ nothing. After the 201 a watchdog ends the session if ICE does not connect withi
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import ssl
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -30,7 +27,6 @@ from typing import Any
 import aioice.ice
 import av
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiortc import (
     MediaStreamTrack,
@@ -42,14 +38,13 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from stream.config import WhipConfig
-from stream.http_listener import Listener
 from stream.ids import validate_stream_id
+from stream.service.bearer import BearerToken
+from stream.service.http_server import MAX_BODY_BYTES
 from stream.sources.whip import WhipSource
 
 logger = logging.getLogger(__name__)
-_http_logger = logging.getLogger(f"{__name__}.http")  # aiohttp's per-connection messages
 
-MAX_OFFER_BYTES = 64 * 1024
 RETRY_AFTER_S = 5
 _DETAIL_CHARS = 200  # of a publisher's User-Agent in the `connecting` status event
 
@@ -77,87 +72,49 @@ class _Session:
 
 
 class WhipServer:
+    """The WHIP routes and their sessions; mounted at ``/whip`` on the HTTP server."""
+
     def __init__(
-        self, config: WhipConfig, sources: SourceLookup, may_publish: PublishCheck | None = None
+        self,
+        config: WhipConfig,
+        sources: SourceLookup,
+        may_publish: PublishCheck | None = None,
+        *,
+        body_timeout_s: float = 10.0,
     ) -> None:
         assert config.token is not None
         self._config = config
         self._sources = sources
         self._may_publish = may_publish
-        self._expected = _digest(f"Bearer {config.token.get_secret_value()}")
+        self._body_timeout_s = body_timeout_s
+        self._token = BearerToken(config.token.get_secret_value())
         self._sessions: dict[str, _Session] = {}  # by session id, reserved slots included
-        self._runner: web.AppRunner | None = None
-        self._listener: Listener | None = None
-        self.url = ""
+        if config.ice_addresses:
+            restrict_host_candidates(config.ice_addresses)
 
     @property
     def sessions(self) -> int:
         """Slots taken: publishers, and offers being answered."""
         return len(self._sessions)
 
-    @property
-    def connections(self) -> int:
-        """HTTP connections open now."""
-        return self._listener.open_connections if self._listener is not None else 0
-
-    # ---- lifecycle ----
-
-    async def start(self) -> str:
-        if self._config.ice_addresses:
-            restrict_host_candidates(self._config.ice_addresses)
-        self._runner = web.AppRunner(
-            self._app(),
-            access_log=None,
-            # Idle keep-alive connections, and (aiohttp >= 3.14) a first request, get this
-            # long; the listener enforces the first request's deadline on any version.
-            keepalive_timeout=self._config.request_timeout_s,
-            logger=_http_logger,
-        )
-        await self._runner.setup()
-        assert self._runner.server is not None
-        self._listener = Listener(
-            self._runner.server,
-            max_connections=self._config.max_connections,
-            request_timeout_s=self._config.request_timeout_s,
-            tls=self._tls_context(),
-        )
-        host, port = self._config.host_port
-        bound = await self._listener.start(host, port)
-        scheme = "https" if self._config.tls else "http"
-        self.url = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{bound}/whip"
-        logger.info("WHIP ingest listening at %s/<stream>", self.url)
-        return self.url
-
-    async def close(self) -> None:
-        for session in list(self._sessions.values()):
-            await self._end(session, "vidcap is shutting down", failed=False)
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            await listener.close()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    def _app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[_cors])
-        app.add_routes(
+    def mount(self, app: web.Application) -> None:
+        """Serve under ``/whip`` of ``app``, with CORS for browser publishers there only."""
+        whip = web.Application(middlewares=[_cors])
+        whip.add_routes(
             [
-                web.post("/whip/{stream}", self._publish),
-                web.delete("/whip/{stream}/{session}", self._unpublish),
-                web.patch("/whip/{stream}/{session}", self._no_trickle),
-                web.options("/whip/{stream}", self._options),
-                web.options("/whip/{stream}/{session}", self._options),
+                web.post("/{stream}", self._publish),
+                web.delete("/{stream}/{session}", self._unpublish),
+                web.patch("/{stream}/{session}", self._no_trickle),
+                web.options("/{stream}", self._options),
+                web.options("/{stream}/{session}", self._options),
             ]
         )
-        return app
+        app.add_subapp("/whip/", whip)
 
-    def _tls_context(self) -> ssl.SSLContext | None:
-        if self._config.tls_cert is None or self._config.tls_key is None:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self._config.tls_cert, self._config.tls_key)
-        return context
+    async def close(self) -> None:
+        """End every session (their streams report it); the HTTP server closes on its own."""
+        for session in list(self._sessions.values()):
+            await self._end(session, "vidcap is shutting down", failed=False)
 
     # ---- handlers ----
 
@@ -221,8 +178,7 @@ class WhipServer:
     # ---- admission ----
 
     def token_matches(self, authorization: str) -> bool:
-        """Compared as SHA-256 digests: constant time in the content and the length."""
-        return hmac.compare_digest(_digest(authorization), self._expected)
+        return self._token.matches(authorization)
 
     def _authorise(self, request: web.Request) -> None:
         given = request.headers.get("Authorization", "")
@@ -256,7 +212,7 @@ class WhipServer:
 
     async def _read_offer(self, request: web.Request) -> str:
         try:
-            async with asyncio.timeout(self._config.request_timeout_s):
+            async with asyncio.timeout(self._body_timeout_s):
                 body = await request.read()
         except TimeoutError:
             raise web.HTTPRequestTimeout(text="the offer did not arrive in time") from None
@@ -378,16 +334,12 @@ def _check_offer_headers(request: web.Request) -> None:
     if request.content_type != "application/sdp":
         raise web.HTTPUnsupportedMediaType(text="the offer must be application/sdp")
     length = request.content_length
-    if length is not None and length > MAX_OFFER_BYTES:
-        raise web.HTTPRequestEntityTooLarge(MAX_OFFER_BYTES, length)
+    if length is not None and length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_BODY_BYTES, length)
 
 
 def _closed_to_whip(stream_id: str) -> web.HTTPForbidden:
     return web.HTTPForbidden(text=f"stream {stream_id!r} is not open to WHIP publishers")
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
 
 
 def _printable(text: str) -> str:
@@ -395,29 +347,10 @@ def _printable(text: str) -> str:
     return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:_DETAIL_CHARS])
 
 
-class _ClientErrorsAreNotOurs(logging.Filter):
-    """aiohttp logs a request it could not parse (and answered 400) at ERROR with a
-    traceback. That is the client's error: one INFO line, no traceback, and not the message
-    either (it quotes the bad line, which may be an Authorization header). Exceptions in our
-    handlers (500) stay ERROR with their traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
-            record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg = f"{record.msg}: HTTP {exc.code or 400} ({type(exc).__name__})"
-            record.exc_info = record.exc_text = None
-        return True
-
-
-_http_logger.addFilter(_ClientErrorsAreNotOurs())
-
-
 @web.middleware
 async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Let browser pages on any origin publish: the bearer token, not the origin, is what
     authorises, and no cookies are involved."""
-    Listener.request_arrived(request)
     try:
         response = await handler(request)
     except web.HTTPException as exc:

@@ -1,0 +1,255 @@
+"""The OpenAPI 3.1 document of every route the HTTP server has, served at /openapi.json.
+A test compares its paths and methods with the server's routes."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any, Final
+
+from stream.config import StreamConfig
+
+
+def _json(schema_ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json("Error", description)
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+_CHANGES = {
+    "401": _error("missing or wrong token"),
+    "403": _error("http.token is not set"),
+    "409": _error("the id is taken, being removed, or a WHIP stream's"),
+    "503": _error("vidcap is starting or stopping; Retry-After"),
+}
+_PAUSE_DOC = "Stream snapshot; a `{}` status event is published (once) in the stream's events"
+
+
+def _pause_route(verb: str, summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "security": _BEARER,
+            "parameters": [_ID],
+            "responses": {
+                "200": _json("Stream", _PAUSE_DOC.format(verb)),
+                "404": _error("no such stream"),
+                **_CHANGES,
+            },
+        }
+    }
+
+
+_WHIP_OFFER = {"content": {"application/sdp": {"schema": {"type": "string"}}}}
+
+OPENAPI: Final[dict[str, Any]] = {
+    "openapi": "3.1.0",
+    "info": {"title": "vidcap", "version": version("vidcap")},
+    "paths": {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: the process answers",
+                "responses": {"200": _json("Health", "alive")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: engine loaded, NATS connected, JetStream stream present, "
+                "outbox below its high-water mark",
+                "responses": {
+                    "200": _json("Health", "ready"),
+                    "503": _json("Health", "not ready; `reasons` says why"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (vidcap_*, and vllm:* with the in-process engine)",
+                "responses": {
+                    "200": {"description": "text exposition format", "content": {"text/plain": {}}}
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1"}},
+            }
+        },
+        "/api/streams": {
+            "get": {
+                "summary": "Every stream with its state and statistics",
+                "responses": {"200": _json("StreamList", "streams")},
+            },
+            "post": {
+                "summary": "Add a stream (validated as a config file's streams[] entry); it "
+                "survives restarts",
+                "security": _BEARER,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/StreamSettings"}
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json("Stream", "added; Location names it"),
+                    "400": _error("not a JSON object"),
+                    "415": _error("not application/json"),
+                    "422": _error("invalid settings; the message names each"),
+                    **_CHANGES,
+                },
+            },
+        },
+        "/api/streams/{id}": {
+            "get": {
+                "summary": "One stream",
+                "parameters": [_ID],
+                "responses": {
+                    "200": _json("Stream", "the stream"),
+                    "404": _error("no such stream"),
+                },
+            },
+            "delete": {
+                "summary": "Remove a stream: captions in flight are published, then `stopped`",
+                "security": _BEARER,
+                "parameters": [_ID],
+                "responses": {
+                    "200": _json("Removed", "removed (after draining)"),
+                    "404": _error("no such stream"),
+                    **_CHANGES,
+                },
+            },
+        },
+        "/api/streams/{id}/pause": _pause_route(
+            "paused", "Captioning off; ingest and health go on"
+        ),
+        "/api/streams/{id}/resume": _pause_route("resumed", "Captioning on again"),
+        "/whip/{stream}": {
+            "post": {
+                "summary": "WHIP (RFC 9725): publish WebRTC video to a stream (whip.enabled)",
+                "security": _BEARER,
+                "parameters": [
+                    {"name": "stream", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": {"required": True, **_WHIP_OFFER},
+                "responses": {
+                    "201": {"description": "SDP answer; Location is the session", **_WHIP_OFFER}
+                },
+            },
+            "options": {
+                "summary": "CORS preflight",
+                "responses": {"204": {"description": "allowed"}},
+            },
+        },
+        "/whip/{stream}/{session}": {
+            "delete": {
+                "summary": "End a WHIP session",
+                "security": _BEARER,
+                "parameters": [
+                    {
+                        "name": "stream",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "session",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {"200": {"description": "ended"}},
+            },
+            "patch": {
+                "summary": "Trickle ICE: not supported",
+                "responses": {"405": {"description": "not supported"}},
+            },
+            "options": {
+                "summary": "CORS preflight",
+                "responses": {"204": {"description": "allowed"}},
+            },
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "StreamSettings": StreamConfig.model_json_schema(),
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            },
+            "Health": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {
+                    "status": {"type": "string"},
+                    "reasons": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "Stream": {
+                "type": "object",
+                "required": [
+                    "id",
+                    "state",
+                    "paused",
+                    "source_fps",
+                    "keyframes",
+                    "captions",
+                    "latency_s",
+                    "reconnects",
+                ],
+                "properties": {
+                    "id": {"type": "string"},
+                    "url": {"type": "string", "description": "credentials masked"},
+                    "state": {"type": "string", "description": "the latest status event's state"},
+                    "detail": {"type": "string"},
+                    "paused": {"type": "boolean"},
+                    "source_fps": {"type": "number"},
+                    "keyframes": {"type": "integer"},
+                    "keyframes_dropped": {"type": "integer"},
+                    "keyframes_skipped_paused": {"type": "integer"},
+                    "captions": {
+                        "type": "object",
+                        "properties": {"ok": {"type": "integer"}, "failed": {"type": "integer"}},
+                    },
+                    "last_caption": {"type": ["object", "null"]},
+                    "latency_s": {
+                        "type": "object",
+                        "description": "keyframe captured to its event published",
+                        "properties": {
+                            "p50": {"type": ["number", "null"]},
+                            "p95": {"type": ["number", "null"]},
+                            "samples": {"type": "integer"},
+                        },
+                    },
+                    "reconnects": {"type": "integer"},
+                    "events": {"type": "integer"},
+                },
+            },
+            "StreamList": {
+                "type": "object",
+                "properties": {
+                    "streams": {"type": "array", "items": {"$ref": "#/components/schemas/Stream"}}
+                },
+            },
+            "Removed": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "removed": {"type": "boolean"},
+                    "ended_cleanly": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}

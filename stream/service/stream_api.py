@@ -1,0 +1,149 @@
+"""`/api/streams`: list and inspect streams; add, remove, pause and resume them at run time.
+
+Reads are open (the server listens on 127.0.0.1 by default); every route that changes
+something needs ``Authorization: Bearer <http.token>``, and without ``http.token`` the API is
+read-only. A new stream is validated exactly as in the config file. Errors are JSON:
+``{"error": "..."}``."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from stream.config import ConfigError, HttpConfig, StreamConfig, parse_section
+from stream.service.bearer import BearerToken
+from stream.service.openapi import OPENAPI
+
+
+class StreamControl(Protocol):
+    """What the API drives: the running vidcap."""
+
+    def snapshots(self) -> list[dict[str, Any]]: ...
+
+    def snapshot(self, stream_id: str) -> dict[str, Any] | None: ...
+
+    async def add(self, stream: StreamConfig) -> dict[str, Any]:
+        """Start a stream; ValueError when its id is taken."""
+        ...
+
+    async def remove(self, stream_id: str) -> bool:
+        """Drain and stop a stream; whether it ended without an error."""
+        ...
+
+    async def pause(self, stream_id: str, pause: bool) -> dict[str, Any]: ...
+
+
+class StreamApi:
+    def __init__(self, config: HttpConfig, control: StreamControl) -> None:
+        self._control = control
+        token = config.token.get_secret_value() if config.token else None
+        self._token = BearerToken(token) if token else None
+
+    def mount(self, app: web.Application) -> None:
+        app.add_routes(
+            [
+                web.get("/openapi.json", self._openapi),
+                web.get("/api/streams", self._list),
+                web.post("/api/streams", self._add),
+                web.get("/api/streams/{id}", self._get),
+                web.delete("/api/streams/{id}", self._remove),
+                web.post("/api/streams/{id}/pause", self._pause),
+                web.post("/api/streams/{id}/resume", self._resume),
+            ]
+        )
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        return _json({"streams": self._control.snapshots()})
+
+    async def _get(self, request: web.Request) -> web.Response:
+        return _json(self._known(request))
+
+    async def _add(self, request: web.Request) -> web.Response:
+        self._authorise(request)
+        stream = parse_stream(await _json_body(request))
+        try:
+            created = await self._control.add(stream)
+        except ValueError as exc:
+            raise _error(web.HTTPConflict, str(exc)) from None
+        return _json(created, status=201, headers={"Location": f"/api/streams/{stream.id}"})
+
+    async def _remove(self, request: web.Request) -> web.Response:
+        self._authorise(request)
+        stream_id = self._known(request)["id"]
+        try:
+            ok = await self._control.remove(stream_id)
+        except ValueError as exc:
+            raise _error(web.HTTPConflict, str(exc)) from None
+        return _json({"id": stream_id, "removed": True, "ended_cleanly": ok})
+
+    async def _pause(self, request: web.Request) -> web.Response:
+        return await self._set_paused(request, True)
+
+    async def _resume(self, request: web.Request) -> web.Response:
+        return await self._set_paused(request, False)
+
+    async def _set_paused(self, request: web.Request, pause: bool) -> web.Response:
+        self._authorise(request)
+        stream_id = self._known(request)["id"]
+        try:
+            return _json(await self._control.pause(stream_id, pause))
+        except ValueError as exc:
+            raise _error(web.HTTPConflict, str(exc)) from None
+
+    def _known(self, request: web.Request) -> dict[str, Any]:
+        snapshot = self._control.snapshot(request.match_info["id"])
+        if snapshot is None:
+            raise _error(web.HTTPNotFound, "no such stream")
+        return snapshot
+
+    def _authorise(self, request: web.Request) -> None:
+        if self._token is None:
+            raise _error(
+                web.HTTPForbidden, "the API is read-only: set http.token to change streams"
+            )
+        if not self._token.matches(request.headers.get("Authorization", "")):
+            raise _error(
+                web.HTTPUnauthorized,
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+
+def parse_stream(data: Any) -> StreamConfig:
+    """A stream's settings from a request, validated as the config file's ``streams[]``."""
+    if not isinstance(data, dict):
+        raise _error(web.HTTPBadRequest, "expected a JSON object: a streams[] entry")
+    try:
+        return parse_section(StreamConfig, data, "stream")
+    except ConfigError as exc:
+        raise _error(web.HTTPUnprocessableEntity, str(exc)) from None
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise _error(web.HTTPUnsupportedMediaType, "send application/json")
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise _error(web.HTTPBadRequest, "the body is not JSON") from None
+
+
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _error(
+    kind: type[web.HTTPException], message: str, headers: dict[str, str] | None = None
+) -> web.HTTPException:
+    return kind(
+        text=orjson.dumps({"error": message}).decode(),
+        content_type="application/json",
+        headers=headers,
+    )

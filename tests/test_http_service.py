@@ -1,0 +1,224 @@
+"""The HTTP server of a running vidcap: liveness, readiness that follows NATS, metrics with
+vLLM's, the OpenAPI document against the real routes, the API's refusals, a taken port.
+Real vidcap, vLLM (tiny model, CPU) and nats-server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+from prometheus_client import CollectorRegistry
+
+from engine.vllm_engine import VllmEngine
+from stream.config import HttpConfig, WhipConfig, parse_config
+from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.runner import Runner
+from stream.service.http_server import HttpListenError, HttpServer
+from stream.service.openapi import OPENAPI
+from stream.service.operations import Operations
+from stream.service.stream_api import StreamApi
+from stream.sources.whip_server import WhipServer
+from tests.conftest import engine_and_nats
+
+TOKEN = "api-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def running(
+    config: dict[str, Any], engine: VllmEngine, nats_url: str
+) -> AsyncIterator[Runner]:
+    runner = Runner(parse_config(config))
+    task = asyncio.create_task(runner.run(nats_url, engine))
+    async with asyncio.timeout(60):
+        while not runner.running:  # noqa: ASYNC110 (set once start-up is over)
+            await asyncio.sleep(0.05)
+    try:
+        yield runner
+    finally:
+        runner.request_stop()
+        assert await task == 0
+
+
+async def readiness(http: aiohttp.ClientSession, base: str) -> tuple[int, dict[str, Any]]:
+    async with http.get(f"{base}/readyz") as response:
+        return response.status, await response.json()
+
+
+async def wait_readiness(http: aiohttp.ClientSession, base: str, status: int) -> dict[str, Any]:
+    async with asyncio.timeout(30):
+        while True:
+            got, body = await readiness(http, base)
+            if got == status:
+                return body
+            await asyncio.sleep(0.2)
+
+
+async def test_readiness_follows_nats_and_liveness_holds(
+    tmp_path: Path, vllm_engine: VllmEngine, tiny_model: Path
+) -> None:
+    server = EmbeddedNatsServer(tmp_path / "nats", port=free_port())
+    server.start()
+    config = {
+        "http": {"listen": "127.0.0.1:0", "token": TOKEN},
+        **engine_and_nats(server.url, "ready", tiny_model, stream_name="READY"),
+    }
+    try:
+        async with (
+            running(config, vllm_engine, server.url) as runner,
+            aiohttp.ClientSession() as http,
+        ):
+            assert (await readiness(http, runner.http_url)) == (200, {"status": "ready"})
+            server.kill()
+            body = await wait_readiness(http, runner.http_url, 503)
+            assert body["reasons"] == ["NATS is not connected"], body
+            async with http.get(f"{runner.http_url}/healthz") as response:
+                assert response.status == 200  # alive: a supervisor must not restart it
+            server.start()  # same port, same JetStream store
+            await wait_readiness(http, runner.http_url, 200)
+    finally:
+        server.stop()
+
+
+async def test_readiness_names_a_missing_jetstream_stream(
+    nats_server: EmbeddedNatsServer, vllm_engine: VllmEngine, tiny_model: Path
+) -> None:
+    config = {
+        "http": {"listen": "127.0.0.1:0", "token": TOKEN},
+        **engine_and_nats(nats_server.url, "gone", tiny_model, stream_name="GONE"),
+    }
+    async with (
+        running(config, vllm_engine, nats_server.url) as runner,
+        aiohttp.ClientSession() as http,
+    ):
+        await wait_readiness(http, runner.http_url, 200)
+        client = await nats.connect(nats_server.url)
+        await client.jetstream().delete_stream("GONE")
+        await client.close()
+        _, body = await readiness(http, runner.http_url)
+        assert body["reasons"] == ["JetStream stream GONE does not exist"], body
+
+
+async def test_metrics_carry_vidcap_and_vllm_and_the_api_refuses_bad_requests(
+    nats_server: EmbeddedNatsServer, vllm_engine: VllmEngine, tiny_model: Path, sample_clip: Path
+) -> None:
+    config = {
+        "http": {"listen": "127.0.0.1:0", "token": TOKEN},
+        **engine_and_nats(nats_server.url, "m", tiny_model, stream_name="M"),
+    }
+    async with (
+        running(config, vllm_engine, nats_server.url) as runner,
+        aiohttp.ClientSession() as http,
+    ):
+        base = runner.http_url
+        async with http.get(f"{base}/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = await response.text()
+        assert "vidcap_outbox_events" in text and "vllm:num_requests_running" in text
+        refusals: list[tuple[str, str, dict[str, str], Any, int, str]] = [
+            ("POST", "/api/streams", {}, {"id": "a", "url": str(sample_clip)}, 401, "token"),
+            ("POST", "/api/streams", {"Authorization": "Bearer wrong"}, {}, 401, "token"),
+            ("POST", "/api/streams", AUTH, "not json", 400, "not JSON"),
+            ("POST", "/api/streams", AUTH, [1, 2], 400, "JSON object"),
+            ("POST", "/api/streams", AUTH, {"id": "a b", "url": "x"}, 422, "stream: 1 invalid"),
+            ("POST", "/api/streams", AUTH, {"id": "a", "url": "rtps://h/x"}, 422, "rtsp://"),
+            ("POST", "/api/streams", AUTH, {"id": "a", "url": "x", "colour": 1}, 422, "colour"),
+            ("DELETE", "/api/streams/nope", AUTH, None, 404, "no such stream"),
+            ("POST", "/api/streams/nope/pause", AUTH, None, 404, "no such stream"),
+            ("GET", "/api/streams/nope", {}, None, 404, "no such stream"),
+        ]
+        for method, path, headers, body, status, says in refusals:
+            data = body if isinstance(body, str) else None
+            json_body = None if isinstance(body, str) or body is None else body
+            if data is not None:
+                headers = {**headers, "Content-Type": "application/json"}
+            async with http.request(
+                method, base + path, headers=headers, data=data, json=json_body
+            ) as r:
+                text = await r.text()
+                assert (r.status, says in text) == (status, True), (method, path, r.status, text)
+                assert r.headers["X-Content-Type-Options"] == "nosniff"
+        async with http.post(
+            f"{base}/api/streams", data=b"{}", headers={**AUTH, "Content-Type": "text/plain"}
+        ) as r:
+            assert r.status == 415
+        clip = {"id": "clip", "url": str(sample_clip)}
+        async with http.post(f"{base}/api/streams", json=clip, headers=AUTH) as r:
+            assert r.status == 201 and r.headers["Location"] == "/api/streams/clip"
+        async with http.post(f"{base}/api/streams", json=clip, headers=AUTH) as r:
+            assert r.status == 409 and "already running" in await r.text()
+
+
+async def test_without_a_token_the_api_is_read_only(
+    nats_server: EmbeddedNatsServer, vllm_engine: VllmEngine, tiny_model: Path, sample_clip: Path
+) -> None:
+    config = {
+        "streams": [{"id": "clip", "url": str(sample_clip), "loop": True}],
+        "http": {"listen": "127.0.0.1:0"},
+        **engine_and_nats(nats_server.url, "ro", tiny_model),
+    }
+    async with (
+        running(config, vllm_engine, nats_server.url) as runner,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(f"{runner.http_url}/api/streams") as r:
+            assert [s["id"] for s in (await r.json())["streams"]] == ["clip"]
+        for path in ("/api/streams/clip/pause", "/api/streams"):
+            async with http.post(runner.http_url + path, json={}, headers=AUTH) as r:
+                assert r.status == 403 and "read-only" in await r.text()
+        async with http.delete(f"{runner.http_url}/api/streams/clip", headers=AUTH) as r:
+            assert r.status == 403
+
+
+def test_the_openapi_document_describes_exactly_the_routes() -> None:
+    http = HttpServer(HttpConfig(listen="127.0.0.1:0"))
+    Operations(CollectorRegistry(), _ready, engine_in_process=False).mount(http.app)
+    StreamApi(HttpConfig(listen="127.0.0.1:0"), None).mount(http.app)  # type: ignore[arg-type]
+    whip = WhipServer(WhipConfig(enabled=True, token=TOKEN), lambda _: None)  # type: ignore[arg-type]
+    whip.mount(http.app)
+    served: set[tuple[str, str]] = set()
+    for resource in http.app.router.resources():
+        _collect(resource, served)
+    documented = {
+        (path, method.upper()) for path, item in OPENAPI["paths"].items() for method in item
+    }
+    assert served == documented
+
+
+def _collect(resource: Any, into: set[tuple[str, str]]) -> None:
+    app = getattr(resource, "_app", None)
+    if app is not None:  # a mounted sub-application (WHIP): its paths carry the prefix
+        for inner in app.router.resources():
+            _collect(inner, into)
+        return
+    for route in resource:
+        if route.method != "HEAD":
+            into.add((resource.canonical, route.method))
+
+
+async def _ready() -> list[str]:
+    return []
+
+
+async def test_a_taken_port_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = HttpServer(HttpConfig(listen=f"127.0.0.1:{port}"))
+        with pytest.raises(HttpListenError, match=f"http.listen 127.0.0.1:{port}: .*in use"):
+            await server.start()
