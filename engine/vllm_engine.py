@@ -74,7 +74,8 @@ class VllmEngine:
         # must drop the last reference so vLLM's __del__ runs before interpreter exit.
         reaper = Reaper()  # before vLLM starts its processes: they die with vidcap
         try:
-            engine = cls(_new_async_llm(args), "", model_id, temperature, stop)
+            with reaper.marking():
+                engine = cls(_new_async_llm(args), "", model_id, temperature, stop)
         except BaseException:
             reaper.close()
             raise

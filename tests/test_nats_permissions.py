@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import nats.errors
 import orjson
@@ -97,6 +98,43 @@ async def test_run_and_worker_work_with_their_least_privileges(
     captions = [e for e in events if e["type"] == "caption"]
     assert len(captions) == 3 and all(c["status"] == "ok" for c in captions)
     assert worker.served == 3
+    assert not [r for r in caplog.records if "Permissions Violation" in r.getMessage()]
+
+
+async def test_run_keeps_api_changes_in_its_bucket_with_its_least_privileges(
+    locked_server: EmbeddedNatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = locked_server.url
+    clip = write_clip(tmp_path / "cuts.mp4", ClipSpec(shots=2, shot_frames=15))
+    token = "api-token-0123456789"
+    config = parse_config(
+        {
+            "http": {"listen": "127.0.0.1:0", "token": token},  # streams may come at run time
+            "engine": {"kind": "nats", "worker_timeout_s": 10},
+            "nats": as_user(url, "vidcap_run").model_dump(mode="json")
+            | {"password": PASSWORDS["vidcap_run"]},
+        }
+    )
+    for run in range(2):
+        runner = Runner(config)
+        task = asyncio.create_task(runner.run(url))
+        async with asyncio.timeout(30):
+            while not runner.running:  # noqa: ASYNC110 (set once start-up is over)
+                await asyncio.sleep(0.05)
+        if run == 0:
+            async with aiohttp.ClientSession() as http:
+                body = {"id": "cam", "url": str(clip)}
+                auth = {"Authorization": f"Bearer {token}"}
+                async with http.post(
+                    f"{runner.http_url}/api/streams", json=body, headers=auth
+                ) as r:
+                    assert r.status == 201, await r.text()
+                async with http.post(f"{runner.http_url}/api/streams/cam/pause", headers=auth) as r:
+                    assert r.status == 200, await r.text()
+        else:  # the restart found it in the bucket
+            assert runner.snapshot("cam") is not None and runner.snapshots()[0]["paused"]
+        runner.request_stop()
+        assert await task == 0
     assert not [r for r in caplog.records if "Permissions Violation" in r.getMessage()]
 
 

@@ -13,11 +13,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import nats.errors
 import nats.js.errors
 import orjson
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from engine.errors import VidcapError
 from stream.config import ConfigError, StreamConfig, parse_section
 
 logger = logging.getLogger(__name__)
@@ -35,21 +37,40 @@ def bucket_name(stream_name: str) -> str:
     return f"{stream_name}_STREAMS"
 
 
+class StreamStoreError(VidcapError):
+    def __init__(self, bucket: str, cause: Exception) -> None:
+        super().__init__(
+            f"cannot use the key-value bucket {bucket} that keeps API stream changes "
+            f"({type(cause).__name__}: {cause}); does the NATS user have the permissions "
+            "in deploy/nats/vidcap-users.conf?"
+        )
+
+
 class StreamStore:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, bucket: str) -> None:
         self._kv = kv
+        self._bucket = bucket
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str) -> StreamStore:
         try:
-            kv = await js.key_value(bucket)
-        except nats.js.errors.BucketNotFoundError:
-            kv = await js.create_key_value(bucket=bucket, history=1)
-            logger.info("created key-value bucket %s for streams changed at run time", bucket)
-        return cls(kv)
+            try:
+                kv = await js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                kv = await js.create_key_value(bucket=bucket, history=1)
+                logger.info("created key-value bucket %s for streams changed at run time", bucket)
+        except nats.errors.Error as exc:
+            raise StreamStoreError(bucket, exc) from None
+        return cls(kv, bucket)
 
     async def load(self) -> dict[str, StoredStream]:
         """Every stored stream by id; a record that no longer validates is logged and skipped."""
+        try:
+            return await self._load()
+        except nats.errors.Error as exc:
+            raise StreamStoreError(self._bucket, exc) from None
+
+    async def _load(self) -> dict[str, StoredStream]:
         try:
             keys = await self._kv.keys()
         except nats.js.errors.NoKeysError:
@@ -65,12 +86,24 @@ class StreamStore:
                 logger.error("stored stream %s is ignored: %s", key, exc)
         return stored
 
-    async def put(self, stream_id: str, record: StoredStream) -> None:
+    async def put(self, stream_id: str, record: StoredStream) -> bool:
+        """Keep a change; False (logged) when NATS refused it: it holds until vidcap stops."""
         settings = record.stream.model_dump(mode="json") if record.stream else None
         value = orjson.dumps(
             {"stream": settings, "paused": record.paused, "removed": record.removed}
         )
-        await self._kv.put(stream_id, value)
+        try:
+            await self._kv.put(stream_id, value)
+        except nats.errors.Error as exc:
+            logger.warning(
+                "stream %s: the change was not kept in bucket %s (%s); it lasts until vidcap "
+                "stops",
+                stream_id,
+                self._bucket,
+                type(exc).__name__,
+            )
+            return False
+        return True
 
 
 def _decode(key: str, value: bytes) -> StoredStream:
