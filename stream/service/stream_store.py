@@ -96,8 +96,7 @@ class StreamStore:
             await self._kv.put(stream_id, value)
         except nats.errors.Error as exc:
             logger.warning(
-                "stream %s: the change was not kept in bucket %s (%s); it lasts until vidcap "
-                "stops",
+                "stream %s: the change was not kept in bucket %s (%s); it lasts until vidcap stops",
                 stream_id,
                 self._bucket,
                 type(exc).__name__,
