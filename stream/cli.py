@@ -161,6 +161,7 @@ def build_run_config(args: argparse.Namespace) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from stream.progress import show_replay_progress
     from stream.runner import STOPPED_DURING_START_UP, run_with_signals
     from stream.tail import format_event
 
@@ -168,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.vllm_log is not None and config.engine.kind == "vllm":
         announce(f"vLLM's own log goes to {args.vllm_log}")
     printer = None if args.quiet else (lambda event: print(format_event(event), flush=True))
-    status = asyncio.run(run_with_signals(config, printer, announce))
+    status = asyncio.run(run_with_signals(config, printer, announce, show_replay_progress))
     if status == STOPPED_DURING_START_UP:
         # An engine load may still run on its thread, and vLLM's own threads would hold up
         # a normal exit until it ends; its processes die with us (the reaper).
@@ -214,15 +215,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _scenes(args: argparse.Namespace) -> int:
     from stream.config import KeyframeConfig
     from stream.keyframes.scan import detect_scenes
+    from stream.progress import frame_bar, frames_in
 
     overrides = {"threshold": args.threshold, "min_gap_s": args.min_gap}
     settings = {key: value for key, value in overrides.items() if value is not None}
     config = parse_section(KeyframeConfig, settings, "vidcap scenes")
-    try:
-        report = detect_scenes(args.video, config)
-    except (OSError, av.error.FFmpegError, IndexError) as exc:
-        print(f"vidcap scenes: cannot read {args.video}: {exc}", file=sys.stderr)
-        return 1
+    with frame_bar(args.video.name, frames_in(str(args.video))) as bar:
+        try:
+            report = detect_scenes(args.video, config, on_frame=bar.update)
+        except (OSError, av.error.FFmpegError, IndexError) as exc:
+            print(f"vidcap scenes: cannot read {args.video}: {exc}", file=sys.stderr)
+            return 1
     if args.json:
         body = {"cuts": report.cuts, "frames": report.frames, "fps": round(report.fps, 6)}
         body["keyframes"] = [

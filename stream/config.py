@@ -219,6 +219,8 @@ class WorkerConfig(_Section):
 
 
 class PipelineConfig(_Section):
+    max_streams: int = Field(64, ge=1, le=4096)
+    """Streams at once (configured, added through the API, WHIP); the API refuses more."""
     max_pending_keyframes: int = Field(8, ge=1, le=10000)
     """Keyframes of one stream waiting for the engine; live streams drop the stalest beyond."""
     max_in_flight_per_stream: int = Field(4, ge=1, le=1024)
@@ -412,6 +414,11 @@ class Config(_Section):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"stream ids must be unique; repeated: {', '.join(duplicates)}")
+        if len(ids) > self.pipeline.max_streams:
+            raise ValueError(
+                f"{len(ids)} streams configured; pipeline.max_streams is "
+                f"{self.pipeline.max_streams}"
+            )
         if self.whip.enabled and self.http.listen is None:
             raise ValueError("whip.enabled needs http.listen (WHIP is served there)")
         if not ids and not self.serves_until_stopped:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,6 +316,10 @@ class Runner:
 
     # ---- the stream API's side (StreamControl) ----
 
+    @property
+    def _max_streams(self) -> int:
+        return self.config.pipeline.max_streams
+
     def snapshots(self) -> list[dict[str, Any]]:
         return [running.pipeline.stats.snapshot() for running in self._streams.values()]
 
@@ -326,6 +331,8 @@ class Runner:
         self._check_changeable(stream.id)
         if stream.id in self._whip_sources:
             raise ValueError(f"stream {stream.id!r} is a WHIP stream")
+        if len(self._streams) >= self._max_streams and stream.id not in self._streams:
+            raise ValueError(f"{self._max_streams} streams already (pipeline.max_streams)")
         self.add_stream(stream)
         self._added_at_run_time.add(stream.id)
         await self._store_change(stream.id, StoredStream(stream))
@@ -387,7 +394,8 @@ class Runner:
                 text="vidcap is starting", headers={"Retry-After": "5"}
             )
         taken = stream_id in self._streams and stream_id not in self._whip_sources
-        if self._stop_requested or taken:
+        full = stream_id not in self._streams and len(self._streams) >= self._max_streams
+        if self._stop_requested or taken or full:
             return False
         allowed = self.config.whip.streams
         return allowed is None or stream_id in allowed
@@ -436,11 +444,16 @@ STOPPED_DURING_START_UP = 130
 
 
 async def run_with_signals(
-    config: Config, on_event: PublishedCallback | None = None, announce: Announce = logger.info
+    config: Config,
+    on_event: PublishedCallback | None = None,
+    announce: Announce = logger.info,
+    watch: Callable[[Runner], Coroutine[Any, Any, None]] | None = None,
 ) -> int:
     """`vidcap run`. A signal while streams run drains them; before that (NATS unreachable,
-    JetStream not answering) it stops the start-up at once."""
+    JetStream not answering) it stops the start-up at once. ``watch`` runs beside, until the
+    end (progress bars)."""
     runner = Runner(config, on_event, announce)
+    watching = asyncio.create_task(watch(runner)) if watch is not None else None
     loop = asyncio.get_running_loop()
     start_up = asyncio.current_task()
     assert start_up is not None
@@ -467,3 +480,7 @@ async def run_with_signals(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching

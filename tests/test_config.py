@@ -27,6 +27,13 @@ def test_minimal_config_gets_documented_defaults() -> None:
     ("change", "expected"),
     [
         ({"streams": []}, "nothing to caption"),
+        (
+            {
+                "streams": [{"id": "a", "url": "x"}, {"id": "b", "url": "y"}],
+                "pipeline": {"max_streams": 1},
+            },
+            "2 streams configured; pipeline.max_streams is 1",
+        ),
         ({"whip": {"enabled": True}}, "whip.token must be set"),
         ({"http": {"listen": "8080"}}, "expected host:port"),
         ({"whip": {"listen": "127.0.0.1:8080"}}, "whip.listen moved to the http section"),

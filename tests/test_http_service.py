@@ -117,6 +117,7 @@ async def test_metrics_carry_vidcap_and_vllm_and_the_api_refuses_bad_requests(
 ) -> None:
     config = {
         "http": {"listen": "127.0.0.1:0", "token": TOKEN},
+        "pipeline": {"max_streams": 1},
         **engine_and_nats(nats_server.url, "m", tiny_model, stream_name="M"),
     }
     async with (
@@ -161,6 +162,9 @@ async def test_metrics_carry_vidcap_and_vllm_and_the_api_refuses_bad_requests(
             assert r.status == 201 and r.headers["Location"] == "/api/streams/clip"
         async with http.post(f"{base}/api/streams", json=clip, headers=AUTH) as r:
             assert r.status == 409 and "already running" in await r.text()
+        another = {"id": "clip2", "url": str(sample_clip)}
+        async with http.post(f"{base}/api/streams", json=another, headers=AUTH) as r:
+            assert r.status == 409 and "1 streams already" in await r.text()
 
 
 async def test_without_a_token_the_api_is_read_only(

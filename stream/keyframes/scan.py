@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,13 @@ class SceneReport:
     selections: list[Selection]
 
 
-def detect_scenes(path: Path, config: KeyframeConfig | None = None) -> SceneReport:
-    """Decode ``path`` and list its cuts; the heartbeat is off (only content decides)."""
+def detect_scenes(
+    path: Path,
+    config: KeyframeConfig | None = None,
+    on_frame: Callable[[], object] | None = None,
+) -> SceneReport:
+    """Decode ``path`` and list its cuts; the heartbeat is off (only content decides).
+    ``on_frame`` is called after each frame (a progress bar)."""
     config = (config or KeyframeConfig()).model_copy(update={"max_interval_s": NO_HEARTBEAT_S})
     selector = KeyframeSelector(config)
     features = FeatureExtractor(config.analysis_width)
@@ -45,6 +51,8 @@ def detect_scenes(path: Path, config: KeyframeConfig | None = None) -> SceneRepo
             if selected := selector.process_frame(frames, last_time, features(frame)):
                 selections += selected
             frames += 1
+            if on_frame is not None:
+                on_frame()
     selections += selector.flush()
     cuts = [s.index for s in selections if s.reason in ("cut", "transition")]
     return SceneReport(cuts, frames, fps, selections)

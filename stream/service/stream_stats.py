@@ -29,10 +29,13 @@ class RateMeter:
         self._started = clock()
         self._ticks: deque[float] = deque()
         self._lock = threading.Lock()
+        self.count = 0
+        """Ticks since the start."""
 
     def tick(self) -> None:
         now = self._clock()
         with self._lock:
+            self.count += 1
             self._ticks.append(now)
             self._forget_before(now - self._window_s)
 
