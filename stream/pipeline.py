@@ -114,7 +114,7 @@ class StreamPipeline:
 
     def pause(self, pause: bool = True) -> bool:
         """Captioning off (or on again): keyframes are still selected, and counted, but not
-        sent to the engine; ingest and health reports go on. A ``paused`` (``resumed``) status
+        sent to the engine; ingest and health reports go on. A ``paused`` (``unpaused``) status
         event marks the change in the stream's events. Returns whether anything changed."""
         if self.stats.paused == pause:
             return False
@@ -184,7 +184,7 @@ class StreamPipeline:
         if control.pause == self._captioning_paused:
             return
         self._captioning_paused = control.pause
-        state: PipelineState = "paused" if control.pause else "resumed"
+        state: PipelineState = "paused" if control.pause else "unpaused"
         detail = "captioning paused" if control.pause else "captioning resumed"
         logger.info("stream %s: %s", self.stream.id, detail)
         await self._submit_status(sequencer, _status(state, detail))

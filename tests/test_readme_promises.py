@@ -123,7 +123,7 @@ async def test_stop_publishes_stopped_naming_the_waiting_keyframes(
 
 
 def documented_metrics() -> set[str]:
-    metrics_section = README.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    metrics_section = README.split("**Metrics.**", 1)[1].split("\n\n", 1)[0]
     outbox_sentence = README.split("Metrics: `vidcap_outbox_events`", 1)[1].split(".", 1)[0]
     names = re.findall(r"`(vidcap_[a-z_]+)", metrics_section + "`vidcap_outbox_events`")
     return set(names) | set(re.findall(r"`(vidcap_[a-z_]+)`", outbox_sentence))

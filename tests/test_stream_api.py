@@ -93,7 +93,7 @@ async def test_add_pause_resume_remove_and_restart(
             assert r.status == 200 and (await r.json())["paused"] is False
         await vidcap.until(lambda: "caption" in states(vidcap.of("door")[paused_at:]))
         after_pause = states(vidcap.of("door")[paused_at:])
-        assert after_pause.index("resumed") < after_pause.index("caption")
+        assert after_pause.index("unpaused") < after_pause.index("caption")
         assert states(vidcap.of("door")).count("paused") == 1  # once, where it happened
 
         async with http.post(

@@ -28,7 +28,7 @@ PipelineState = Literal[
     "stopped",  # vidcap is shutting down (or the stream was removed)
     "keyframes_dropped",  # the engine fell behind; the stalest waiting keyframes were dropped
     "paused",  # captioning turned off through the API (ingest and health reports go on)
-    "resumed",  # captioning on again
+    "unpaused",  # captioning on again
 ]
 DeliveryState = Literal[
     "events_dropped",  # NATS was away and the outbox full (drop_oldest): events replaced by this

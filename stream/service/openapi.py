@@ -131,7 +131,7 @@ OPENAPI: Final[dict[str, Any]] = {
         "/api/streams/{id}/pause": _pause_route(
             "paused", "Captioning off; ingest and health go on"
         ),
-        "/api/streams/{id}/resume": _pause_route("resumed", "Captioning on again"),
+        "/api/streams/{id}/resume": _pause_route("unpaused", "Captioning on again"),
         "/whip/{stream}": {
             "post": {
                 "summary": "WHIP (RFC 9725): publish WebRTC video to a stream (whip.enabled)",
