@@ -6,7 +6,8 @@ and after a crash or restart resumes with the first event it had not acknowledge
 
 The consumer's position lives in the NATS server (a durable pull consumer), so any number of
 restarts continue where the last run stopped. Events of one vidcap stream arrive in `seq`
-order; this example checks that and reports a gap (none is expected).
+order, one sequence per stream across vidcap's runs (a `resumed` status event marks where a
+new run took over); this example checks that and reports a gap (none is expected).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from nats.js.errors import NotFoundError
 BATCH = 64
 
 
-def handle(event: dict, last_seq: dict[tuple[str, str], int]) -> None:
+def handle(event: dict, last_seq: dict[str, int]) -> None:
     """Your code goes here. This one prints the event and checks per-stream order."""
-    key = (event["stream"], event["session"])
-    expected = last_seq.get(key, -1) + 1
-    if event["seq"] != expected and key in last_seq:
-        print(f"GAP in {key}: expected seq {expected}, got {event['seq']}", flush=True)
-    last_seq[key] = event["seq"]
+    stream = event["stream"]
+    expected = last_seq.get(stream, -1) + 1
+    if event["seq"] != expected and stream in last_seq:
+        print(f"GAP in {stream}: expected seq {expected}, got {event['seq']}", flush=True)
+    if event.get("state") == "resumed" and event["previous_end"] == "interrupted":
+        print(f"{stream}: session {event['previous_session']} died; a new run goes on", flush=True)
+    last_seq[stream] = event["seq"]
     print(json.dumps(event, separators=(",", ":")), flush=True)
 
 
@@ -51,7 +54,7 @@ async def run(url: str, stream: str, durable: str, subject: str, stop: asyncio.E
             ),
         )
     subscription = await js.pull_subscribe_bind(durable, stream)
-    last_seq: dict[tuple[str, str], int] = {}
+    last_seq: dict[str, int] = {}
     while not stop.is_set():
         try:
             messages = await subscription.fetch(BATCH, timeout=1)

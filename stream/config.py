@@ -54,6 +54,9 @@ class StreamConfig(_Section):
     """Live sources reconnect when they end; default: true for network URLs, false for files."""
     loop: bool = False
     """Replay a file forever (demos and soak tests)."""
+    resume: bool = True
+    """A file whose earlier run was interrupted (vidcap killed mid-way) continues after the
+    last keyframe JetStream holds for it; false: from the start (seq still goes on)."""
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     open_timeout_s: float = Field(10.0, gt=0, le=300)
     """Longest wait for a source to open."""

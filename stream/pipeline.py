@@ -20,6 +20,7 @@ from stream.delivery.events import CaptionEvent, Envelope, Event, PipelineState,
 from stream.delivery.logo_alerts import LogoTracker
 from stream.delivery.publisher import EventPublisher
 from stream.delivery.sequencer import Sequencer
+from stream.delivery.story import StoryEnd
 from stream.fair_share import FairShare
 from stream.service.stream_stats import StreamStats
 from stream.sources.frames import Keyframe, SourceStatus
@@ -139,6 +140,11 @@ class StreamPipeline:
         for control in self._controls:
             handoff.put_control(control)
         self._handoff = handoff
+        sequencer: Sequencer[Event] = Sequencer(self._config.pipeline.max_in_flight_per_stream)
+        story = await self._publisher.story_end(self.stream.id)
+        skip_through = self._skip_through(story)
+        if story is not None:
+            await self._submit_status(sequencer, self._continue_story(story, skip_through))
         self._ingest = Ingest(
             self.stream,
             self._config.keyframes,
@@ -146,14 +152,45 @@ class StreamPipeline:
             handoff,
             self._source,
             on_frame=self.stats.frames.tick,
+            skip_through_frame=skip_through,
         )
         if self._stopping:
             self._ingest.stop()
-        sequencer: Sequencer[Event] = Sequencer(self._config.pipeline.max_in_flight_per_stream)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._ingest.run())
             group.create_task(self._dispatch(handoff, sequencer))
             group.create_task(self._publish_in_order(sequencer))
+
+    def _skip_through(self, story: StoryEnd | None) -> int | None:
+        """The last frame already captioned, when this is a file whose earlier run was
+        interrupted (and ``resume`` is on): selection starts again from frame 0, alike, and
+        nothing up to this frame is captioned twice."""
+        if story is None or not story.interrupted or self.stream.is_live or self.stream.loop:
+            return None
+        return story.last_frame if self.stream.resume else None
+
+    def _continue_story(self, story: StoryEnd, skip_through: int | None) -> StatusEvent:
+        """Seq and keyframe numbers go on from what JetStream holds; a ``resumed`` event says
+        from where, and how the earlier session ended."""
+        self._next_seq = max(self._next_seq, story.last_seq + 1)
+        self._keyframes_numbered = max(self._keyframes_numbered, story.next_keyframe)
+        now = time.time()
+        gap = max(0.0, now - story.stored_at) if story.stored_at is not None else None
+        detail = f"session {story.session} ended {story.ended} at seq {story.last_seq}"
+        if gap is not None:
+            detail += f", {gap:.1f} s ago"
+        fields: dict[str, Any] = {
+            "previous_session": story.session,
+            "previous_end": story.ended,
+            "last_seq": story.last_seq,
+        }
+        if gap is not None:
+            fields["gap_s"] = round(gap, 3)
+        if skip_through is not None:
+            detail += f"; the file resumes after frame {skip_through}"
+            fields["resume_after_frame"] = skip_through
+        logger.info("stream %s: resumed (%s)", self.stream.id, detail)
+        return StatusEvent("resumed", detail, now, fields)
 
     async def _dispatch(self, handoff: KeyframeHandoff, sequencer: Sequencer[Event]) -> None:
         try:

@@ -29,6 +29,7 @@ PipelineState = Literal[
     "keyframes_dropped",  # the engine fell behind; the stalest waiting keyframes were dropped
     "paused",  # captioning turned off through the API (ingest and health reports go on)
     "unpaused",  # captioning on again
+    "resumed",  # the story goes on from an earlier session's last stored event
 ]
 DeliveryState = Literal[
     "events_dropped",  # NATS was away and the outbox full (drop_oldest): events replaced by this

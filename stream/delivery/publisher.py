@@ -16,12 +16,14 @@ from typing import Any, Final, TypeVar
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.api import StreamConfig as JsStreamConfig
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from engine.errors import VidcapError
 from stream.config import NatsConfig
 from stream.delivery.events import Envelope, Event, EventKind, StatusEvent, wire_json
+from stream.delivery.story import StoryEnd, read_last_stored, read_story_end
 from stream.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -169,6 +171,9 @@ class EventPublisher:
         self._sender: asyncio.Task[None] | None = None
         self.duplicates = 0
         """Acks saying "already stored": a retried event whose first try had arrived."""
+        self.found_stored = 0
+        """Events found already stored when delivery started again (not sent twice)."""
+        self._check_stored = False  # delivery failed: look up what arrived before resending
         self.dropped = 0
 
     async def ensure_stream(self) -> None:
@@ -210,6 +215,23 @@ class EventPublisher:
                 )
             )
             logger.info("created JetStream stream %s for %s", self._config.stream_name, subjects)
+
+    async def story_end(self, stream_id: str) -> StoryEnd | None:
+        """How ``stream_id``'s story ends in JetStream so far; None without JetStream, when
+        nothing is stored, or when it cannot be read (logged: the stream starts a new story)."""
+        if self._js is None:
+            return None
+        try:
+            return await read_story_end(
+                self._js, self._config.stream_name, self._config.subject_prefix, stream_id
+            )
+        except (TimeoutError, nats.errors.Error, ValueError, KeyError) as exc:
+            logger.warning(
+                "stream %s: cannot read its story so far from JetStream (%r); it starts at seq 0",
+                stream_id,
+                exc,
+            )
+            return None
 
     @property
     def fill(self) -> float:
@@ -320,6 +342,7 @@ class EventPublisher:
                 await self._deliver()
                 retry = 0
             except (TimeoutError, nats.errors.Error) as exc:
+                self._check_stored = self._js is not None
                 delay = RETRY_BACKOFF_S[min(retry, len(RETRY_BACKOFF_S) - 1)]
                 retry += 1
                 self._metrics.publish_retries.inc()
@@ -340,6 +363,9 @@ class EventPublisher:
                 await self._send(entry, self._client.publish)
                 self._acknowledged()
             return
+        if self._check_stored:
+            await self._forget_stored(self._js)
+            self._check_stored = False
         pending: deque[asyncio.Future[Any]] = deque()
         try:
             while self._entries:
@@ -363,6 +389,28 @@ class EventPublisher:
             self._in_flight = 0  # whatever was not acknowledged is sent again
             for future in pending:
                 future.cancel()
+
+    async def _forget_stored(self, js: JetStreamContext) -> None:
+        """Drop from the outbox what JetStream already holds: after an outage of any length
+        nothing is stored twice (the duplicate window alone would forget after its time).
+        Each stream's events travel in order on one connection, so when its seq N is stored,
+        everything of it before N is too."""
+        stored: dict[str, tuple[str, int] | None] = {}
+        for stream_id in {entry.envelope.stream for entry in self._entries}:
+            stored[stream_id] = await read_last_stored(
+                js, self._config.stream_name, self._config.subject_prefix, stream_id
+            )
+        kept: deque[_Entry] = deque()
+        for entry in self._entries:
+            last = stored[entry.envelope.stream]
+            envelope = entry.envelope
+            if last is not None and last[0] == envelope.session and envelope.seq <= last[1]:
+                self.found_stored += 1
+                self._forget(entry)
+            else:
+                kept.append(entry)
+        self._entries = kept
+        self._after_removal()
 
     async def _send(self, entry: _Entry, publish: Callable[..., Awaitable[T]]) -> T:
         """Publish one entry. If the server refuses its size (its max_payload can shrink
@@ -390,11 +438,17 @@ class EventPublisher:
             raise
 
     def _acknowledged(self) -> None:
-        entry = self._entries.popleft()
+        self._forget(self._entries.popleft())
+        self._after_removal()
+
+    def _forget(self, entry: _Entry) -> None:
+        """``entry`` (out of the outbox) is stored in NATS."""
         self._bytes -= len(entry.payload)
         if entry.dropped_through is None:
             self._real -= 1
         self._metrics.events_published.inc()
+
+    def _after_removal(self) -> None:
         self._metrics.outbox_depth.set(len(self._entries))
         if not self._entries:
             self._empty.set()

@@ -138,12 +138,16 @@ STATUS_EVENT_SCHEMA["properties"].update(
         "bytes": {"type": "integer", "minimum": 0},
         "max_payload": {"type": "integer", "minimum": 0},
         "kind": {"enum": list(get_args(EventKind))},
+        "previous_session": {"type": "string"},
+        "previous_end": {"enum": ["stopped", "ended", "failed", "interrupted"]},
+        "resume_after_frame": {"type": "integer", "minimum": 0},
     }
 )
 STATUS_EVENT_SCHEMA["allOf"] = [
     {"if": {"properties": {"state": {"const": state}}}, "then": {"required": required}}
     for state, required in (
         ("keyframes_dropped", ["dropped"]),
+        ("resumed", ["previous_session", "previous_end", "last_seq"]),
         ("stalled", ["silent_s"]),
         ("reconnecting", ["attempt", "retry_in_s"]),
         ("recovered", ["gap_s"]),

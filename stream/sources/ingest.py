@@ -75,9 +75,11 @@ class Ingest:
         handoff: KeyframeHandoff,
         source: FrameSource | None = None,
         on_frame: Callable[[], None] | None = None,
+        skip_through_frame: int | None = None,
     ) -> None:
         self.config = config
         self._on_frame = on_frame
+        self._skip_through = -1 if skip_through_frame is None else skip_through_frame
         self._keyframes = keyframes
         self._image_size = image_size
         self._handoff = handoff
@@ -158,6 +160,8 @@ class Ingest:
     ) -> bool:
         frames = {frame_time.index: (frame_time, frame) for frame_time, frame in recent}
         for selection in selections:
+            if selection.index <= self._skip_through:
+                continue  # captioned in an earlier run of this file
             frame_time, frame = frames[selection.index]
             image = model_image(frame, self._image_size)
             keyframe = Keyframe(

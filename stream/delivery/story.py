@@ -1,0 +1,85 @@
+"""A stream's story so far, as JetStream holds it: the last event stored for the stream (any
+kind) and its last caption. A new run continues from there: seq keeps counting, keyframes keep
+their numbers, and a file interrupted mid-way resumes after its last captioned frame."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.js import JetStreamContext
+
+logger = logging.getLogger(__name__)
+
+# A story whose last event is one of these ended on purpose; after anything else, vidcap died
+# (or lost NATS for good) mid-story.
+FINAL_STATES = frozenset({"stopped", "ended", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class StoryEnd:
+    last_seq: int
+    session: str
+    ended: str
+    """The final state (``stopped``, ``ended``, ``failed``), or ``interrupted``."""
+    stored_at: float | None
+    """When JetStream stored the last event (Unix time), if the server said."""
+    next_keyframe: int
+    last_frame: int | None
+    """Frame index of the last captioned keyframe (files resume after it)."""
+
+    @property
+    def interrupted(self) -> bool:
+        return self.ended == "interrupted"
+
+
+async def read_story_end(
+    js: JetStreamContext, stream_name: str, prefix: str, stream_id: str
+) -> StoryEnd | None:
+    """The end of ``stream_id``'s story in JetStream; None when nothing is stored."""
+    last = await _last(js, stream_name, f"{prefix}.{stream_id}.>")
+    if last is None:
+        return None
+    event, stored_at = last
+    caption = await _last(js, stream_name, f"{prefix}.{stream_id}.caption")
+    next_keyframe, last_frame = 0, None
+    if caption is not None:
+        next_keyframe = int(caption[0].get("keyframe", -1)) + 1
+        last_frame = caption[0].get("frame", {}).get("index")
+    state = event.get("state") if event.get("type") == "status" else None
+    return StoryEnd(
+        last_seq=int(event["seq"]),
+        session=str(event.get("session", "")),
+        ended=state if state in FINAL_STATES else "interrupted",
+        stored_at=stored_at,
+        next_keyframe=next_keyframe,
+        last_frame=int(last_frame) if isinstance(last_frame, int) else None,
+    )
+
+
+async def read_last_stored(
+    js: JetStreamContext, stream_name: str, prefix: str, stream_id: str
+) -> tuple[str, int] | None:
+    """The session and seq of the last event JetStream holds for ``stream_id``."""
+    last = await _last(js, stream_name, f"{prefix}.{stream_id}.>")
+    return None if last is None else (str(last[0].get("session", "")), int(last[0]["seq"]))
+
+
+async def _last(
+    js: JetStreamContext, stream_name: str, subject: str
+) -> tuple[dict[str, Any], float | None] | None:
+    try:
+        message = await js.get_last_msg(stream_name, subject)
+    except nats.js.errors.NotFoundError:
+        return None
+    if not message.data:
+        return None
+    event = orjson.loads(message.data)
+    if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
+        raise ValueError(f"the last message on {subject} is not a vidcap event")
+    stored_at = message.time.timestamp() if message.time is not None else None
+    return event, stored_at
