@@ -30,6 +30,10 @@ URL_SCHEMES = sorted(
     """rtsp rtsps rtmp rtmps rtmpe rtmpt rtmpte rtmpts http https hls srt rist rtp srtp udp
     udplite tcp tls file ftp sftp smb mmsh mmst icecast data unix whip""".split()
 )
+_PROTOCOL_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+API_URL_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "hls", "srt"})
+"""Schemes a stream added through the API may use (or a file path): network video sources,
+none that reaches local files or raw sockets (file, data, tcp, udp, unix, ...)."""
 _SECRET_KEY = re.compile(r"(?i)(^|[._])(token|password|credential|secret|seed)$")
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -86,6 +90,11 @@ class StreamConfig(_Section):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+            raise ValueError("control characters in a URL")
+        if "://" not in url and _PROTOCOL_PREFIX.match(url):
+            # FFmpeg reads "concat:a|b", "subfile:..." as protocols, not as file names.
+            raise ValueError("a protocol prefix without //; write a file path as ./name")
         scheme = url.split("://", 1)[0].lower() if "://" in url else None
         if scheme is not None and scheme not in URL_SCHEMES:
             near = _nearest_schemes(scheme)

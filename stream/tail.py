@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -117,7 +118,11 @@ async def tail(
         await client.subscribe(subject, cb=on_live)
         where = "live"
     await client.flush()  # the subscription is live on the server before we say so
-    print(f"vidcap tail: listening on {subject} at {redact(url)} ({where})", flush=True)
+    print(
+        f"vidcap tail: listening on {subject} at {redact(url)} ({where})",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         while True:
             data, position = await queue.get()

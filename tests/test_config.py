@@ -27,6 +27,8 @@ def test_minimal_config_gets_documented_defaults() -> None:
     ("change", "expected"),
     [
         ({"streams": []}, "nothing to caption"),
+        ({"streams": [{"id": "a", "url": "concat:/a|/b"}]}, "protocol prefix"),
+        ({"streams": [{"id": "a", "url": "/a\x1b[31m.mp4"}]}, "control characters"),
         (
             {
                 "streams": [{"id": "a", "url": "x"}, {"id": "b", "url": "y"}],

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from stream.config import ConfigError, HttpConfig, StreamConfig, parse_section
+from stream.config import API_URL_SCHEMES, ConfigError, HttpConfig, StreamConfig, parse_section
 from stream.service.bearer import BearerToken
 from stream.service.openapi import OPENAPI
 
@@ -119,9 +119,16 @@ def parse_stream(data: Any) -> StreamConfig:
     if not isinstance(data, dict):
         raise _error(web.HTTPBadRequest, "expected a JSON object: a streams[] entry")
     try:
-        return parse_section(StreamConfig, data, "stream")
+        stream = parse_section(StreamConfig, data, "stream")
     except ConfigError as exc:
         raise _error(web.HTTPUnprocessableEntity, str(exc)) from None
+    scheme = stream.url.split("://", 1)[0].lower() if "://" in stream.url else None
+    if scheme is not None and scheme not in API_URL_SCHEMES:
+        allowed = ", ".join(f"{s}://" for s in sorted(API_URL_SCHEMES))
+        raise _error(web.HTTPUnprocessableEntity, f"the API takes {allowed} or a file path")
+    if stream.options:
+        raise _error(web.HTTPUnprocessableEntity, "options (FFmpeg's) are for the config file only")
+    return stream
 
 
 async def _json_body(request: web.Request) -> Any:
