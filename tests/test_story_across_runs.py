@@ -36,7 +36,7 @@ from tests.conftest import kill_tree
 from tests.test_nats_permissions import FixedEngine
 
 KILLS = 5
-SPEC = ClipSpec(shots=10, shot_frames=15, fps=25)
+SPEC = ClipSpec(shots=30, shot_frames=15, fps=25)
 
 
 def free_port() -> int:
@@ -46,10 +46,11 @@ def free_port() -> int:
 
 
 class SlowEngine(FixedEngine):
-    """A caption takes a while, so kills land with captions in flight."""
+    """A caption takes a while, so kills land with captions in flight, and no run gets to
+    the file's end before its kill (an ended file starts over, by design)."""
 
     async def generate(self, image: Any, request_id: str, max_tokens: int) -> Any:
-        await asyncio.sleep(random.uniform(0.05, 0.4))
+        await asyncio.sleep(random.uniform(0.2, 0.4))
         return await super().generate(image, request_id, max_tokens)
 
 
@@ -99,6 +100,7 @@ async def test_kills_at_random_moments_leave_one_story_per_stream(tmp_path: Path
     settings = {
         "streams": [{"id": name, "url": str(path)} for name, path in clips.items()],
         "keyframes": {"min_gap_s": 0.2},
+        "pipeline": {"max_in_flight_per_stream": 1},  # about 3 captions a second per stream
         "engine": {"kind": "nats", "worker_timeout_s": 5},
         "nats": {"url": server.url, "subject_prefix": "story", "stream_name": "STORY"},
     }
