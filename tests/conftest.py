@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,13 @@ def events_match_published_schemas(monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setattr(stream.delivery.publisher, "wire_json", validated_wire_json)
     yield violations
     assert not violations, f"events that break the published schemas: {violations}"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -25,16 +25,10 @@ from stream.service.openapi import OPENAPI
 from stream.service.operations import Operations
 from stream.service.stream_api import StreamApi
 from stream.sources.whip_server import WhipServer
-from tests.conftest import engine_and_nats
+from tests.conftest import engine_and_nats, free_port
 
 TOKEN = "api-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager

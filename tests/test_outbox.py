@@ -4,7 +4,6 @@ nothing stored twice, nothing out of order; and what a full outbox does."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,13 @@ from stream.delivery.events import Envelope, StatusEvent
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
 from stream.delivery.schemas import EVENT_SCHEMAS
+from tests.conftest import free_port
 
 VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
 
 
 def status(stream: str, seq: int) -> tuple[Envelope, StatusEvent]:
     return Envelope(stream, "s1", seq), StatusEvent("live", f"event {seq}", 1764079323.12)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

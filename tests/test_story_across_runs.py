@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -37,12 +36,6 @@ from tests.test_nats_permissions import FixedEngine
 
 KILLS = 5
 SPEC = ClipSpec(shots=30, shot_frames=15, fps=25)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class SlowEngine(FixedEngine):
