@@ -26,6 +26,7 @@ from stream.config import (
 from stream.ids import stream_id_from_source
 from stream.log_format import configure_logging
 from stream.redact import redact
+from stream.search.commands import add_commands as add_search_commands
 from stream.vllm_logs import route_vllm_logs
 
 
@@ -131,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     bench_publish.add_argument("--events", type=int, default=20_000)
     bench_publish.add_argument("--rounds", type=int, default=3)
     bench_publish.set_defaults(handler=_bench_publish)
+
+    add_search_commands(commands)
 
     schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
     schemas.add_argument("directory", type=Path)

@@ -23,6 +23,7 @@ from stream.runner import Runner
 from stream.service.http_server import HttpListenError, HttpServer
 from stream.service.openapi import OPENAPI
 from stream.service.operations import Operations
+from stream.service.search_api import SearchApi
 from stream.service.stream_api import StreamApi
 from stream.sources.whip_server import WhipServer
 from tests.conftest import engine_and_nats, free_port
@@ -212,6 +213,7 @@ def test_the_openapi_document_describes_exactly_the_routes() -> None:
     http = HttpServer(HttpConfig(listen="127.0.0.1:0"))
     Operations(CollectorRegistry(), _ready, engine_in_process=False).mount(http.app)
     StreamApi(HttpConfig(listen="127.0.0.1:0"), None).mount(http.app)  # type: ignore[arg-type]
+    SearchApi(None).mount(http.app)
     whip = WhipServer(WhipConfig(enabled=True, token=TOKEN), lambda _: None)  # type: ignore[arg-type]
     whip.mount(http.app)
     served: set[tuple[str, str]] = set()

@@ -46,6 +46,58 @@ def _pause_route(verb: str, summary: str) -> dict[str, Any]:
     }
 
 
+def _query(name: str, description: str, required: bool = False, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": {"type": "string", "maxLength": 200, **schema},
+    }
+
+
+_WINDOW = [
+    _query(
+        "since",
+        "window start: ISO time, UTC if no zone, or 90s / 10m / 2h / 1d ago",
+        required=True,
+    ),
+    _query("until", "window end (default now), as since"),
+    _query("stream", "only this stream id"),
+]
+_SEARCH_ERRORS = {
+    "400": _error("a parameter is unknown, repeated, too long or malformed; the message says"),
+    "503": _error("no search index, or the query ran too long"),
+}
+
+
+def _report(summary: str, schema: str, limit: int | None = None) -> dict[str, Any]:
+    limit_param = (
+        [_query("limit", f"at most this many (1-{limit})", type="integer", maximum=limit)]
+        if limit
+        else []
+    )
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [*_WINDOW, *limit_param],
+            "responses": {"200": _json(schema, "the report"), **_SEARCH_ERRORS},
+        }
+    }
+
+
+_SEARCH_PARAMETERS = [
+    _query("q", 'words (all must match), "phrases", word*, OR, -word', maxLength=500),
+    _query("since", "captured at or after: ISO time, or 90s / 10m / 2h / 1d ago"),
+    _query("until", "captured before, as since"),
+    _query("stream", "only this stream id"),
+    _query("logo", "words in one of the caption's logos"),
+    _query("object", "words in one of the caption's objects"),
+    _query("content_type", "text content_type contains"),
+    _query("quality", "text production_quality contains"),
+    _query("limit", "at most this many results (1-1000, default 20)", type="integer", maximum=1000),
+]
+
 _WHIP_OFFER = {"content": {"application/sdp": {"schema": {"type": "string"}}}}
 
 OPENAPI: Final[dict[str, Any]] = {
@@ -132,6 +184,15 @@ OPENAPI: Final[dict[str, Any]] = {
             "paused", "Captioning off; ingest and health go on"
         ),
         "/api/streams/{id}/resume": _pause_route("unpaused", "Captioning on again"),
+        "/api/search": {
+            "get": {
+                "summary": "Search the indexed captions, newest first",
+                "parameters": _SEARCH_PARAMETERS,
+                "responses": {"200": _json("SearchResults", "matching captions"), **_SEARCH_ERRORS},
+            }
+        },
+        "/api/airtime": _report("On-screen time per brand per stream in a window", "Airtime"),
+        "/api/segments": _report("Shots (segments) in a window, oldest first", "Segments", 5000),
         "/whip/{stream}": {
             "post": {
                 "summary": "WHIP (RFC 9725): publish WebRTC video to a stream (whip.enabled)",
@@ -240,6 +301,38 @@ OPENAPI: Final[dict[str, Any]] = {
                 "type": "object",
                 "properties": {
                     "streams": {"type": "array", "items": {"$ref": "#/components/schemas/Stream"}}
+                },
+            },
+            "SearchResults": {
+                "type": "object",
+                "properties": {"results": {"type": "array", "items": {"type": "object"}}},
+            },
+            "Airtime": {
+                "type": "object",
+                "properties": {
+                    "since": {"type": "string"},
+                    "until": {"type": "string"},
+                    "airtime": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "stream": {"type": "string"},
+                                "brand": {"type": "string"},
+                                "seconds": {"type": "number"},
+                                "appearances": {"type": "integer"},
+                                "open": {"type": "integer"},
+                            },
+                        },
+                    },
+                },
+            },
+            "Segments": {
+                "type": "object",
+                "properties": {
+                    "since": {"type": "string"},
+                    "until": {"type": "string"},
+                    "segments": {"type": "array", "items": {"type": "object"}},
                 },
             },
             "Removed": {

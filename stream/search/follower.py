@@ -1,0 +1,208 @@
+"""The follower: a durable JetStream pull consumer on the events stream, feeding the index.
+
+The index, not the consumer, knows where to go on from: each batch is committed with the
+stream sequence it reaches. So at start, and whenever delivery may have skipped something (a
+gap in the consumer's delivery sequence, a NATS restart, the consumer deleted), the consumer
+is created afresh right after the index's position. Events therefore arrive in stream order
+with none missed, which the derived rows (segments, airtime) rely on; anything delivered
+twice is recognised by its identity (stream, session, seq) and changes nothing. The batch's
+last message is acknowledged after the commit (``AckPolicy.ALL``), so ``nats consumer info``
+shows how far behind the index is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from stream.config import NatsConfig
+from stream.delivery.publisher import connect
+from stream.search.store import BatchResult, IndexStore, StoredMessage
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DURABLE: Final = "vidcap-index"
+FETCH_BATCH: Final = 1000
+"""Messages asked for at once; each batch is one SQLite transaction."""
+FETCH_WAIT_S: Final = 1.0
+"""How long a fetch waits for new events when the index has caught up."""
+RETRY_S: Final = 2.0
+"""Wait before trying again after NATS or the stream was unavailable."""
+
+
+@dataclass(slots=True)
+class IndexProgress:
+    position: int = 0
+    """The last JetStream stream sequence indexed."""
+    indexed: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    repositioned: int = 0
+    """Times the consumer was created afresh after the index's position (start included)."""
+    caught_up: bool = False
+    """The last fetch found nothing new."""
+
+    def add(self, result: BatchResult, position: int) -> None:
+        self.indexed += result.indexed
+        self.duplicates += result.duplicates
+        self.skipped += result.skipped
+        self.position = position
+
+
+class _Reposition(Exception):
+    """Delivery may have skipped events: go on from the index's position with a new consumer."""
+
+
+class Indexer:
+    """Follow ``nats.stream_name`` into the index at ``db_path`` until ``stop`` is set.
+
+    ``client``: an existing connection to use (vidcap run's); otherwise one is made to
+    ``url`` with ``nats``'s credentials and closed at the end."""
+
+    def __init__(
+        self,
+        nats_config: NatsConfig,
+        db_path: Path,
+        *,
+        url: str | None = None,
+        client: Client | None = None,
+        durable: str = DEFAULT_DURABLE,
+        rebuild: bool = False,
+    ) -> None:
+        self._nats = nats_config
+        self._url = url or nats_config.url
+        self._client = client
+        self._durable = durable
+        self._rebuild = rebuild
+        self.db_path = db_path
+        self.progress = IndexProgress()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        store = IndexStore(self.db_path, self._nats.stream_name)
+        try:
+            if self._rebuild:
+                store.reset(self._nats.stream_name)
+            self.progress.position = store.position
+            client = self._client
+            if client is None:
+                if not self._url:
+                    raise ValueError("the indexer needs a NATS URL")
+                client = await connect(self._nats, self._url)
+            try:
+                await _until(stop, self._follow(client.jetstream(), store))
+            finally:
+                if self._client is None:
+                    with contextlib.suppress(nats.errors.Error):
+                        await client.drain()
+        finally:
+            store.close()
+
+    async def _follow(self, js: JetStreamContext, store: IndexStore) -> None:
+        while True:
+            try:
+                subscription = await self._subscribe(js, store.position)
+                await self._consume(subscription, store)
+            except _Reposition as why:
+                logger.info(
+                    "search index: going on after stream sequence %d (%s)", store.position, why
+                )
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                logger.warning(
+                    "search index: %s (%s); trying again in %g s",
+                    type(exc).__name__,
+                    exc or "no detail",
+                    RETRY_S,
+                )
+                await asyncio.sleep(RETRY_S)
+
+    async def _subscribe(self, js: JetStreamContext, position: int) -> Any:
+        stream = self._nats.stream_name
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(stream, self._durable)
+        start = (
+            {"deliver_policy": DeliverPolicy.ALL}
+            if position == 0
+            else {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": position + 1}
+        )
+        await js.add_consumer(
+            stream,
+            ConsumerConfig(
+                durable_name=self._durable,
+                description="vidcap search index",
+                ack_policy=AckPolicy.ALL,
+                max_ack_pending=FETCH_BATCH * 4,
+                **start,
+            ),
+        )
+        self.progress.repositioned += 1
+        return await js.pull_subscribe_bind(durable=self._durable, stream=stream)
+
+    async def _consume(self, subscription: Any, store: IndexStore) -> None:
+        expected = 1  # the consumer's delivery sequence: any gap means a lost delivery
+        try:
+            while True:
+                try:
+                    messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
+                except nats.errors.TimeoutError:
+                    self.progress.caught_up = True
+                    continue
+                self.progress.caught_up = False
+                batch, expected, gap = _in_order(messages, expected)
+                if batch:
+                    result = await _apply(store, batch)
+                    self.progress.add(result, store.position)
+                    await messages[len(batch) - 1].ack()
+                if gap is not None:
+                    raise _Reposition(gap)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+
+
+def _in_order(messages: list[Msg], expected: int) -> tuple[list[StoredMessage], int, str | None]:
+    """The messages up to the first gap in delivery, the next expected delivery sequence,
+    and what the gap was (None: no gap)."""
+    batch: list[StoredMessage] = []
+    for message in messages:
+        sequence = message.metadata.sequence
+        if sequence.consumer != expected:
+            return batch, expected, f"delivery {sequence.consumer} where {expected} was due"
+        batch.append(StoredMessage(sequence.stream, message.data))
+        expected += 1
+    return batch, expected, None
+
+
+async def _apply(store: IndexStore, batch: list[StoredMessage]) -> BatchResult:
+    """``store.apply`` on a thread (the loop keeps serving); a cancellation waits for the
+    transaction to end, so the store is never closed under it."""
+    work = asyncio.ensure_future(asyncio.to_thread(store.apply, batch))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await work
+        raise
+
+
+async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` until it ends (its exception is raised) or ``stop`` is set."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,183 @@
+"""`/api/search`, `/api/airtime`, `/api/segments`: the search index over HTTP.
+
+They read the index file ``vidcap index`` (or an index in ``vidcap run``) writes; without
+one they answer 503. Reads are open, like ``GET /api/streams``: the server listens on
+127.0.0.1 by default, and ``http.token`` guards the routes that change something. Every
+parameter is bounded (text lengths, ``limit``), unknown parameters are refused, at most
+``MAX_CONCURRENT_QUERIES`` run at once and each is interrupted after ``QUERY_TIMEOUT_S``.
+Errors are JSON: ``{"error": "..."}``."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from engine.errors import VidcapError
+from stream.search.queries import MAX_LIMIT, SearchQuery, iso, search
+from stream.search.query_text import MAX_QUERY_CHARS, QueryError
+from stream.search.reports import DEFAULT_SEGMENTS, MAX_SEGMENTS, airtime, segments
+from stream.search.store import reading
+from stream.tail import parse_since
+
+MAX_CONCURRENT_QUERIES: Final = 4
+QUERY_TIMEOUT_S: Final = 5.0
+MAX_PARAM_CHARS: Final = 200
+
+_WINDOW: Final = ("since", "until", "stream")
+_SEARCH_PARAMS: Final = frozenset(
+    {"q", "logo", "object", "content_type", "quality", "limit", *_WINDOW}
+)
+_REPORT_PARAMS: Final = frozenset(_WINDOW)
+_SEGMENT_PARAMS: Final = frozenset({*_WINDOW, "limit"})
+
+Query = Callable[[sqlite3.Connection], Any]
+
+
+class SearchApi:
+    def __init__(self, db: Path | None) -> None:
+        self._db = db
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_QUERIES)
+
+    def mount(self, app: web.Application) -> None:
+        app.add_routes(
+            [
+                web.get("/api/search", self._search),
+                web.get("/api/airtime", self._airtime),
+                web.get("/api/segments", self._segments),
+            ]
+        )
+
+    async def _search(self, request: web.Request) -> web.Response:
+        params = _params(request, _SEARCH_PARAMS)
+        since, until = _moment(params, "since"), _moment(params, "until")
+        query = _checked(
+            lambda: SearchQuery(
+                text=params.get("q", ""),
+                stream=params.get("stream"),
+                since=since,
+                until=until,
+                logo=params.get("logo"),
+                object=params.get("object"),
+                content_type=params.get("content_type"),
+                quality=params.get("quality"),
+                limit=_limit(params, 20, MAX_LIMIT),
+            )
+        )
+        hits = await self._run(lambda db: search(db, query))
+        return _json({"results": hits})
+
+    async def _airtime(self, request: web.Request) -> web.Response:
+        params = _params(request, _REPORT_PARAMS)
+        since, until = _window(params)
+        rows = await self._run(lambda db: airtime(db, since, until, params.get("stream")))
+        return _json({"since": iso(since), "until": iso(until), "airtime": rows})
+
+    async def _segments(self, request: web.Request) -> web.Response:
+        params = _params(request, _SEGMENT_PARAMS)
+        since, until = _window(params)
+        limit = _limit(params, DEFAULT_SEGMENTS, MAX_SEGMENTS)
+        rows = await self._run(lambda db: segments(db, since, until, params.get("stream"), limit))
+        return _json({"since": iso(since), "until": iso(until), "segments": rows})
+
+    async def _run(self, query: Query) -> Any:
+        if self._db is None or not self._db.exists():
+            raise _error(
+                web.HTTPServiceUnavailable,
+                "no search index: run `vidcap index` (or enable the index) and try again",
+            )
+        async with self._slots:
+            try:
+                return await asyncio.to_thread(_bounded, self._db, query)
+            except QueryError as exc:
+                raise _error(web.HTTPBadRequest, str(exc)) from None
+            except VidcapError as exc:  # the file cannot be opened
+                raise _error(web.HTTPServiceUnavailable, str(exc)) from None
+            except sqlite3.OperationalError as exc:
+                if "interrupted" in str(exc):
+                    raise _error(
+                        web.HTTPServiceUnavailable,
+                        f"the query ran longer than {QUERY_TIMEOUT_S:g} s: narrow it",
+                    ) from None
+                raise _error(
+                    web.HTTPServiceUnavailable, f"the index is unavailable: {exc}"
+                ) from None
+
+
+def _bounded(path: Path, query: Query) -> Any:
+    deadline = time.monotonic() + QUERY_TIMEOUT_S
+    with reading(path) as db:
+        db.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        return query(db)
+
+
+def _params(request: web.Request, allowed: frozenset[str]) -> Mapping[str, str]:
+    query = request.rel_url.query
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise _error(
+            web.HTTPBadRequest,
+            f"unknown parameter(s) {', '.join(unknown)[:MAX_PARAM_CHARS]}; "
+            f"allowed: {', '.join(sorted(allowed))}",
+        )
+    for name in query:
+        if len(query.getall(name)) > 1:
+            raise _error(web.HTTPBadRequest, f"{name} given more than once")
+        bound = MAX_QUERY_CHARS if name == "q" else MAX_PARAM_CHARS
+        if len(query[name]) > bound:
+            raise _error(web.HTTPBadRequest, f"{name} is longer than {bound} characters")
+    return query
+
+
+def _checked(build: Callable[[], SearchQuery]) -> SearchQuery:
+    try:
+        return build()
+    except QueryError as exc:
+        raise _error(web.HTTPBadRequest, str(exc)) from None
+
+
+def _limit(params: Mapping[str, str], default: int, most: int) -> int:
+    text = params.get("limit")
+    if text is None:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise _error(web.HTTPBadRequest, f"limit must be an integer from 1 to {most}")
+    return int(text)
+
+
+def _moment(params: Mapping[str, str], name: str) -> float | None:
+    text = params.get(name)
+    if text is None:
+        return None
+    try:
+        return parse_since(text).timestamp()
+    except (ValueError, OverflowError):
+        raise _error(
+            web.HTTPBadRequest,
+            f"{name}: use an ISO time (UTC if no zone) or a time ago: 90s, 10m, 2h, 1d",
+        ) from None
+
+
+def _window(params: Mapping[str, str]) -> tuple[float, float]:
+    since = _moment(params, "since")
+    if since is None:
+        raise _error(web.HTTPBadRequest, "since is required (ISO time or 90s / 10m / 2h / 1d)")
+    until = _moment(params, "until")
+    until = time.time() if until is None else until
+    if since >= until:
+        raise _error(web.HTTPBadRequest, "the time window is empty: since must be before until")
+    return since, until
+
+
+def _json(data: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+
+def _error(kind: type[web.HTTPException], message: str) -> web.HTTPException:
+    return kind(text=orjson.dumps({"error": message}).decode(), content_type="application/json")
