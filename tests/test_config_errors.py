@@ -1,0 +1,63 @@
+"""What a bad configuration's error says: where it came from (the file, or the caller's name
+for the data), the key that is wrong (an unset ${ENV} reference too, inside lists), and never
+the contents of a rejected section (a token in it is still a secret)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream.config import ConfigError, load_config, parse_config
+
+STREAMS = {"streams": [{"id": "cam1", "url": "rtsp://127.0.0.1:8554/cam"}]}
+
+
+def test_a_bad_value_in_a_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "vidcap.yaml"
+    path.write_text("streams:\n  - id: cam1\n    url: rtsp://127.0.0.1/cam\n    loop: maybe\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}:")
+    assert "streams.0.loop" in str(error.value)
+
+
+def test_a_file_that_is_no_mapping_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "vidcap.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+
+
+def test_data_from_elsewhere_is_named_by_its_source() -> None:
+    bad = {**STREAMS, "pipeline": {"max_streams": 0}}
+    with pytest.raises(ConfigError) as error:
+        parse_config(bad, "POST /streams")
+    assert str(error.value).startswith("POST /streams:")
+
+
+@pytest.mark.parametrize(
+    ("yaml", "key"),
+    [
+        ("nats:\n  url: ${VIDCAP_SURELY_UNSET_1}\n", "nats.url"),
+        ("streams:\n  - id: cam1\n    url: ${VIDCAP_SURELY_UNSET_1}\n", "streams.0.url"),
+        ("streams:\n  - id: a\n    url: /a.mp4\n  - ${VIDCAP_SURELY_UNSET_1}\n", "streams.1"),
+    ],
+)
+def test_an_unset_environment_variable_names_its_key(yaml: str, key: str, tmp_path: Path) -> None:
+    path = tmp_path / "vidcap.yaml"
+    path.write_text(yaml)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    named, _, rest = str(error.value).partition(": ")
+    assert named == key and "VIDCAP_SURELY_UNSET_1" in rest
+
+
+def test_a_rejected_section_is_not_echoed_with_its_secrets() -> None:
+    # The whole whip section fails its own check; its short token must not be shown.
+    bad = {**STREAMS, "whip": {"enabled": True, "token": "short-s3cret"}}
+    with pytest.raises(ConfigError) as error:
+        parse_config(bad)
+    assert "whip" in str(error.value)
+    assert "short-s3cret" not in str(error.value)
