@@ -134,3 +134,17 @@ def test_excerpt_is_size_capped() -> None:
     result = check_output("x" * 10_000, "stop")
     assert isinstance(result, GuardRejection)
     assert len(result.excerpt) == EXCERPT_CHARS
+
+
+def test_rejection_details_say_what_was_wrong() -> None:
+    broken = '{"description": "A bus.", "objects": [}'
+    invalid = check_output(broken, "stop")
+    assert isinstance(invalid, GuardRejection) and invalid.reason == "invalid_json"
+    assert invalid.detail not in ("", "None")  # the JSON parser's own message
+    assert invalid.excerpt == broken
+    five = "One. Two! Three? Four. Five."
+    text = with_(description=five)
+    rules = check_output(text, "stop")
+    assert isinstance(rules, GuardRejection) and rules.reason == "rules"
+    assert "5" in rules.detail  # how many sentences there were
+    assert rules.excerpt == text[:EXCERPT_CHARS]

@@ -95,3 +95,22 @@ async def test_controls_keep_their_place_and_are_never_dropped() -> None:
     handoff.put_control(Control(pause=False))
     handoff.close_threadsafe()
     assert await drain(handoff) == ["pause", 2, "resume"]
+
+
+async def test_a_placed_item_under_the_block_policy_reports_true() -> None:
+    handoff = KeyframeHandoff(2, "block", asyncio.get_running_loop())
+    stop = threading.Event()
+    assert await asyncio.to_thread(handoff.put_threadsafe, keyframe(0), stop) is True
+
+
+async def test_drain_takes_the_waiting_keyframes_and_keeps_the_rest_in_order() -> None:
+    handoff = KeyframeHandoff(5, "drop_oldest", asyncio.get_running_loop())
+    stop = threading.Event()
+    for item in (status("live"), keyframe(1), keyframe(2), status("stalled"), keyframe(3)):
+        handoff.put_threadsafe(item, stop)
+    await asyncio.sleep(0)
+    handoff.put_control(Control(pause=True))
+    assert [k.time.index for k in handoff.drain_keyframes()] == [1, 2, 3]
+    handoff.close_threadsafe()
+    assert await drain(handoff) == ["live", "stalled", "pause"]
+    assert handoff.drain_keyframes() == []

@@ -176,3 +176,43 @@ async def test_alerts_follow_their_caption_in_the_streams_sequence(
     appeared = next(e for e in events if e["type"] == "logo")
     assert appeared["brand"] == "Nike" and appeared["matched"] == NIKE
     assert [k["seq"] for k in appeared["keyframes"]] == [2, 3]
+
+
+def test_appear_k_counts_only_the_last_appear_n_keyframes() -> None:
+    # Seen at 0 and 3: two sightings, but never two within any three keyframes.
+    assert run(WATCH, [[NIKE], [], [], [NIKE], [], [], [NIKE]]) == []
+
+
+def test_a_short_miss_late_in_a_stream_is_not_gone() -> None:
+    # Stream time far from 0: the gap since the last sighting (2 s), not the time, counts.
+    alerts = run(WATCH, [[NIKE], [NIKE], [], [NIKE]], times=[20.0, 21.0, 23.0, 24.0])
+    assert alerts == [(1, "appeared", "Nike")]
+
+
+def test_gone_s_after_the_last_sighting_is_gone() -> None:
+    alerts = run(WATCH, [[NIKE], [NIKE], []], times=[0.0, 1.0, 31.0])  # exactly gone_s (30)
+    assert alerts == [(1, "appeared", "Nike"), (2, "disappeared", "Nike")]
+
+
+def test_open_mode_alerts_carry_the_description_they_matched() -> None:
+    config = LogoAlertConfig(mode="open", appear_k=2, appear_n=2, gone_keyframes=1)
+    tracker = LogoTracker(config)
+    seen = ["BBC logo in the corner", "white BBC logo, lower left"]
+    alerts = [a for n, logos in enumerate(seen) for a in tracker.observe(n, caption(n, [logos]))]
+    assert [(a.alert, a.brand, a.matched) for a in alerts] == [("appeared", "bbc", seen[1])]
+
+
+def test_open_mode_names_keep_up_to_three_words_without_trailing_dots() -> None:
+    assert open_name("Deutsche Bank logo") == "deutsche bank"
+    assert open_name("Deutsche Telekom Bank Group logo") == "deutsche telekom bank"
+    assert open_name("B.B.C. logo.") == "b.b.c"
+    assert open_name("Sky's logo.") == "sky's"
+
+
+def test_open_mode_forgets_logos_seen_once_long_ago() -> None:
+    # One-off logos (a new one on every keyframe): memory stays bounded by appear_n.
+    config = LogoAlertConfig(mode="open", appear_k=2, appear_n=3, gone_keyframes=1)
+    tracker = LogoTracker(config)
+    for n in range(50):
+        assert tracker.observe(n, caption(n, [f"brand{n} logo"])) == []
+        assert len(tracker._brands) <= config.appear_n

@@ -160,3 +160,15 @@ async def test_captioner_metrics_count_outcomes_retries_and_tokens() -> None:
     assert value("vidcap_engine_tokens_total", {"direction": "in"}) == 70  # 7 tries x 10
     assert value("vidcap_engine_requests_in_flight") == 0
     assert value("vidcap_engine_latency_seconds_count") == 3
+
+
+async def test_submit_after_close_is_refused_and_says_so() -> None:
+    sequencer: Sequencer[int] = Sequencer(max_open=2)
+    sequencer.close()
+
+    async def work() -> int:
+        return 1
+
+    with pytest.raises(RuntimeError, match="(?i)closed"):
+        await sequencer.submit(work)
+    assert await collect(sequencer) == []
