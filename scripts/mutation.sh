@@ -57,6 +57,7 @@ PATTERNS=(
 TESTS=(
     tests/test_guard.py
     tests/test_config.py
+    tests/test_config_errors.py
     tests/test_ids_and_redaction.py
     tests/test_security_secrets.py
     tests/test_fair_share.py
@@ -64,8 +65,10 @@ TESTS=(
     tests/test_logo_alerts.py
     tests/test_keyframes.py
     tests/test_selector_promises.py
+    tests/test_selector_edges.py
     tests/test_handoff.py
     tests/test_reconnect_policy.py
+    tests/test_source_files.py
     tests/test_outbox.py
     tests/test_publisher.py
 )
