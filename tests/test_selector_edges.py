@@ -399,3 +399,13 @@ def test_a_new_shot_whose_colours_keep_drifting_never_settles() -> None:
     # Once the colour stops, the new shot is taken within settle_frames (6).
     chosen = picks(select(frames + [drift[-1]] * 10))
     assert len(chosen) == 2 and chosen[1][1] == "transition" and 73 < chosen[1][0] <= 73 + 6
+
+
+def test_a_held_back_cut_whose_picture_is_gone_is_dropped_for_good() -> None:
+    # A cut to c comes 0.2 s after the cut to b (min_gap_s 1): held back. By the time the gap
+    # has passed the picture is b again, so it is dropped; a pan later is still no cut.
+    wide = texture(70, H, W * 3)
+    a, b, c = features(texture(71)), features(wide[:, :W]), features(texture(72))
+    pan = [features(wide[:, x : x + W]) for x in range(0, 2 * W, 3)]
+    frames = [a] * 30 + [b] * 5 + [c] * 5 + [b] * 20 + pan
+    assert picks(select(frames, min_gap_s=1.0)) == [(0, "start"), (30, "cut")]
