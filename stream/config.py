@@ -400,6 +400,26 @@ class AlertsConfig(_Section):
     logos: LogoAlertConfig = LogoAlertConfig()
 
 
+class SpoolConfig(_Section):
+    """The local spool of events waiting for JetStream (they survive vidcap's own crash)."""
+
+    enabled: bool | None = None
+    """Default: on with a configured JetStream server (``nats.url``); off with the embedded
+    server, which keeps nothing across runs itself."""
+    path: Path | None = None
+    """Default: ``$VIDCAP_SPOOL_DIR``, else ``~/.cache/vidcap/spool``; a folder per NATS
+    server and stream name under it."""
+    fsync: Literal["always", "interval", "never"] = "interval"
+    """always: each event on disk before it counts as produced (survives power loss);
+    interval: fsync every fsync_interval_s (a power loss can take that much); never: the
+    OS decides (vidcap's own crash loses nothing, a power loss can)."""
+    fsync_interval_s: float = Field(1.0, gt=0, le=60)
+    max_bytes: int = Field(1 << 30, ge=16 << 20)
+    """Disk the spool may take; when full, new events wait (or drop, as nats.outbox_full says)."""
+    max_age_s: float = Field(7 * 86400.0, ge=0)
+    """Events older than this found at start-up are not delivered (0: no limit)."""
+
+
 class Config(_Section):
     streams: list[StreamConfig] = Field(default_factory=list)
     keyframes: KeyframeConfig = KeyframeConfig()
@@ -409,6 +429,13 @@ class Config(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     whip: WhipConfig = WhipConfig()
     alerts: AlertsConfig = AlertsConfig()
+    spool: SpoolConfig = SpoolConfig()
+
+    @property
+    def spool_enabled(self) -> bool:
+        if self.spool.enabled is None:
+            return self.nats.url is not None and self.nats.jetstream
+        return self.spool.enabled
 
     @property
     def serves_until_stopped(self) -> bool:
@@ -438,6 +465,8 @@ class Config(_Section):
                 "nothing to caption: configure streams, enable whip, or set http.token to "
                 "add streams through the API"
             )
+        if self.spool.enabled and not self.nats.jetstream:
+            raise ValueError("spool.enabled needs nats.jetstream (acks say what to remove)")
         taken = sorted(set(ids) & set(self.whip.streams or []))
         if taken:
             raise ValueError(f"whip.streams repeats configured stream ids: {', '.join(taken)}")

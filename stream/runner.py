@@ -18,12 +18,13 @@ from prometheus_client import CollectorRegistry
 
 from engine.base import CaptionEngine
 from engine.captioner import Captioner
-from engine.factory import WorkerRoute, start_engine
+from engine.factory import WorkerRoute, cache_dir, start_engine
 from engine.metrics import Metrics
 from engine.nats_engine import engine_subject
 from stream.config import Config, StreamConfig
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import DeliveryMetrics, EventPublisher, connect
+from stream.delivery.spool import Recovery, Spool, open_spool, spool_root
 from stream.fair_share import FairShare
 from stream.pipeline import (
     PublishedCallback,
@@ -143,8 +144,10 @@ class Runner:
 
     async def _run(self, url: str, engine: CaptionEngine | None) -> int:
         owns_engine = engine is None
+        spool, recovery = self._open_spool()
         client = self._client = await connect(self.config.nats, url)
-        publisher = EventPublisher(client, self.config.nats, DeliveryMetrics(self.registry))
+        metrics = DeliveryMetrics(self.registry)
+        publisher = EventPublisher(client, self.config.nats, metrics, spool)
         self._publisher = publisher
         if engine is None:
             route = WorkerRoute(client, engine_subject(self.config.nats.subject_prefix))
@@ -159,6 +162,8 @@ class Runner:
         )
         try:
             await publisher.ensure_stream()
+            if recovery is not None:
+                await publisher.deliver_spooled(recovery)
             streams = await self._streams_to_start(client)
             await self._run_streams(captioner, publisher, engine.model_id, streams)
         finally:
@@ -170,6 +175,15 @@ class Runner:
             undelivered = await publisher.close()
         ok = not self._failed and not self.engine_died and not undelivered
         return 0 if ok else 1
+
+    def _open_spool(self) -> tuple[Spool | None, Recovery | None]:
+        if not self.config.spool_enabled:
+            return None, None
+        root = spool_root(self.config.spool, self.config.nats, cache_dir())
+        spool, recovery = open_spool(root, self.config.spool)
+        spool.start()
+        logger.info("spool at %s (fsync: %s)", spool.directory, self.config.spool.fsync)
+        return spool, recovery
 
     @asynccontextmanager
     async def _serving_http(self) -> AsyncIterator[None]:
@@ -238,6 +252,8 @@ class Runner:
                 reasons.append(missing)
         if self._publisher is not None and self._publisher.fill >= OUTBOX_HIGH_WATER:
             reasons.append(f"the outbox is {self._publisher.fill:.0%} full (NATS behind)")
+        if self._publisher is not None and self._publisher.spool_failure:
+            reasons.append(f"the spool failed: {self._publisher.spool_failure}")
         if not reasons and not self._started:
             reasons.append("streams are starting")
         return reasons

@@ -32,6 +32,15 @@ os.environ["VIDCAP_HTTP_LISTEN"] = "127.0.0.1:0"
 
 
 @pytest.fixture(autouse=True)
+def own_spool(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's vidcaps (in process or children) spool in a folder of the test's own: what
+    a killed run left is replayed only by the same test."""
+    folder = tmp_path_factory.mktemp("spool")
+    monkeypatch.setenv("VIDCAP_SPOOL_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
 def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Any ERROR from vidcap's own loggers fails the test (tests that expect one clear it)."""
     caplog.set_level(logging.INFO)

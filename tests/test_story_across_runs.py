@@ -84,7 +84,9 @@ async def captions_stored(url: str) -> int:
     return sum(e["type"] == "caption" for e in await stored_events(url, "STORY"))
 
 
-async def test_kills_at_random_moments_leave_one_story_per_stream(tmp_path: Path) -> None:
+async def test_kills_at_random_moments_leave_one_story_per_stream(
+    tmp_path: Path, own_spool: Path
+) -> None:
     rng = random.Random(7)
     server = EmbeddedNatsServer(tmp_path / "nats")
     server.start()
@@ -113,6 +115,8 @@ async def test_kills_at_random_moments_leave_one_story_per_stream(tmp_path: Path
                 kill_tree(vidcap.pid)
             final = await asyncio.to_thread(subprocess.run, command, stdout=subprocess.DEVNULL)
             assert final.returncode == 0
+            left = await asyncio.to_thread(lambda: list(own_spool.rglob("*.spool")))
+            assert left == []  # all delivered, nothing left in the spool
         events = await stored_events(server.url, "STORY")
     finally:
         server.stop()

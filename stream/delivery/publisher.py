@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import nats.errors
 import nats.js.errors
@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from engine.errors import VidcapError
 from stream.config import NatsConfig
 from stream.delivery.events import Envelope, Event, EventKind, StatusEvent, wire_json
+from stream.delivery.spool import Recovery, Spool, SpooledEvent, SpoolError
 from stream.delivery.story import StoryEnd, read_last_stored, read_story_end
 from stream.redact import redact
 
@@ -57,6 +58,23 @@ class DeliveryMetrics:
             "vidcap_publish_retries",
             "Times delivery restarted from the first unacked event",
             registry=r,
+        )
+        self.spool_bytes = Gauge(
+            "vidcap_spool_bytes", "Bytes of the local spool of events on disk", registry=r
+        )
+        self.spool_fill = Gauge(
+            "vidcap_spool_fill", "How full the spool is (0 to 1 of spool.max_bytes)", registry=r
+        )
+        self.spool_events = Gauge(
+            "vidcap_spool_events", "Events in the spool not yet stored by JetStream", registry=r
+        )
+        self.spool_corrupt = Counter(
+            "vidcap_spool_corrupt_records",
+            "Damaged places found in the spool at start-up (cut off, not delivered)",
+            registry=r,
+        )
+        self.spool_errors = Counter(
+            "vidcap_spool_errors", "Spool writes that failed (the spool is then off)", registry=r
         )
 
 
@@ -136,6 +154,10 @@ class _Entry:
     payload: bytes
     dropped_through: int | None = None
     """Set on an ``events_dropped`` stand-in: the last seq it stands for."""
+    record: int | None = None
+    """Its record in the spool, if one is kept."""
+    recovered: bool = False
+    """Left in the spool by an earlier run."""
 
 
 class EventPublisher:
@@ -149,9 +171,16 @@ class EventPublisher:
     """
 
     def __init__(
-        self, client: Client, config: NatsConfig, metrics: DeliveryMetrics | None = None
+        self,
+        client: Client,
+        config: NatsConfig,
+        metrics: DeliveryMetrics | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self._client = client
+        self._spool = spool
+        self.spool_failure: str | None = None
+        """Why the spool was turned off (a write failed), if it was."""
         self._config = config
         self._metrics = metrics or DeliveryMetrics()
         self._js = (
@@ -175,6 +204,8 @@ class EventPublisher:
         """Events found already stored when delivery started again (not sent twice)."""
         self._check_stored = False  # delivery failed: look up what arrived before resending
         self.dropped = 0
+        self.superseded = 0
+        """Spooled events of an earlier run found behind their stream's story in JetStream."""
 
     async def ensure_stream(self) -> None:
         """Create the JetStream stream over '<prefix>.>' unless it exists. Waits, saying so,
@@ -235,10 +266,12 @@ class EventPublisher:
 
     @property
     def fill(self) -> float:
-        """How full the outbox is: the larger of its share of events and of bytes (0 to 1)."""
+        """How full the outbox is: the largest of its share of events, of bytes, and of the
+        spool's disk (0 to 1)."""
         return max(
             len(self._entries) / self._config.outbox_size,
             self._bytes / self._config.outbox_max_bytes,
+            self._spool.fill if self._spool is not None else 0.0,
         )
 
     async def stream_missing(self, timeout_s: float) -> str | None:
@@ -271,12 +304,15 @@ class EventPublisher:
                 continue
             self._room.clear()
             await self._room.wait()
+        self._spool_write(entry, restate=False)
         self._entries.append(entry)
         self._real += 1
         self._bytes += len(entry.payload)
         self._metrics.outbox_depth.set(len(self._entries))
         self._empty.clear()
         self._not_empty.set()
+        if self._spool is not None:
+            await self._spool.durable()
         return entry.payload
 
     def _entry(self, envelope: Envelope, event: Event) -> _Entry:
@@ -292,6 +328,8 @@ class EventPublisher:
 
     def _is_full(self, incoming_bytes: int) -> bool:
         if self._real >= self._config.outbox_size:
+            return True
+        if self._spool is not None and not self._spool.has_room(incoming_bytes):
             return True
         # An empty outbox takes any event: each is below the server's max_payload.
         return bool(self._entries) and (
@@ -319,11 +357,16 @@ class EventPublisher:
         if undelivered:
             first = self._entries[0].envelope.msg_id
             logger.error(
-                "%d event(s) could not be delivered to NATS within %g s (first: %s)",
+                "%d event(s) could not be delivered to NATS within %g s (first: %s)%s",
                 undelivered,
                 self._config.flush_timeout_s,
                 first,
+                f"; kept in the spool ({self._spool.directory}) for the next run"
+                if self._spool is not None
+                else "",
             )
+        if self._spool is not None:
+            await self._spool.close()
         if not self._client.is_closed:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await self._client.drain()
@@ -404,8 +447,16 @@ class EventPublisher:
         for entry in self._entries:
             last = stored[entry.envelope.stream]
             envelope = entry.envelope
-            if last is not None and last[0] == envelope.session and envelope.seq <= last[1]:
+            if last is None or envelope.seq > last[1]:
+                kept.append(entry)
+            elif last[0] == envelope.session:
                 self.found_stored += 1
+                self._forget(entry)
+            elif entry.recovered:
+                # Another run went on with this stream's story meanwhile (a second vidcap on
+                # this machine): sending these now would repeat seqs already taken.
+                self.superseded += 1
+                logger.error("spool: %s is behind its stream's story; not sent", envelope.msg_id)
                 self._forget(entry)
             else:
                 kept.append(entry)
@@ -447,9 +498,11 @@ class EventPublisher:
         if entry.dropped_through is None:
             self._real -= 1
         self._metrics.events_published.inc()
+        self._spool_done(entry)
 
     def _after_removal(self) -> None:
         self._metrics.outbox_depth.set(len(self._entries))
+        self._spool_metrics()
         if not self._entries:
             self._empty.set()
         if not self._is_full(0):
@@ -481,6 +534,7 @@ class EventPublisher:
         if earlier is not None:
             del self._entries[index]
             self._bytes -= len(victim.payload)
+            self._spool_done(victim)
             self._restate(earlier, victim.envelope.seq)
             return True
         logger.error(
@@ -516,6 +570,98 @@ class EventPublisher:
         entry.subject = event_subject(self._config.subject_prefix, entry.envelope.stream, "status")
         entry.payload = wire_json(entry.envelope, event)
         self._bytes += len(entry.payload)
+        self._spool_write(entry, restate=True)
+
+    # ---- the spool ----
+
+    async def deliver_spooled(self, recovery: Recovery) -> None:
+        """Deliver first what an earlier run left in the spool, skipping what JetStream
+        already holds; returns once all of it is stored (logging while it waits)."""
+        for damage in recovery.corrupt:
+            self._metrics.spool_corrupt.inc()
+            logger.error("spool damaged: %s; that part is not delivered", damage)
+        if recovery.expired:
+            logger.warning(
+                "spool: %d event(s) older than spool.max_age_s not delivered", recovery.expired
+            )
+        if not recovery.events:
+            return
+        for spooled in recovery.events:
+            self._entries.append(_recovered_entry(spooled))
+            self._real += spooled.dropped_through is None
+            self._bytes += len(spooled.payload)
+        logger.warning(
+            "spool: delivering %d event(s) an earlier run left (first: %s)",
+            len(recovery.events),
+            self._entries[0].envelope.msg_id,
+        )
+        self._check_stored = self._js is not None
+        self._empty.clear()
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_forever(), name="vidcap-publisher")
+        self._not_empty.set()
+        while not await self.flush(10.0):
+            logger.warning("spool: %d event(s) still waiting for JetStream", len(self._entries))
+        logger.info(
+            "spool: earlier run's events delivered (%d were already stored, %d superseded)",
+            self.found_stored,
+            self.superseded,
+        )
+
+    def _spool_write(self, entry: _Entry, restate: bool) -> None:
+        if self._spool is None or (restate and entry.record is None):
+            return
+        spooled = SpooledEvent(
+            record=entry.record or 0,
+            stream=entry.envelope.stream,
+            session=entry.envelope.session,
+            seq=entry.envelope.seq,
+            kind=entry.kind,
+            subject=entry.subject,
+            payload=entry.payload,
+            produced_at=time.time(),
+            dropped_through=entry.dropped_through,
+        )
+        try:
+            if restate:
+                self._spool.restate(spooled.record, spooled)
+            else:
+                entry.record = self._spool.append(spooled)
+        except SpoolError as exc:
+            self._spool_failed(exc)
+
+    def _spool_done(self, entry: _Entry) -> None:
+        if self._spool is None or entry.record is None:
+            return
+        try:
+            self._spool.done(entry.record)
+        except SpoolError as exc:
+            self._spool_failed(exc)
+
+    def _spool_failed(self, exc: SpoolError) -> None:
+        """A full or broken disk must not stop captioning: events go on in memory only."""
+        self._metrics.spool_errors.inc()
+        self.spool_failure = str(exc)
+        logger.error("%s; the spool is off: waiting events are kept in memory only", exc)
+        self._spool = None
+
+    def _spool_metrics(self) -> None:
+        if self._spool is not None:
+            self._metrics.spool_bytes.set(self._spool.size)
+            self._metrics.spool_fill.set(self._spool.fill)
+            self._metrics.spool_events.set(self._spool.events)
+
+
+def _recovered_entry(spooled: SpooledEvent) -> _Entry:
+    return _Entry(
+        Envelope(spooled.stream, spooled.session, spooled.seq),
+        cast(EventKind, spooled.kind),
+        spooled.subject,
+        spooled.payload,
+        dropped_through=spooled.dropped_through,
+        record=spooled.record,
+        recovered=True,
+    )
 
 
 async def _log_error(exc: Exception) -> None:
