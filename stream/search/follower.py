@@ -161,8 +161,7 @@ class Indexer:
                 self.progress.caught_up = False
                 batch, expected, gap = _in_order(messages, expected)
                 if batch:
-                    result = await _apply(store, batch)
-                    self.progress.add(result, store.position)
+                    await _apply(store, batch, self.progress)
                     await messages[len(batch) - 1].ack()
                 if gap is not None:
                     raise _Reposition(gap)
@@ -184,15 +183,18 @@ def _in_order(messages: list[Msg], expected: int) -> tuple[list[StoredMessage], 
     return batch, expected, None
 
 
-async def _apply(store: IndexStore, batch: list[StoredMessage]) -> BatchResult:
+async def _apply(store: IndexStore, batch: list[StoredMessage], progress: IndexProgress) -> None:
     """``store.apply`` on a thread (the loop keeps serving); a cancellation waits for the
-    transaction to end, so the store is never closed under it."""
+    transaction to end (and counts it), so the store is never closed under it."""
     work = asyncio.ensure_future(asyncio.to_thread(store.apply, batch))
     try:
-        return await asyncio.shield(work)
+        await asyncio.shield(work)
     except asyncio.CancelledError:
         await work
         raise
+    finally:
+        if work.done() and not work.cancelled() and work.exception() is None:
+            progress.add(work.result(), store.position)
 
 
 async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
