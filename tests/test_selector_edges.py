@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stream.config import KeyframeConfig
-from stream.keyframes.features import FLAT_STD, FrameFeatures
+from stream.keyframes.features import FLAT_STD, FrameFeatures, features_from_planes
 from stream.keyframes.kernels import CHROMA_U, CHROMA_V, LUMA, NORMALISED
 from stream.keyframes.selector import (
     _CHROMA_WEIGHT,
@@ -409,3 +409,34 @@ def test_a_held_back_cut_whose_picture_is_gone_is_dropped_for_good() -> None:
     pan = [features(wide[:, x : x + W]) for x in range(0, 2 * W, 3)]
     frames = [a] * 30 + [b] * 5 + [c] * 5 + [b] * 20 + pan
     assert picks(select(frames, min_gap_s=1.0)) == [(0, "start"), (30, "cut")]
+
+
+def dissolve_then(after: list[FrameFeatures]) -> list[FrameFeatures]:
+    """A 25-frame dissolve from one shot to another (its last blend at frame 53), then
+    ``after``, a settle_frames-long (6) watch of which decides when the transition is taken."""
+    a, b = texture(8), texture(9) * 0.6 + 60
+    return (
+        [features(a)] * 30
+        + [features(a * (1 - k / 25) + b * (k / 25)) for k in range(1, 25)]
+        + after
+    )
+
+
+def test_a_small_colour_change_does_not_restart_the_settling() -> None:
+    b = np.clip(texture(9) * 0.6 + 60, 0, 255).astype(np.uint8)
+    u = np.full_like(b, 128)
+    u[10:20, 10:40] = 200  # 13 % of the picture turns another colour: its luma stays
+    patch = features_from_planes(b, u, np.full_like(b, 128))
+    plain = features(b)
+    assert 0 < histogram_change(plain, patch) < KeyframeConfig().histogram_threshold / 3
+    chosen = picks(select(dissolve_then([plain] * 2 + [patch] * 20)))  # the patch from 56
+    assert len(chosen) == 2 and chosen[1][1] == "transition"
+    assert chosen[1][0] < 56 + 6  # not settle_frames after the patch: it did not count
+
+
+def test_a_brightness_step_of_3_levels_restarts_the_settling() -> None:
+    b = texture(9) * 0.6 + 60
+    plain, brighter = features(b), features(b + 3)
+    assert brighter.mean - plain.mean == 3.0
+    chosen = picks(select(dissolve_then([plain] * 2 + [brighter] * 20)))  # the step at 56
+    assert chosen == [(0, "start"), (56 + 6, "transition")]
