@@ -5,12 +5,16 @@ publishing process, nats-server and the TCP relay between them are real, on 127.
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stream.config import NatsConfig, SpoolConfig
+from stream.delivery.events import Envelope, StatusEvent
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
 from stream.delivery.spool import open_spool
@@ -109,3 +113,28 @@ async def test_sigkill_with_events_unacked_and_unsent_loses_and_repeats_nothing(
         server.stop()
     assert [(e["session"], e["seq"]) for e in events] == [("first", s) for s in range(total)]
     assert after.events == 0 and list(after.directory.glob("*.spool")) == []
+
+
+async def test_a_spool_that_cannot_be_written_turns_off_and_delivery_goes_on(
+    nats_server: EmbeddedNatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A full disk, made by a write that fails with ENOSPC: a real one needs a mount this
+    # unprivileged test cannot make.
+    config = NatsConfig(url=nats_server.url, subject_prefix="full", stream_name="FULL")
+    spool, _ = open_spool(tmp_path / "spool", SpoolConfig())
+    publisher = EventPublisher(await connect(config, nats_server.url), config, spool=spool)
+    await publisher.ensure_stream()
+
+    def disk_full(data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for seq in range(6):
+        if seq == 3:
+            spool._file.write = disk_full  # type: ignore[method-assign,union-attr]
+        await publisher.publish(Envelope("cam", "s", seq), StatusEvent("live", "x", 1e9))
+    assert publisher.spool_failure is not None and "No space left" in publisher.spool_failure
+    assert await publisher.close() == 0
+    events = await stored_events(nats_server.url, "FULL")
+    assert [e["seq"] for e in events] == list(range(6))
+    assert any("the spool is off" in r.getMessage() for r in caplog.records)
+    caplog.clear()  # the ERROR was expected
