@@ -420,6 +420,16 @@ class SpoolConfig(_Section):
     """Events older than this found at start-up are not delivered (0: no limit)."""
 
 
+class LeaseConfig(_Section):
+    """One writer per stream: leases in the JetStream key-value bucket ``<stream_name>_LEASES``."""
+
+    enabled: bool | None = None
+    """Default: on with a configured JetStream server (``nats.url``)."""
+    ttl_s: float = Field(10.0, ge=0.5, le=600)
+    """A dead owner's streams are taken over this long after its last renewal (renewed every
+    third of it); the bucket's TTL, fixed when vidcap creates it."""
+
+
 class Config(_Section):
     streams: list[StreamConfig] = Field(default_factory=list)
     keyframes: KeyframeConfig = KeyframeConfig()
@@ -430,12 +440,19 @@ class Config(_Section):
     whip: WhipConfig = WhipConfig()
     alerts: AlertsConfig = AlertsConfig()
     spool: SpoolConfig = SpoolConfig()
+    leases: LeaseConfig = LeaseConfig()
 
     @property
     def spool_enabled(self) -> bool:
         if self.spool.enabled is None:
             return self.nats.url is not None and self.nats.jetstream
         return self.spool.enabled
+
+    @property
+    def leases_enabled(self) -> bool:
+        if self.leases.enabled is None:
+            return self.nats.url is not None and self.nats.jetstream
+        return self.leases.enabled
 
     @property
     def serves_until_stopped(self) -> bool:
@@ -465,6 +482,8 @@ class Config(_Section):
                 "nothing to caption: configure streams, enable whip, or set http.token to "
                 "add streams through the API"
             )
+        if self.leases.enabled and not self.nats.jetstream:
+            raise ValueError("leases.enabled needs nats.jetstream (a key-value bucket)")
         if self.spool.enabled and not self.nats.jetstream:
             raise ValueError("spool.enabled needs nats.jetstream (acks say what to remove)")
         taken = sorted(set(ids) & set(self.whip.streams or []))

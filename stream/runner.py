@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from engine.factory import WorkerRoute, cache_dir, start_engine
 from engine.metrics import Metrics
 from engine.nats_engine import engine_subject
 from stream.config import Config, StreamConfig
+from stream.delivery.leases import Lease, Leases
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import DeliveryMetrics, EventPublisher, connect
 from stream.delivery.spool import Recovery, Spool, open_spool, spool_root
@@ -109,6 +111,7 @@ class Runner:
         self._engine_loaded = False
         self._client: Client | None = None
         self._publisher: EventPublisher | None = None
+        self._leases: Leases | None = None
         self._store: StreamStore | None = None
         self._added_at_run_time: set[str] = set()
         self._removing: set[str] = set()
@@ -164,6 +167,7 @@ class Runner:
             await publisher.ensure_stream()
             if recovery is not None:
                 await publisher.deliver_spooled(recovery)
+            self._leases = await self._open_leases(client, spool)
             streams = await self._streams_to_start(client)
             await self._run_streams(captioner, publisher, engine.model_id, streams)
         finally:
@@ -184,6 +188,22 @@ class Runner:
         spool.start()
         logger.info("spool at %s (fsync: %s)", spool.directory, self.config.spool.fsync)
         return spool, recovery
+
+    async def _open_leases(self, client: Client, spool: Spool | None) -> Leases | None:
+        if not self.config.leases_enabled:
+            return None
+        # The spool's slot names this process across restarts (its lock proves the earlier
+        # holder dead); without a spool, the session does.
+        node = f"{socket.gethostname()}:{spool.directory if spool else self.session}"
+        leases = Leases(
+            client.jetstream(timeout=self.config.nats.ack_timeout_s),
+            self.config.nats.stream_name,
+            self.config.leases.ttl_s,
+            node,
+            self.session,
+        )
+        await leases.open()
+        return leases
 
     @asynccontextmanager
     async def _serving_http(self) -> AsyncIterator[None]:
@@ -299,6 +319,22 @@ class Runner:
             self._removed[stream.id] = self._streams.pop(stream.id).pipeline.position
         if stream.id in self._streams:
             raise ValueError(f"stream {stream.id!r} is already running")
+        pipeline = self._new_pipeline(stream, source, paused)
+        self._idle.clear()
+        leased = self._leases is not None and source is None  # WHIP: the publisher chose us
+        run = self._run_leased(stream, pipeline) if leased else self._run_isolated(pipeline)
+        task = self._group().create_task(run, name=f"stream-{stream.id}")
+        self._streams[stream.id] = _RunningStream(pipeline, task)
+
+    def _group(self) -> asyncio.TaskGroup:
+        if self._scope is None:
+            raise RuntimeError("needs a running Runner")
+        return self._scope.group
+
+    def _new_pipeline(
+        self, stream: StreamConfig, source: FrameSource | None, paused: bool
+    ) -> StreamPipeline:
+        assert self._scope is not None
         scope = self._scope
         pipeline = StreamPipeline(
             stream,
@@ -316,9 +352,7 @@ class Runner:
         )
         if self._stop_requested:
             pipeline.stop()
-        self._idle.clear()
-        task = scope.group.create_task(self._run_isolated(pipeline), name=f"stream-{stream.id}")
-        self._streams[stream.id] = _RunningStream(pipeline, task)
+        return pipeline
 
     async def remove_stream(self, stream_id: str) -> bool:
         """Stop a stream: captions in flight are published, then its ``stopped`` event.
@@ -432,6 +466,75 @@ class Runner:
             self.add_stream(stream, source)
             self._whip_sources[stream_id] = source
         return self._whip_sources[stream_id]
+
+    async def _run_leased(self, stream: StreamConfig, pipeline: StreamPipeline) -> bool:
+        """Run the stream while this process holds its lease; stand by while another does.
+        A lost lease stops the pipeline (its events not yet sent are dropped: the new owner
+        goes on from what JetStream holds) and this process stands by again."""
+        assert self._leases is not None and self._publisher is not None
+        try:
+            while True:
+                pipeline.stats.state = "standby"
+                pipeline.stats.state_detail = "waiting for the lease"
+                lease = await self._leases.acquire(stream.id, self._stopped)
+                if lease is None:  # stopped while standing by
+                    return True
+                try:
+                    if lease.waited and await self._finished_elsewhere(stream):
+                        return True
+                    self._publisher.unfence(stream.id)
+                    ok = await self._run_while_owned(pipeline, lease)
+                finally:
+                    await self._hand_over(lease)
+                if not lease.lost.is_set() or self._stop_requested:
+                    return ok
+                pipeline = self._new_pipeline(stream, None, pipeline.stats.paused)
+                self._streams[stream.id].pipeline = pipeline
+        finally:
+            self._idle.set()
+
+    async def _run_while_owned(self, pipeline: StreamPipeline, lease: Lease) -> bool:
+        assert self._leases is not None and self._publisher is not None
+        publisher = self._publisher
+        keeping = asyncio.create_task(self._leases.keep(lease))
+
+        async def stop_when_lost() -> None:
+            await lease.lost.wait()
+            publisher.fence(lease.stream_id)
+            pipeline.stop()
+
+        watching = asyncio.create_task(stop_when_lost())
+        try:
+            return await self._run_isolated(pipeline)
+        finally:
+            for task in (keeping, watching):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _hand_over(self, lease: Lease) -> None:
+        """Release after the stream's last events are stored: the next owner reads them."""
+        assert self._leases is not None and self._publisher is not None
+        if not lease.lost.is_set():
+            await self._publisher.flush(self.config.nats.flush_timeout_s)
+            await self._leases.release(lease)
+
+    async def _finished_elsewhere(self, stream: StreamConfig) -> bool:
+        """A file another vidcap captioned to its end (or failed on) while this one stood by
+        is not started over."""
+        assert self._publisher is not None
+        if stream.is_live or stream.loop:
+            return False
+        story = await self._publisher.story_end(stream.id)
+        if story is None or story.session == self.session or story.ended not in ("ended", "failed"):
+            return False
+        logger.info(
+            "stream %s: %s by session %s meanwhile; nothing left to do here",
+            stream.id,
+            story.ended,
+            story.session,
+        )
+        return True
 
     async def _run_isolated(self, pipeline: StreamPipeline) -> bool:
         """A failing stream is logged and reported by its exit status; the others go on."""

@@ -205,7 +205,9 @@ class EventPublisher:
         self._check_stored = False  # delivery failed: look up what arrived before resending
         self.dropped = 0
         self.superseded = 0
-        """Spooled events of an earlier run found behind their stream's story in JetStream."""
+        """Events not sent because another vidcap writes their stream's story now: spooled
+        by an earlier run and found behind it, or waiting when this one lost the lease."""
+        self._fenced: set[str] = set()  # streams whose lease this process lost
 
     async def ensure_stream(self) -> None:
         """Create the JetStream stream over '<prefix>.>' unless it exists. Waits, saying so,
@@ -298,6 +300,9 @@ class EventPublisher:
         is delivered."""
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_forever(), name="vidcap-publisher")
+        if envelope.stream in self._fenced:
+            self.superseded += 1
+            return wire_json(envelope, event)
         entry = self._entry(envelope, event)
         while self._is_full(len(entry.payload)):
             if self._config.outbox_full == "drop_oldest" and self._drop_oldest():
@@ -447,7 +452,9 @@ class EventPublisher:
         for entry in self._entries:
             last = stored[entry.envelope.stream]
             envelope = entry.envelope
-            if last is None or envelope.seq > last[1]:
+            if envelope.stream in self._fenced:
+                self._discard(entry)
+            elif last is None or envelope.seq > last[1]:
                 kept.append(entry)
             elif last[0] == envelope.session:
                 self.found_stored += 1
@@ -455,9 +462,8 @@ class EventPublisher:
             elif entry.recovered:
                 # Another run went on with this stream's story meanwhile (a second vidcap on
                 # this machine): sending these now would repeat seqs already taken.
-                self.superseded += 1
                 logger.error("spool: %s is behind its stream's story; not sent", envelope.msg_id)
-                self._forget(entry)
+                self._discard(entry)
             else:
                 kept.append(entry)
         self._entries = kept
@@ -571,6 +577,34 @@ class EventPublisher:
         entry.payload = wire_json(entry.envelope, event)
         self._bytes += len(entry.payload)
         self._spool_write(entry, restate=True)
+
+    # ---- one writer per stream ----
+
+    def fence(self, stream_id: str) -> None:
+        """This process lost ``stream_id``'s lease: its events not yet sent are not sent (the
+        new owner goes on from what JetStream holds), nor any it still makes, until
+        :meth:`unfence`. Those in flight are dropped too if their delivery fails."""
+        self._fenced.add(stream_id)
+        kept: deque[_Entry] = deque()
+        for index, entry in enumerate(self._entries):
+            if index >= self._in_flight and entry.envelope.stream == stream_id:
+                self._discard(entry)
+            else:
+                kept.append(entry)
+        self._entries = kept
+        self._after_removal()
+
+    def unfence(self, stream_id: str) -> None:
+        """This process owns ``stream_id`` (again)."""
+        self._fenced.discard(stream_id)
+
+    def _discard(self, entry: _Entry) -> None:
+        """``entry`` (out of the outbox) will not be delivered: another vidcap's story."""
+        self.superseded += 1
+        self._bytes -= len(entry.payload)
+        if entry.dropped_through is None:
+            self._real -= 1
+        self._spool_done(entry)
 
     # ---- the spool ----
 

@@ -1,0 +1,182 @@
+"""One writer per stream: a lease in a JetStream key-value bucket.
+
+Each stream has a key in the bucket ``<nats.stream_name>_LEASES``, whose entries expire
+``leases.ttl_s`` after their last write (the bucket's max age). The owner writes it with
+revision-checked updates every third of the TTL; another vidcap with the same stream finds the
+key taken and waits as a standby, trying again until the key expires (its owner died or lost
+NATS) or is deleted (its owner stopped and handed over). An owner that cannot renew for most of
+the TTL gives the stream up before a standby can take it.
+
+A vidcap restarted on the same machine and slot (the spool's, held by a file lock, so its
+predecessor is dead) takes its predecessor's leases at once instead of waiting for them to
+expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
+
+logger = logging.getLogger(__name__)
+
+RENEWALS_PER_TTL: Final = 3
+GIVE_UP_SHARE: Final = 0.8
+"""An owner that could not renew for this share of the TTL stops writing: a standby can take
+the key only after the whole TTL."""
+LEASE_ERRORS: Final = (TimeoutError, nats.errors.Error)
+
+
+def lease_bucket(stream_name: str) -> str:
+    return f"{stream_name}_LEASES"
+
+
+@dataclass(slots=True)
+class Lease:
+    """This process owns a stream while ``lost`` is not set."""
+
+    stream_id: str
+    revision: int
+    renewed_at: float
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    why_lost: str = ""
+    waited: bool = False
+    """Another process held it when this one first asked (this one stood by)."""
+
+
+class Leases:
+    """The bucket of one destination, as seen by one vidcap process (``node``)."""
+
+    def __init__(
+        self, js: JetStreamContext, stream_name: str, ttl_s: float, node: str, session: str
+    ) -> None:
+        self._js = js
+        self._bucket_name = lease_bucket(stream_name)
+        self._ttl_s = ttl_s
+        self._node = node
+        self._value = orjson.dumps(
+            {"node": node, "session": session, "host": socket.gethostname(), "pid": os.getpid()}
+        )
+        self._kv: KeyValue | None = None
+
+    @property
+    def ttl_s(self) -> float:
+        return self._ttl_s
+
+    async def open(self) -> None:
+        """Bind the bucket, creating it if missing (its TTL is fixed at creation)."""
+        try:
+            self._kv = await self._js.key_value(self._bucket_name)
+        except nats.js.errors.BucketNotFoundError:
+            self._kv = await self._js.create_key_value(
+                KeyValueConfig(bucket=self._bucket_name, history=1, ttl=self._ttl_s)
+            )
+            logger.info("created lease bucket %s (TTL %g s)", self._bucket_name, self._ttl_s)
+            return
+        ttl = (await self._kv.status()).ttl
+        if ttl and abs(ttl - self._ttl_s) > 0.01:
+            logger.warning(
+                "lease bucket %s has a TTL of %g s, not leases.ttl_s (%g s); its TTL holds",
+                self._bucket_name,
+                ttl,
+                self._ttl_s,
+            )
+            self._ttl_s = ttl
+
+    async def acquire(self, stream_id: str, stopping: asyncio.Event) -> Lease | None:
+        """The stream's lease, once it is free; None if ``stopping`` is set first."""
+        said_standby = False
+        while not stopping.is_set():
+            try:
+                lease = await self._try_acquire(stream_id)
+            except LEASE_ERRORS as exc:
+                logger.warning("stream %s: the lease bucket does not answer (%r)", stream_id, exc)
+                lease = None
+            if isinstance(lease, Lease):
+                if said_standby:
+                    logger.warning("stream %s: lease taken over; this vidcap owns it", stream_id)
+                lease.waited = said_standby
+                return lease
+            if lease is not None and not said_standby:
+                logger.warning("stream %s: standby (owned by %s)", stream_id, lease)
+                said_standby = True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_s):
+                    await stopping.wait()
+        return None
+
+    @property
+    def _poll_s(self) -> float:
+        return min(1.0, self._ttl_s / 4)
+
+    async def _try_acquire(self, stream_id: str) -> Lease | str:
+        """The lease, or who holds it."""
+        kv = self._bucket()
+        started = time.monotonic()
+        try:
+            revision = await kv.create(stream_id, self._value)
+            return Lease(stream_id, revision, started)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await kv.get(stream_id)
+        except nats.js.errors.KeyNotFoundError:
+            return "nobody (it just expired)"
+        holder = orjson.loads(entry.value or b"{}")
+        if holder.get("node") != self._node or entry.revision is None:
+            return f"{holder.get('host')} pid {holder.get('pid')} session {holder.get('session')}"
+        # Our own slot's earlier process: it is dead (we hold the slot's lock).
+        revision = await kv.update(stream_id, self._value, last=entry.revision)
+        return Lease(stream_id, revision, started)
+
+    async def keep(self, lease: Lease) -> None:
+        """Renew until cancelled; on losing the lease set ``lease.lost`` and return."""
+        kv = self._bucket()
+        while True:
+            await asyncio.sleep(self._ttl_s / RENEWALS_PER_TTL)
+            attempt = time.monotonic()
+            try:
+                async with asyncio.timeout(self._ttl_s / RENEWALS_PER_TTL):
+                    lease.revision = await kv.update(
+                        lease.stream_id, self._value, last=lease.revision
+                    )
+                lease.renewed_at = attempt
+                continue
+            except nats.js.errors.KeyWrongLastSequenceError:
+                why = "another vidcap took it (this one could not renew in time)"
+            except LEASE_ERRORS as exc:
+                silent = time.monotonic() - lease.renewed_at
+                if silent < GIVE_UP_SHARE * self._ttl_s:
+                    logger.warning("stream %s: lease renewal failed (%r)", lease.stream_id, exc)
+                    continue
+                why = f"not renewed for {silent:.1f} s (NATS unreachable: {exc!r})"
+            lease.why_lost = why
+            lease.lost.set()
+            logger.error(
+                "stream %s: lease lost: %s; this vidcap stops writing it", lease.stream_id, why
+            )
+            return
+
+    async def release(self, lease: Lease) -> None:
+        """Hand the stream over now (a standby takes it within its poll interval)."""
+        if lease.lost.is_set():
+            return
+        with contextlib.suppress(*LEASE_ERRORS):
+            await self._bucket().delete(lease.stream_id, last=lease.revision)
+
+    def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            raise RuntimeError("Leases.open() first")
+        return self._kv
