@@ -1,7 +1,8 @@
 """One story per stream across vidcap's own deaths: `vidcap run` SIGKILLed at random moments
-during a two-stream file job, five times, then run to the end. JetStream then holds, per
-stream, seq 0.. without a gap or a repeat, each keyframe captioned once and in order, and a
-`resumed` event where each run took over. And a NATS outage longer than JetStream's duplicate
+during a job of two files and a live RTSP camera, five times, then run until the files end.
+JetStream then holds, per stream, seq 0.. without a gap or a repeat, each file keyframe
+captioned once and in order, a `resumed` event where each run took over, and the spool is
+empty. And a NATS outage longer than JetStream's duplicate
 window stores nothing twice.
 
 The caption engine is a worker in this process answering over NATS with a fixed caption
@@ -15,7 +16,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -80,20 +81,25 @@ async def stored_events(url: str, stream_name: str) -> list[dict[str, Any]]:
     return events
 
 
-async def captions_stored(url: str) -> int:
-    return sum(e["type"] == "caption" for e in await stored_events(url, "STORY"))
+async def captions_stored(url: str, streams: Iterable[str] | None = None) -> int:
+    events = await stored_events(url, "STORY")
+    return sum(
+        e["type"] == "caption" and (streams is None or e["stream"] in streams) for e in events
+    )
 
 
 async def test_kills_at_random_moments_leave_one_story_per_stream(
-    tmp_path: Path, own_spool: Path
+    tmp_path: Path, own_spool: Path, rtsp_server: Callable[[Path], str]
 ) -> None:
     rng = random.Random(7)
     server = EmbeddedNatsServer(tmp_path / "nats")
     server.start()
     clips = {name: write_clip(tmp_path / f"{name}.mp4", SPEC) for name in ("north", "south")}
+    camera = rtsp_server(write_clip(tmp_path / "gate.mp4", SPEC))
     config = tmp_path / "vidcap.yaml"
     settings = {
-        "streams": [{"id": name, "url": str(path)} for name, path in clips.items()],
+        "streams": [{"id": name, "url": str(path)} for name, path in clips.items()]
+        + [{"id": "gate", "url": camera}],
         "keyframes": {"min_gap_s": 0.2},
         "pipeline": {"max_in_flight_per_stream": 1},  # about 3 captions a second per stream
         "engine": {"kind": "nats", "worker_timeout_s": 5},
@@ -113,23 +119,31 @@ async def test_kills_at_random_moments_leave_one_story_per_stream(
                 vidcap.send_signal(signal.SIGKILL)
                 vidcap.wait(10)
                 kill_tree(vidcap.pid)
-            final = await asyncio.to_thread(subprocess.run, command, stdout=subprocess.DEVNULL)
-            assert final.returncode == 0
+            final = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: ASYNC220
+            async with asyncio.timeout(120):  # the files end; the camera goes on until SIGTERM
+                while await captions_stored(server.url, clips) < 2 * SPEC.shots:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+            final.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(final.wait, 60) == 0
             left = await asyncio.to_thread(lambda: list(own_spool.rglob("*.spool")))
             assert left == []  # all delivered, nothing left in the spool
         events = await stored_events(server.url, "STORY")
     finally:
         server.stop()
-    for name in clips:
+    for name in [*clips, "gate"]:
         story = [e for e in events if e["stream"] == name]
         assert [e["seq"] for e in story] == list(range(len(story))), name  # no gap, no repeat
-        captions = [e for e in story if e["type"] == "caption"]
-        assert [c["keyframe"] for c in captions] == list(range(SPEC.shots)), name
-        assert [c["frame"]["index"] for c in captions] == SPEC.cut_frames, name
         resumed = [e for e in story if e.get("state") == "resumed"]
         assert len(resumed) == KILLS, name  # each run after the first took the story over
         assert all(e["previous_end"] == "interrupted" for e in resumed), resumed
         assert all(e["last_seq"] == e["seq"] - 1 for e in resumed)
+    gate = [e for e in events if e["stream"] == "gate"]
+    assert sum(e["type"] == "caption" for e in gate) > KILLS and gate[-1]["state"] == "stopped"
+    for name in clips:
+        story = [e for e in events if e["stream"] == name]
+        captions = [e for e in story if e["type"] == "caption"]
+        assert [c["keyframe"] for c in captions] == list(range(SPEC.shots)), name
+        assert [c["frame"]["index"] for c in captions] == SPEC.cut_frames, name
         assert story[-1]["state"] == "ended"
 
 
