@@ -151,14 +151,13 @@ class Indexer:
 
     async def _consume(self, subscription: Any, store: IndexStore) -> None:
         expected = 1  # the consumer's delivery sequence: any gap means a lost delivery
+        fetching = _fetch(subscription)
         try:
             while True:
-                try:
-                    messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
-                except nats.errors.TimeoutError:
-                    self.progress.caught_up = True
-                    continue
-                self.progress.caught_up = False
+                messages = await fetching
+                # The next batch is fetched while this one is written (SQLite releases the GIL).
+                fetching = _fetch(subscription)
+                self.progress.caught_up = not messages
                 batch, expected, gap = _in_order(messages, expected)
                 if batch:
                     await _apply(store, batch, self.progress)
@@ -166,8 +165,23 @@ class Indexer:
                 if gap is not None:
                     raise _Reposition(gap)
         finally:
+            fetching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
+                await fetching
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
+
+
+def _fetch(subscription: Any) -> asyncio.Task[list[Msg]]:
+    """The next batch (empty when nothing came within ``FETCH_WAIT_S``), fetched meanwhile."""
+
+    async def fetch() -> list[Msg]:
+        try:
+            return list(await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S))
+        except nats.errors.TimeoutError:
+            return []
+
+    return asyncio.create_task(fetch())
 
 
 def _in_order(messages: list[Msg], expected: int) -> tuple[list[StoredMessage], int, str | None]:
