@@ -156,8 +156,8 @@ async def _report_progress(indexer: Indexer) -> None:
     while True:
         await asyncio.sleep(PROGRESS_EVERY_S if shown[1] else 1.0)
         p = indexer.progress
-        if (p.position, p.caught_up) == shown:
-            continue
+        if (p.position, p.caught_up) == shown or not (p.caught_up or p.indexed):
+            continue  # nothing new, or nothing yet (NATS or the stream not there)
         state = "up to date" if p.caught_up else "catching up"
         print(
             f"vidcap index: {state}: {p.indexed} events indexed ({p.duplicates} duplicates, "

@@ -95,37 +95,48 @@ class Indexer:
             if self._rebuild:
                 store.reset(self._nats.stream_name)
             self.progress.position = store.position
-            client = self._client
-            if client is None:
-                if not self._url:
-                    raise ValueError("the indexer needs a NATS URL")
-                client = await connect(self._nats, self._url)
-            try:
-                await _until(stop, self._follow(client.jetstream(), store))
-            finally:
-                if self._client is None:
-                    with contextlib.suppress(nats.errors.Error):
-                        await client.drain()
+            await _until(stop, self._connected(store))  # stop acts while connecting too
         finally:
             store.close()
 
+    async def _connected(self, store: IndexStore) -> None:
+        if self._client is not None:
+            await self._follow(self._client.jetstream(), store)
+            return
+        if not self._url:
+            raise ValueError("the indexer needs a NATS URL")
+        client = await connect(self._nats, self._url)
+        try:
+            await self._follow(client.jetstream(), store)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await client.close()
+
     async def _follow(self, js: JetStreamContext, store: IndexStore) -> None:
+        said: str | None = None  # each distinct trouble is logged once, not every retry
         while True:
             try:
                 subscription = await self._subscribe(js, store.position)
+                said = None
                 await self._consume(subscription, store)
             except _Reposition as why:
                 logger.info(
                     "search index: going on after stream sequence %d (%s)", store.position, why
                 )
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-                logger.warning(
-                    "search index: %s (%s); trying again in %g s",
-                    type(exc).__name__,
-                    exc or "no detail",
-                    RETRY_S,
-                )
+                trouble = self._trouble(exc)
+                if trouble != said:
+                    logger.warning("search index: %s; trying again every %g s", trouble, RETRY_S)
+                    said = trouble
                 await asyncio.sleep(RETRY_S)
+
+    def _trouble(self, exc: Exception) -> str:
+        if isinstance(exc, nats.js.errors.NotFoundError):
+            return (
+                f"JetStream has no stream {self._nats.stream_name!r} yet (vidcap run creates "
+                "it; or give --stream-name)"
+            )
+        return f"{type(exc).__name__} ({exc or 'no detail'})"
 
     async def _subscribe(self, js: JetStreamContext, position: int) -> Any:
         stream = self._nats.stream_name

@@ -69,11 +69,13 @@ def search(db: sqlite3.Connection, query: SearchQuery) -> list[dict[str, Any]]:
     else:
         # From the FTS table in descending rowid order: FTS5 yields matches newest first, so
         # the LIMIT stops the scan early even for a word in every caption.
+        low, high = _row_ids(db, query.since, query.until)
         sql = (
             f"SELECT {_COLUMNS} FROM caption_text JOIN captions c ON c.id = caption_text.rowid "
-            f"WHERE caption_text MATCH ? AND {where} ORDER BY caption_text.rowid DESC LIMIT ?"
+            "WHERE caption_text MATCH ? AND caption_text.rowid BETWEEN ? AND ? "
+            f"AND {where} ORDER BY caption_text.rowid DESC LIMIT ?"
         )
-        args = [match, *args]
+        args = [match, low, high, *args]
     try:
         rows = db.execute(sql, [*args, query.limit]).fetchall()
     except sqlite3.OperationalError as exc:
@@ -81,6 +83,19 @@ def search(db: sqlite3.Connection, query: SearchQuery) -> list[dict[str, Any]]:
             raise QueryError(f"the search text cannot be used: {exc}") from None
         raise
     return [_hit(row) for row in rows]
+
+
+def _row_ids(db: sqlite3.Connection, since: float | None, until: float | None) -> tuple[int, int]:
+    """Row ids that include every caption captured in [since, until) (from its hours)."""
+    if since is None and until is None:
+        return 0, 2**63 - 1
+    first = -(2**62) if since is None else int(since // 3600)
+    last = 2**62 if until is None else int(until // 3600)
+    low, high = db.execute(
+        "SELECT min(min_id), max(max_id) FROM caption_hours WHERE hour BETWEEN ? AND ?",
+        (first, last),
+    ).fetchone()
+    return (1, 0) if low is None else (low, high)
 
 
 def _match_expression(query: SearchQuery) -> str | None:

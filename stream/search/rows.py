@@ -82,6 +82,12 @@ def _caption(db: sqlite3.Connection, js_seq: int, identity: Identity, event: Any
     )
     if cursor.rowcount != 1:
         return False
+    db.execute(
+        "INSERT INTO caption_hours (hour, min_id, max_id) VALUES (?, ?, ?) "
+        "ON CONFLICT (hour) DO UPDATE SET min_id = min(min_id, excluded.min_id), "
+        "max_id = max(max_id, excluded.max_id)",
+        (int(at // 3600), cursor.lastrowid, cursor.lastrowid),
+    )
     if caption is not None:
         db.execute(
             "INSERT INTO caption_text (rowid, description, summary, objects, actions, "

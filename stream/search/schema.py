@@ -71,6 +71,12 @@ CREATE TABLE IF NOT EXISTS airtime (
 CREATE INDEX IF NOT EXISTS airtime_open ON airtime (stream, session, brand, end_at);
 CREATE INDEX IF NOT EXISTS airtime_window ON airtime (start_at, end_at);
 
+-- Per hour of capture time, the caption row ids in it: a time window becomes a row id range,
+-- so a text search in an old window does not walk past every newer match.
+CREATE TABLE IF NOT EXISTS caption_hours (
+    hour INTEGER PRIMARY KEY, min_id INTEGER NOT NULL, max_id INTEGER NOT NULL
+);
+
 -- Per session of a stream: its time span and the shot (segment) its captions are in.
 CREATE TABLE IF NOT EXISTS sessions (
     stream TEXT NOT NULL, session TEXT NOT NULL,
@@ -83,3 +89,6 @@ CREATE TABLE IF NOT EXISTS streams (stream TEXT PRIMARY KEY, session TEXT NOT NU
 """
 
 DATA_TABLES: Final = ("captions", "logo_alerts", "statuses", "airtime", "sessions", "streams")
+"""The tables that hold what was indexed (an incremental index and a rebuild compare equal)."""
+DERIVED_TABLES: Final = ("caption_text", "caption_hours")
+"""Tables made from row ids and text: lookups, not content."""

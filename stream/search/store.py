@@ -20,7 +20,7 @@ import orjson
 
 from engine.errors import VidcapError
 from stream.search.rows import NotAnEvent, index_event
-from stream.search.schema import DATA_TABLES, DDL, SCHEMA_VERSION
+from stream.search.schema import DATA_TABLES, DDL, DERIVED_TABLES, SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class IndexStore:
 
     def _drop_all(self) -> None:
         with self._db:
-            for table in ("caption_text", *DATA_TABLES, "meta"):
+            for table in (*DERIVED_TABLES, *DATA_TABLES, "meta"):
                 self._db.execute(f"DROP TABLE IF EXISTS {table}")  # noqa: S608 (fixed names)
         self._db.execute("VACUUM")
 
