@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from stream.bench.search_log import LogEvent, caption, caption_text, logo, status
-from stream.cli import main
+from stream.cli import _parser, main
 from stream.delivery.events import Envelope
+from stream.search.commands import nats_settings
 from stream.search.queries import SearchQuery, search
 from stream.search.query_text import QueryError
 from stream.search.reports import airtime, segments
@@ -344,3 +345,29 @@ def test_cli_without_an_index_says_how_to_make_one(
 ) -> None:
     assert main(["search", "x", "--db", str(tmp_path / "none.db")]) == 2
     assert "run `vidcap index`" in capsys.readouterr().err
+
+
+def test_index_takes_nats_settings_from_a_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "vidcap.yaml"
+    config.write_text(
+        "streams: [{id: a, url: a.mp4}]\n"
+        "nats: {url: null, stream_name: EVENTS, user: idx, password: '${IDX_PASSWORD}'}\n"
+    )
+    monkeypatch.setenv("IDX_PASSWORD", "s3cret-pass")
+    args = _parser().parse_args(["index", "--config", str(config)])
+    settings = nats_settings(args)
+    assert (settings.url, settings.stream_name, settings.user) == (
+        "nats://127.0.0.1:4222",  # null is vidcap run's embedded server: not reachable here
+        "EVENTS",
+        "idx",
+    )
+    assert settings.password is not None and settings.password.get_secret_value() == "s3cret-pass"
+    args = _parser().parse_args(
+        ["index", "--config", str(config), "--nats", "nats://10.0.0.2:4222", "--stream-name", "X"]
+    )
+    assert (nats_settings(args).url, nats_settings(args).stream_name) == (
+        "nats://10.0.0.2:4222",
+        "X",
+    )

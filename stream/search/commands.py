@@ -30,6 +30,7 @@ from stream.search.store import reading
 from stream.tail import parse_since
 
 PROGRESS_EVERY_S: Final = 5.0
+DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 AIRTIME_COLUMNS: Final = ("stream", "brand", "on_screen", "seconds", "appearances", "open")
 SEGMENT_COLUMNS: Final = (
     "stream",
@@ -116,7 +117,8 @@ def nats_settings(args: argparse.Namespace) -> NatsConfig:
         data["url"] = args.nats
     if args.stream_name:
         data["stream_name"] = args.stream_name
-    data.setdefault("url", "nats://127.0.0.1:4222")
+    if not data.get("url"):  # null in a config means vidcap run's embedded server: not ours
+        data["url"] = DEFAULT_NATS_URL
     return parse_section(NatsConfig, data, str(args.config or "command line") + ": nats")
 
 
