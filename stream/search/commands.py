@@ -23,11 +23,10 @@ from stream.config import NatsConfig, load_yaml, parse_section
 from stream.redact import redact
 from stream.search import output
 from stream.search.follower import DEFAULT_DURABLE, Indexer
-from stream.search.queries import DEFAULT_LIMIT, MAX_LIMIT, SearchQuery, iso, search
+from stream.search.queries import DEFAULT_LIMIT, MAX_LIMIT, SearchQuery, iso, parse_moment, search
 from stream.search.query_text import QueryError
 from stream.search.reports import DEFAULT_SEGMENTS, MAX_SEGMENTS, airtime, segments
 from stream.search.store import reading
-from stream.tail import parse_since
 
 PROGRESS_EVERY_S: Final = 5.0
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
@@ -225,20 +224,9 @@ def _print_report(
 
 
 def _window(args: argparse.Namespace, *, until_now: bool) -> tuple[float | None, float | None]:
-    since = _moment("--since", args.since)
-    until = _moment("--until", args.until)
+    since = parse_moment("--since", args.since)
+    until = parse_moment("--until", args.until)
     return since, until if until is not None or not until_now else time.time()
-
-
-def _moment(flag: str, text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        return parse_since(text).timestamp()
-    except (ValueError, OverflowError):
-        raise QueryError(
-            f"{flag} {text!r}: use an ISO time (UTC if no zone) or a time ago: 90s, 10m, 2h, 1d"
-        ) from None
 
 
 def _query(

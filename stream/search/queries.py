@@ -14,6 +14,7 @@ from typing import Any, Final
 import orjson
 
 from stream.search.query_text import QueryError, fts_query, quote
+from stream.tail import parse_since
 
 DEFAULT_LIMIT: Final = 20
 MAX_LIMIT: Final = 1000
@@ -46,6 +47,20 @@ class SearchQuery:
             if value is not None and len(value) > MAX_FILTER_CHARS:
                 raise QueryError(f"{name} is longer than {MAX_FILTER_CHARS} characters")
         check_window(self.since, self.until)
+
+
+def parse_moment(name: str, text: str | None) -> float | None:
+    """``text`` as Unix seconds: an ISO time (UTC if no zone) or a time ago (90s, 10m, 2h,
+    1d); QueryError naming ``name`` when it is neither."""
+    if text is None:
+        return None
+    try:
+        return parse_since(text).timestamp()
+    except (ValueError, OverflowError):  # a huge "99999999999d" overflows
+        raise QueryError(
+            f"{name} {text[:40]!r}: use an ISO time (UTC if no zone) or a time ago: "
+            "90s, 10m, 2h, 1d"
+        ) from None
 
 
 def check_window(since: float | None, until: float | None) -> None:

@@ -20,11 +20,10 @@ import orjson
 from aiohttp import web
 
 from engine.errors import VidcapError
-from stream.search.queries import MAX_LIMIT, SearchQuery, iso, search
+from stream.search.queries import MAX_LIMIT, SearchQuery, iso, parse_moment, search
 from stream.search.query_text import MAX_QUERY_CHARS, QueryError
 from stream.search.reports import DEFAULT_SEGMENTS, MAX_SEGMENTS, airtime, segments
 from stream.search.store import reading
-from stream.tail import parse_since
 
 MAX_CONCURRENT_QUERIES: Final = 4
 QUERY_TIMEOUT_S: Final = 5.0
@@ -152,16 +151,10 @@ def _limit(params: Mapping[str, str], default: int, most: int) -> int:
 
 
 def _moment(params: Mapping[str, str], name: str) -> float | None:
-    text = params.get(name)
-    if text is None:
-        return None
     try:
-        return parse_since(text).timestamp()
-    except (ValueError, OverflowError):
-        raise _error(
-            web.HTTPBadRequest,
-            f"{name}: use an ISO time (UTC if no zone) or a time ago: 90s, 10m, 2h, 1d",
-        ) from None
+        return parse_moment(name, params.get(name))
+    except QueryError as exc:
+        raise _error(web.HTTPBadRequest, str(exc)) from None
 
 
 def _window(params: Mapping[str, str]) -> tuple[float, float]:
