@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -184,7 +185,7 @@ def _search(args: argparse.Namespace) -> int:
     )
     hits = _query(args, lambda db: search(db, query))
     for hit in hits:
-        print(output.json_line(hit) if args.json else output.search_line(hit))
+        _out(output.json_line(hit) if args.json else output.search_line(hit))
     if not hits and not args.json:
         print("vidcap search: no captions match", file=sys.stderr)
     return 0
@@ -216,11 +217,21 @@ def _print_report(
     kind: str, rows: list[dict[str, Any]], columns: tuple[str, ...], document: dict[str, Any]
 ) -> None:
     if kind == "json":
-        print(output.json_line(document))
+        _out(output.json_line(document))
     elif kind == "csv":
-        print(output.csv_text(rows, columns))
+        _out(output.csv_text(rows, columns))
     else:
-        print(output.table(rows, columns))
+        _out(output.table(rows, columns))
+
+
+def _out(text: str) -> None:
+    """Print to stdout; a reader that went away (``| head``) ends the output quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
 
 
 def _window(args: argparse.Namespace, *, until_now: bool) -> tuple[float | None, float | None]:
