@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 TEXT_COLUMNS: Final = ("description", "summary", "objects", "actions", "environment", "logos")
 """Caption fields the full-text index covers (lists are stored as JSON arrays; the tokenizer
