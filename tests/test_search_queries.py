@@ -18,7 +18,7 @@ from stream.search.commands import nats_settings
 from stream.search.queries import SearchQuery, search
 from stream.search.query_text import QueryError
 from stream.search.reports import airtime, segments
-from stream.search.store import IndexStore, StoredMessage, dump, reading
+from stream.search.store import IndexStore, SearchIndexError, StoredMessage, dump, reading
 from tests.conftest import schema_violations
 
 T0: Final = 1_780_000_000.0  # 2026-05-28T20:26:40Z
@@ -371,3 +371,19 @@ def test_index_takes_nats_settings_from_a_config_file(
         "nats://10.0.0.2:4222",
         "X",
     )
+
+
+def test_a_batch_delivered_again_is_skipped_by_position(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    messages = [StoredMessage(n, e.payload) for n, e in enumerate(KNOWN_LOG, start=1)]
+    store = IndexStore(path, "VIDCAP")
+    assert store.apply(messages[:10]).indexed == 10
+    with reading(path) as db:
+        before = dump(db)
+    again = store.apply(messages[5:10])  # its ack was lost: JetStream delivers it again
+    assert (again.indexed, again.duplicates, again.skipped, store.position) == (0, 0, 5, 10)
+    with reading(path) as db:
+        assert dump(db) == before
+    store.close()
+    with pytest.raises(SearchIndexError, match="follows JetStream stream 'VIDCAP', not 'OTHER'"):
+        IndexStore(path, "OTHER")

@@ -85,6 +85,9 @@ class IndexStore:
         except sqlite3.Error as exc:
             self._db.close()
             raise SearchIndexError(f"search index {path}: {exc}") from None
+        except BaseException:
+            self._db.close()
+            raise
 
     def _prepare(self, stream_name: str) -> None:
         if not _has_fts5(self._db):
