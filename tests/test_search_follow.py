@@ -21,7 +21,7 @@ from nats.js.api import StreamConfig
 from stream.bench.search_log import LogEvent, synthetic_log
 from stream.config import NatsConfig
 from stream.delivery.nats_server import EmbeddedNatsServer
-from stream.search.follower import Indexer
+from stream.search.follower import Indexer, StreamRewoundError
 from stream.search.reports import airtime
 from stream.search.store import dump, reading
 from tests.conftest import free_port, schema_violations
@@ -169,3 +169,18 @@ async def _kill_mid_way(url: str, db: Path, tmp_path: Path) -> int:
         if process.stderr is not None:
             process.stderr.close()
     return position
+
+
+async def test_a_stream_created_again_behind_the_index_asks_for_a_rebuild(
+    tmp_path: Path, server: EmbeddedNatsServer
+) -> None:
+    db = tmp_path / "index.db"
+    await _index_until(server.url, db, await _publish(server.url, KNOWN_LOG))
+    client = await nats.connect(server.url)
+    await client.jetstream().delete_stream("VIDCAP")
+    await client.close()
+    await _publish(server.url, KNOWN_LOG[:3])
+    with pytest.raises(StreamRewoundError, match="ends at sequence 3, before the index's"):
+        await Indexer(NatsConfig(url=server.url), db).run(asyncio.Event())
+    rebuilt = await _index_until(server.url, db, 3, rebuild=True)
+    assert rebuilt.progress.indexed == 3

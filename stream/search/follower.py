@@ -29,7 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from stream.config import NatsConfig
 from stream.delivery.publisher import connect
-from stream.search.store import BatchResult, IndexStore, StoredMessage
+from stream.search.store import BatchResult, IndexStore, SearchIndexError, StoredMessage
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ class IndexProgress:
         self.duplicates += result.duplicates
         self.skipped += result.skipped
         self.position = position
+
+
+class StreamRewoundError(SearchIndexError):
+    """The JetStream stream is behind the index: it was recreated; only a rebuild helps."""
 
 
 class _Reposition(Exception):
@@ -130,6 +134,23 @@ class Indexer:
                     said = trouble
                 await asyncio.sleep(RETRY_S)
 
+    async def _check_stream(self, js: JetStreamContext, position: int) -> None:
+        """The stream still holds what the index has seen, and says so if it lost some."""
+        state = (await js.stream_info(self._nats.stream_name)).state
+        if state.last_seq < position:
+            raise StreamRewoundError(
+                f"JetStream stream {self._nats.stream_name!r} ends at sequence {state.last_seq}, "
+                f"before the index's position {position}: it was deleted and created again. "
+                "Run `vidcap index --rebuild` (the index must hold what the stream holds)"
+            )
+        if state.first_seq > position + 1 and state.messages:
+            logger.warning(
+                "search index: stream sequences %d-%d left JetStream (retention) before they "
+                "were indexed",
+                position + 1,
+                state.first_seq - 1,
+            )
+
     def _trouble(self, exc: Exception) -> str:
         if isinstance(exc, nats.js.errors.NotFoundError):
             return (
@@ -140,6 +161,7 @@ class Indexer:
 
     async def _subscribe(self, js: JetStreamContext, position: int) -> Any:
         stream = self._nats.stream_name
+        await self._check_stream(js, position)
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_consumer(stream, self._durable)
         start = (
