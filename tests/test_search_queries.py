@@ -331,6 +331,7 @@ def test_cli_reports_as_table_csv_and_json(index: Path, capsys: pytest.CaptureFi
         (["search", 'x "y'], "unbalanced double quote"),
         (["report", "airtime", "--since", "1h", "--until", "2h"], "window is empty"),
         (["report", "segments", "--since", "1h", "--limit", "0"], "--limit must be between"),
+        (["index", "--durable", "a b"], "--durable 'a b': use 1-64 of"),
     ],
 )
 def test_cli_refuses_bad_arguments_clearly(

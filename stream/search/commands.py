@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ from typing import Any, Final
 
 from engine.errors import VidcapError
 from engine.factory import cache_dir
-from stream.config import NatsConfig, load_yaml, parse_section
+from stream.config import ConfigError, NatsConfig, load_yaml, parse_section
 from stream.redact import redact
 from stream.search import output
 from stream.search.follower import DEFAULT_DURABLE, Indexer
@@ -124,6 +125,8 @@ def nats_settings(args: argparse.Namespace) -> NatsConfig:
 
 def _index(args: argparse.Namespace) -> int:
     config = nats_settings(args)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.durable):
+        raise ConfigError(f"--durable {args.durable[:80]!r}: use 1-64 of A-Z a-z 0-9 _ -")
     db = args.db or default_db()
     indexer = Indexer(config, db, durable=args.durable, rebuild=args.rebuild)
     where = f"{redact(config.url or '')} stream {config.stream_name}"
