@@ -107,7 +107,7 @@ async def test_drain_takes_the_waiting_keyframes_and_keeps_the_rest_in_order() -
     handoff = KeyframeHandoff(5, "drop_oldest", asyncio.get_running_loop())
     stop = threading.Event()
     for item in (status("live"), keyframe(1), keyframe(2), status("stalled"), keyframe(3)):
-        handoff.put_threadsafe(item, stop)
+        assert handoff.put_threadsafe(item, stop) is True  # never refused under drop_oldest
     await asyncio.sleep(0)
     handoff.put_control(Control(pause=True))
     assert [k.time.index for k in handoff.drain_keyframes()] == [1, 2, 3]

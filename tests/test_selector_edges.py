@@ -157,6 +157,8 @@ def blends() -> list[tuple[str, FrameFeatures, FrameFeatures, FrameFeatures]]:
         "new one dimmer": (a, b * 0.5 + 60),
         "old faint": (a * 0.2 + 100, b),
         "new faint": (a, b * 0.2 + 100),
+        "old very faint": (a * 0.1 + 115, b),
+        "new very faint": (a, b * 0.1 + 115),
         "related": (a, like),
         "related, new faint": (a, like * 0.3 + 90),
         "anti-related": (a, unlike),
