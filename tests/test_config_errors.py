@@ -1,6 +1,8 @@
 """What a bad configuration's error says: where it came from (the file, or the caller's name
 for the data), the key that is wrong (an unset ${ENV} reference too, inside lists), and never
-the contents of a rejected section (a token in it is still a secret)."""
+the contents of a rejected section (a token in it is still a secret); a mistyped URL scheme
+gets at most two suggestions; http.listen's default and the environment variable that
+changes it."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.config import ConfigError, load_config, parse_config
+from stream.config import HTTP_LISTEN_ENV, ConfigError, load_config, parse_config
 
 STREAMS = {"streams": [{"id": "cam1", "url": "rtsp://127.0.0.1:8554/cam"}]}
 
@@ -61,3 +63,23 @@ def test_a_rejected_section_is_not_echoed_with_its_secrets() -> None:
         parse_config(bad)
     assert "whip" in str(error.value)
     assert "short-s3cret" not in str(error.value)
+
+
+def test_http_listen_defaults_to_8480_and_the_environment_changes_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(HTTP_LISTEN_ENV, raising=False)
+    assert parse_config(STREAMS).http.listen == "127.0.0.1:8480"
+    monkeypatch.setenv(HTTP_LISTEN_ENV, "0.0.0.0:9000")
+    assert parse_config(STREAMS).http.listen == "0.0.0.0:9000"
+    monkeypatch.setenv(HTTP_LISTEN_ENV, "")  # empty: no HTTP server
+    assert parse_config(STREAMS).http.listen is None
+
+
+@pytest.mark.parametrize(("typo", "first"), [("rtps", "rtsp"), ("htp", "http"), ("tsp", "rtsp")])
+def test_an_unknown_scheme_suggests_at_most_two_known_ones(typo: str, first: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"streams": [{"id": "cam1", "url": f"{typo}://cam/live"}]})
+    hint = str(error.value).split("did you mean ", 1)[1].split("?", 1)[0]
+    suggestions = hint.split(" or ")
+    assert suggestions[0] == f"{first}://" and len(suggestions) == 2
