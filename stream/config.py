@@ -430,6 +430,18 @@ class LeaseConfig(_Section):
     third of it); the bucket's TTL, fixed when vidcap creates it."""
 
 
+class IndexConfig(_Section):
+    """The search index (see docs/search.md) followed inside ``vidcap run``."""
+
+    enabled: bool = False
+    """Follow the JetStream events into the index here (one index per deployment; or run
+    ``vidcap index`` on its own)."""
+    db: Path | None = None
+    """Index file; default ``~/.cache/vidcap/search/index.db``. ``/api/search`` reads it."""
+    durable: str = Field("vidcap-index", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """The JetStream durable consumer the index follows with."""
+
+
 class Config(_Section):
     streams: list[StreamConfig] = Field(default_factory=list)
     keyframes: KeyframeConfig = KeyframeConfig()
@@ -441,6 +453,7 @@ class Config(_Section):
     alerts: AlertsConfig = AlertsConfig()
     spool: SpoolConfig = SpoolConfig()
     leases: LeaseConfig = LeaseConfig()
+    index: IndexConfig = IndexConfig()
 
     @property
     def spool_enabled(self) -> bool:
@@ -482,6 +495,8 @@ class Config(_Section):
                 "nothing to caption: configure streams, enable whip, or set http.token to "
                 "add streams through the API"
             )
+        if self.index.enabled and not self.nats.jetstream:
+            raise ValueError("index.enabled needs nats.jetstream (it follows the stored events)")
         if self.leases.enabled and not self.nats.jetstream:
             raise ValueError("leases.enabled needs nats.jetstream (a key-value bucket)")
         if self.spool.enabled and not self.nats.jetstream:

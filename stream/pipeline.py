@@ -163,9 +163,9 @@ class StreamPipeline:
 
     def _skip_through(self, story: StoryEnd | None) -> int | None:
         """The last frame already captioned, when this is a file whose earlier run was
-        interrupted (and ``resume`` is on): selection starts again from frame 0, alike, and
-        nothing up to this frame is captioned twice."""
-        if story is None or not story.interrupted or self.stream.is_live or self.stream.loop:
+        interrupted or stopped (and ``resume`` is on): selection starts again from frame 0,
+        alike, and nothing up to this frame is captioned twice."""
+        if story is None or not story.unfinished or self.stream.is_live or self.stream.loop:
             return None
         return story.last_frame if self.stream.resume else None
 

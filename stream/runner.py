@@ -19,15 +19,17 @@ from prometheus_client import CollectorRegistry
 
 from engine.base import CaptionEngine
 from engine.captioner import Captioner
+from engine.errors import VidcapError
 from engine.factory import WorkerRoute, cache_dir, start_engine
 from engine.metrics import Metrics
 from engine.nats_engine import engine_subject
 from stream.config import Config, StreamConfig
-from stream.delivery.leases import Lease, Leases
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import DeliveryMetrics, EventPublisher, connect
 from stream.delivery.spool import Recovery, Spool, open_spool, spool_root
 from stream.fair_share import FairShare
+from stream.fleet.fleet import Fleet
+from stream.fleet.leases import Lease
 from stream.pipeline import (
     PublishedCallback,
     StreamMetrics,
@@ -35,8 +37,11 @@ from stream.pipeline import (
     StreamPosition,
     new_session_id,
 )
+from stream.search.commands import default_db
+from stream.search.follower import Indexer
 from stream.service.http_server import HttpServer
 from stream.service.operations import Operations
+from stream.service.search_api import SearchApi
 from stream.service.stream_api import StreamApi
 from stream.service.stream_store import StoredStream, StreamStore, bucket_name, merge
 from stream.sources.ingest import FrameSource
@@ -111,7 +116,7 @@ class Runner:
         self._engine_loaded = False
         self._client: Client | None = None
         self._publisher: EventPublisher | None = None
-        self._leases: Leases | None = None
+        self._fleet: Fleet | None = None
         self._store: StreamStore | None = None
         self._added_at_run_time: set[str] = set()
         self._removing: set[str] = set()
@@ -167,7 +172,7 @@ class Runner:
             await publisher.ensure_stream()
             if recovery is not None:
                 await publisher.deliver_spooled(recovery)
-            self._leases = await self._open_leases(client, spool)
+            self._fleet = await self._join_fleet(client, spool)
             streams = await self._streams_to_start(client)
             await self._run_streams(captioner, publisher, engine.model_id, streams)
         finally:
@@ -189,21 +194,21 @@ class Runner:
         logger.info("spool at %s (fsync: %s)", spool.directory, self.config.spool.fsync)
         return spool, recovery
 
-    async def _open_leases(self, client: Client, spool: Spool | None) -> Leases | None:
+    async def _join_fleet(self, client: Client, spool: Spool | None) -> Fleet | None:
         if not self.config.leases_enabled:
             return None
         # The spool's slot names this process across restarts (its lock proves the earlier
         # holder dead); without a spool, the session does.
         node = f"{socket.gethostname()}:{spool.directory if spool else self.session}"
-        leases = Leases(
+        fleet = Fleet(
             client.jetstream(timeout=self.config.nats.ack_timeout_s),
             self.config.nats.stream_name,
             self.config.leases.ttl_s,
             node,
             self.session,
         )
-        await leases.open()
-        return leases
+        await fleet.join()
+        return fleet
 
     @asynccontextmanager
     async def _serving_http(self) -> AsyncIterator[None]:
@@ -217,6 +222,7 @@ class Runner:
             self.registry, self.not_ready, engine_in_process=self.config.engine.kind == "vllm"
         ).mount(server.app)
         StreamApi(self.config.http, self).mount(server.app)
+        SearchApi(self.config.index.db or default_db()).mount(server.app)
         whip: WhipServer | None = None
         if self.config.whip.enabled:
             whip = WhipServer(
@@ -298,6 +304,14 @@ class Runner:
             )
             self._started = True
             watcher = group.create_task(self._stop_when_engine_dies(captioner))
+            fleet = (
+                group.create_task(self._fleet.run(self._stopped), name="vidcap-fleet")
+                if self._fleet is not None
+                else None
+            )
+            index_stop = asyncio.Event()
+            if self.config.index.enabled:
+                group.create_task(self._index(index_stop), name="vidcap-index")
             try:
                 for stream, paused in streams:
                     self.add_stream(stream, paused=paused)
@@ -306,6 +320,9 @@ class Runner:
                 await self._all_streams_ended()
             finally:
                 watcher.cancel()
+                index_stop.set()
+                if fleet is not None:
+                    fleet.cancel()
         self._scope = None
 
     def add_stream(
@@ -321,7 +338,7 @@ class Runner:
             raise ValueError(f"stream {stream.id!r} is already running")
         pipeline = self._new_pipeline(stream, source, paused)
         self._idle.clear()
-        leased = self._leases is not None and source is None  # WHIP: the publisher chose us
+        leased = self._fleet is not None and source is None  # WHIP: the publisher chose us
         run = self._run_leased(stream, pipeline) if leased else self._run_isolated(pipeline)
         task = self._group().create_task(run, name=f"stream-{stream.id}")
         self._streams[stream.id] = _RunningStream(pipeline, task)
@@ -471,12 +488,12 @@ class Runner:
         """Run the stream while this process holds its lease; stand by while another does.
         A lost lease stops the pipeline (its events not yet sent are dropped: the new owner
         goes on from what JetStream holds) and this process stands by again."""
-        assert self._leases is not None and self._publisher is not None
+        assert self._fleet is not None and self._publisher is not None
         try:
             while True:
                 pipeline.stats.state = "standby"
-                pipeline.stats.state_detail = "waiting for the lease"
-                lease = await self._leases.acquire(stream.id, self._stopped)
+                pipeline.stats.state_detail = "another vidcap writes it, or this one has its share"
+                lease = await self._fleet.acquire(stream.id, self._stopped)
                 if lease is None:  # stopped while standing by
                     return True
                 try:
@@ -486,38 +503,47 @@ class Runner:
                     ok = await self._run_while_owned(pipeline, lease)
                 finally:
                     await self._hand_over(lease)
-                if not lease.lost.is_set() or self._stop_requested:
+                moved = lease.lost.is_set() or lease.yielding.is_set()
+                if not moved or self._stop_requested:
                     return ok
                 pipeline = self._new_pipeline(stream, None, pipeline.stats.paused)
                 self._streams[stream.id].pipeline = pipeline
         finally:
+            self._fleet.forget(stream.id)
             self._idle.set()
 
     async def _run_while_owned(self, pipeline: StreamPipeline, lease: Lease) -> bool:
-        assert self._leases is not None and self._publisher is not None
+        assert self._fleet is not None and self._publisher is not None
         publisher = self._publisher
-        keeping = asyncio.create_task(self._leases.keep(lease))
+        keeping = asyncio.create_task(self._fleet.leases.keep(lease))
 
         async def stop_when_lost() -> None:
             await lease.lost.wait()
             publisher.fence(lease.stream_id)
             pipeline.stop()
 
-        watching = asyncio.create_task(stop_when_lost())
+        async def stop_when_yielding() -> None:
+            await lease.yielding.wait()
+            pipeline.stop()  # gracefully: its last events are stored, then it is released
+
+        watching = [
+            asyncio.create_task(stop_when_lost()),
+            asyncio.create_task(stop_when_yielding()),
+        ]
         try:
             return await self._run_isolated(pipeline)
         finally:
-            for task in (keeping, watching):
+            for task in (keeping, *watching):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
     async def _hand_over(self, lease: Lease) -> None:
         """Release after the stream's last events are stored: the next owner reads them."""
-        assert self._leases is not None and self._publisher is not None
+        assert self._fleet is not None and self._publisher is not None
         if not lease.lost.is_set():
             await self._publisher.flush(self.config.nats.flush_timeout_s)
-            await self._leases.release(lease)
+        await self._fleet.release(lease)
 
     async def _finished_elsewhere(self, stream: StreamConfig) -> bool:
         """A file another vidcap captioned to its end (or failed on) while this one stood by
@@ -535,6 +561,19 @@ class Runner:
             story.session,
         )
         return True
+
+    async def _index(self, stop: asyncio.Event) -> None:
+        """Follow the stored events into the search index; its failure stops only it."""
+        indexer = Indexer(
+            self.config.nats,
+            self.config.index.db or default_db(),
+            client=self._client,
+            durable=self.config.index.durable,
+        )
+        try:
+            await indexer.run(stop)
+        except VidcapError as exc:
+            logger.error("the search index stopped: %s (captioning goes on)", exc)
 
     async def _run_isolated(self, pipeline: StreamPipeline) -> bool:
         """A failing stream is logged and reported by its exit status; the others go on."""

@@ -36,6 +36,11 @@ class StoryEnd:
     def interrupted(self) -> bool:
         return self.ended == "interrupted"
 
+    @property
+    def unfinished(self) -> bool:
+        """Stopped or killed before the stream's end (a file then goes on from there)."""
+        return self.ended in ("interrupted", "stopped")
+
 
 async def read_story_end(
     js: JetStreamContext, stream_name: str, prefix: str, stream_id: str

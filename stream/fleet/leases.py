@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -27,8 +28,9 @@ import nats.errors
 import nats.js.errors
 import orjson
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
+
+from stream.fleet.buckets import expiring_bucket
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +56,26 @@ class Lease:
     why_lost: str = ""
     waited: bool = False
     """Another process held it when this one first asked (this one stood by)."""
+    yielding: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set to hand the stream over to another vidcap (this one has more than its share)."""
 
 
 class Leases:
     """The bucket of one destination, as seen by one vidcap process (``node``)."""
 
     def __init__(
-        self, js: JetStreamContext, stream_name: str, ttl_s: float, node: str, session: str
+        self,
+        js: JetStreamContext,
+        stream_name: str,
+        ttl_s: float,
+        node: str,
+        session: str,
+        may_take: Callable[[], Awaitable[bool]] | None = None,
+        replicas: int = 1,
     ) -> None:
         self._js = js
+        self._may_take = may_take
+        self._replicas = replicas
         self._bucket_name = lease_bucket(stream_name)
         self._ttl_s = ttl_s
         self._node = node
@@ -77,23 +90,9 @@ class Leases:
 
     async def open(self) -> None:
         """Bind the bucket, creating it if missing (its TTL is fixed at creation)."""
-        try:
-            self._kv = await self._js.key_value(self._bucket_name)
-        except nats.js.errors.BucketNotFoundError:
-            self._kv = await self._js.create_key_value(
-                KeyValueConfig(bucket=self._bucket_name, history=1, ttl=self._ttl_s)
-            )
-            logger.info("created lease bucket %s (TTL %g s)", self._bucket_name, self._ttl_s)
-            return
-        ttl = (await self._kv.status()).ttl
-        if ttl and abs(ttl - self._ttl_s) > 0.01:
-            logger.warning(
-                "lease bucket %s has a TTL of %g s, not leases.ttl_s (%g s); its TTL holds",
-                self._bucket_name,
-                ttl,
-                self._ttl_s,
-            )
-            self._ttl_s = ttl
+        self._kv, self._ttl_s = await expiring_bucket(
+            self._js, self._bucket_name, self._ttl_s, self._replicas
+        )
 
     async def acquire(self, stream_id: str, stopping: asyncio.Event) -> Lease | None:
         """The stream's lease, once it is free; None if ``stopping`` is set first."""
@@ -125,15 +124,16 @@ class Leases:
         """The lease, or who holds it."""
         kv = self._bucket()
         started = time.monotonic()
-        try:
-            revision = await kv.create(stream_id, self._value)
-            return Lease(stream_id, revision, started)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            pass
+        if self._may_take is None or await self._may_take():
+            try:
+                revision = await kv.create(stream_id, self._value)
+                return Lease(stream_id, revision, started)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                pass
         try:
             entry = await kv.get(stream_id)
         except nats.js.errors.KeyNotFoundError:
-            return "nobody (it just expired)"
+            return "nobody; this vidcap has its share of the streams"
         holder = orjson.loads(entry.value or b"{}")
         if holder.get("node") != self._node or entry.revision is None:
             return f"{holder.get('host')} pid {holder.get('pid')} session {holder.get('session')}"
