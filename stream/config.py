@@ -149,7 +149,8 @@ class KeyframeConfig(_Section):
 
 class NatsConfig(_Section):
     url: str | None = None
-    """nats://host:port; empty starts an embedded nats-server on 127.0.0.1."""
+    """nats://host:port (several, comma-separated, for a cluster); empty starts an embedded
+    nats-server on 127.0.0.1."""
     subject_prefix: str = Field("vidcap", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
     jetstream: bool = True
     stream_name: str = Field("VIDCAP", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -160,6 +161,9 @@ class NatsConfig(_Section):
     removed (0: kept until max_bytes)."""
     max_bytes: int = Field(-1, ge=-1)
     """JetStream retention by size when vidcap creates the stream (-1: no limit)."""
+    replicas: int = Field(1, ge=1, le=5)
+    """Copies JetStream keeps of what vidcap creates (the events stream, the key-value
+    buckets): 3 on a three-node cluster, so losing a server loses nothing."""
     user: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None

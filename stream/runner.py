@@ -206,6 +206,7 @@ class Runner:
             self.config.leases.ttl_s,
             node,
             self.session,
+            self.config.nats.replicas,
         )
         await fleet.join()
         return fleet
@@ -254,7 +255,7 @@ class Runner:
             )
             return [(stream, False) for stream in self.config.streams]
         bucket = bucket_name(self.config.nats.stream_name)
-        self._store = await StreamStore.open(client.jetstream(), bucket)
+        self._store = await StreamStore.open(client.jetstream(), bucket, self.config.nats.replicas)
         stored = await self._store.load()
         self._added_at_run_time = {i for i, record in stored.items() if record.stream is not None}
         if stored:

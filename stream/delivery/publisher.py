@@ -99,7 +99,7 @@ async def connect(config: NatsConfig, url: str) -> Client:
             logger.warning("NATS disconnected from %s; reconnecting", redact(url))
 
     options: dict[str, Any] = {
-        "servers": [url],
+        "servers": [server.strip() for server in url.split(",")],
         "name": "vidcap",
         "connect_timeout": config.connect_timeout_s,
         "max_reconnect_attempts": -1,  # a NATS restart must not end captioning
@@ -245,6 +245,7 @@ class EventPublisher:
                     duplicate_window=self._config.duplicate_window_s,
                     max_age=self._config.max_age_s or None,
                     max_bytes=self._config.max_bytes,
+                    num_replicas=self._config.replicas,
                 )
             )
             logger.info("created JetStream stream %s for %s", self._config.stream_name, subjects)

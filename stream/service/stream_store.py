@@ -52,12 +52,12 @@ class StreamStore:
         self._bucket = bucket
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str) -> StreamStore:
+    async def open(cls, js: JetStreamContext, bucket: str, replicas: int = 1) -> StreamStore:
         try:
             try:
                 kv = await js.key_value(bucket)
             except nats.js.errors.BucketNotFoundError:
-                kv = await js.create_key_value(bucket=bucket, history=1)
+                kv = await js.create_key_value(bucket=bucket, history=1, replicas=replicas)
                 logger.info("created key-value bucket %s for streams changed at run time", bucket)
         except nats.errors.Error as exc:
             raise StreamStoreError(bucket, exc) from None
