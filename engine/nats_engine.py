@@ -14,20 +14,29 @@ import asyncio
 import collections
 import io
 import logging
+import socket
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 import nats.errors
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.micro.service import EndpointInfo
 from PIL import Image, UnidentifiedImageError
 
 from engine.base import CaptionEngine, Generation
 from engine.errors import EngineError, MalformedReplyError, VidcapError
 from engine.guard import printable
+from engine.worker_service import (
+    ENDPOINT_NAME,
+    SERVICE_NAME,
+    EndpointCounters,
+    WorkerService,
+    error_headers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +161,8 @@ def granted_tokens(requested: str | None, limits: RequestLimits) -> int:
 
 
 class Worker:
-    """The serving side: answers caption requests with a local engine, many at once."""
+    """The serving side: answers caption requests with a local engine, many at once, and is
+    discoverable as the NATS micro service ``vidcap-worker`` (engine/worker_service.py)."""
 
     def __init__(
         self,
@@ -166,8 +176,10 @@ class Worker:
         self._engine = engine
         self._subject = subject
         self._limits = limits or RequestLimits()
+        self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.counters = EndpointCounters()
         self.served = 0
 
     async def serve(
@@ -177,22 +189,42 @@ class Worker:
         subscription = await self._client.subscribe(
             self._subject, queue=QUEUE_GROUP, cb=self._on_request
         )
-        await self._client.flush()
-        on_ready(f"serving {self._subject} (queue group {QUEUE_GROUP})")
-        await stop.wait()
-        await subscription.drain()  # take no more; finish what is in flight
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        service = WorkerService(self._client, self._endpoint(), self.counters, self._metadata())
+        await service.start()  # flushes: both subscriptions are in place
+        on_ready(
+            f"serving {self._subject} (queue group {QUEUE_GROUP}) as NATS service "
+            f"{SERVICE_NAME} {service.id}"
+        )
+        try:
+            await stop.wait()
+            await subscription.drain()  # take no more; finish what is in flight
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            await service.stop()  # listed until its last answer
+
+    def _endpoint(self) -> EndpointInfo:
+        limits = {name: str(value) for name, value in asdict(self._limits).items()}
+        return EndpointInfo(ENDPOINT_NAME, self._subject, QUEUE_GROUP, limits)
+
+    def _metadata(self) -> dict[str, str]:
+        return {
+            "model_id": self._engine.model_id,
+            "concurrency": str(self._concurrency),
+            "host": socket.gethostname(),
+        }
 
     async def _on_request(self, msg: Msg) -> None:
+        started_ns = self.counters.start()
         await self._slots.acquire()  # backpressure: NATS buffers the rest for this worker
-        task = asyncio.create_task(self._answer(msg))
+        task = asyncio.create_task(self._answer(msg, started_ns))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, msg: Msg) -> None:
+    async def _answer(self, msg: Msg, started_ns: int) -> None:
         headers = msg.headers or {}
         request_id = headers.get("Vidcap-Request-Id", "unnamed")
+        error: str | None = None
         try:
             if not msg.reply:
                 raise RequestRefused("a request without a reply subject")
@@ -202,13 +234,14 @@ class Worker:
             await msg.respond(orjson.dumps(_as_dict(generation)))
             self.served += 1
         except Exception as exc:  # answer every request, even a bad one
-            why = str(exc) if isinstance(exc, RequestRefused) else repr(exc)
-            why = printable(why[:500])  # one header line, whatever the error says
-            logger.warning("request %s failed: %s", printable(request_id[:100]), why)
+            refused = isinstance(exc, RequestRefused)
+            error = printable((str(exc) if refused else repr(exc))[:500])  # one header line
+            logger.warning("request %s failed: %s", printable(request_id[:100]), error)
             if msg.reply:
-                await self._client.publish(msg.reply, b"", headers={"Vidcap-Error": why})
+                await self._client.publish(msg.reply, b"", headers=error_headers(error, refused))
         finally:
             self._slots.release()
+            self.counters.finish(started_ns, error)
 
 
 def _as_dict(generation: Generation) -> dict[str, Any]:

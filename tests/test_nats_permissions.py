@@ -101,6 +101,44 @@ async def test_run_and_worker_work_with_their_least_privileges(
     assert not [r for r in caplog.records if "Permissions Violation" in r.getMessage()]
 
 
+async def test_a_viewer_lists_and_stats_the_workers_as_nats_micro_does(
+    locked_server: EmbeddedNatsServer,
+) -> None:
+    url = locked_server.url
+    violations: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        violations.append(str(exc))
+
+    worker_client = await nats.connect(
+        url, user="vidcap_worker", password=PASSWORDS["vidcap_worker"], error_cb=on_error
+    )
+    viewer = await nats.connect(
+        url, user="vidcap_viewer", password=PASSWORDS["vidcap_viewer"], error_cb=on_error
+    )
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    worker = Worker(worker_client, FixedEngine(), engine_subject("vidcap"), concurrency=4)
+    serving = asyncio.create_task(worker.serve(stop, lambda _: ready.set()))
+    await asyncio.wait_for(ready.wait(), 5)
+    answers = {}
+    for verb in ("PING", "INFO", "STATS"):  # nats micro ls / info / stats vidcap-worker
+        reply = await viewer.request(f"$SRV.{verb}.vidcap-worker", b"", timeout=5)
+        answers[verb] = orjson.loads(reply.data)
+    worker_id = answers["PING"]["id"]
+    reply = await viewer.request(f"$SRV.STATS.vidcap-worker.{worker_id}", b"", timeout=5)
+    assert orjson.loads(reply.data)["endpoints"][0]["num_requests"] == 0
+    reply = await viewer.request("$SRV.PING", b"", timeout=5)
+    assert orjson.loads(reply.data)["id"] == worker_id
+    assert answers["INFO"]["endpoints"][0]["subject"] == engine_subject("vidcap")
+    assert answers["STATS"]["metadata"]["model_id"] == "fixed"
+    stop.set()
+    await serving
+    await worker_client.drain()
+    await viewer.close()
+    assert not violations
+
+
 async def test_run_keeps_api_changes_in_its_bucket_with_its_least_privileges(
     locked_server: EmbeddedNatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
