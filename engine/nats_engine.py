@@ -28,7 +28,7 @@ from nats.micro.service import EndpointInfo
 from PIL import Image, UnidentifiedImageError
 
 from engine.base import CaptionEngine, Generation
-from engine.errors import EngineError, MalformedReplyError, VidcapError
+from engine.errors import EngineDeadError, EngineError, MalformedReplyError, VidcapError
 from engine.guard import printable
 from engine.worker_service import (
     ENDPOINT_NAME,
@@ -179,13 +179,17 @@ class Worker:
         self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._engine_died = asyncio.Event()
+        self.engine_error: EngineDeadError | None = None
         self.counters = EndpointCounters()
         self.served = 0
 
     async def serve(
         self, stop: asyncio.Event, on_ready: Callable[[str], None] = logger.info
     ) -> None:
-        """Answer requests until ``stop`` is set; ``on_ready`` hears once requests can arrive."""
+        """Answer requests until ``stop`` is set or the engine dies (then ``engine_error`` says
+        why: a worker that can serve nothing must leave the queue group, and its supervisor
+        restart it); ``on_ready`` hears once requests can arrive."""
         subscription = await self._client.subscribe(
             self._subject, queue=QUEUE_GROUP, cb=self._on_request
         )
@@ -196,7 +200,7 @@ class Worker:
             f"{SERVICE_NAME} {service.id}"
         )
         try:
-            await stop.wait()
+            await _first_set(stop, self._engine_died)
             await subscription.drain()  # take no more; finish what is in flight
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -234,6 +238,9 @@ class Worker:
             await msg.respond(orjson.dumps(_as_dict(generation)))
             self.served += 1
         except Exception as exc:  # answer every request, even a bad one
+            if isinstance(exc, EngineDeadError) and self.engine_error is None:
+                self.engine_error = exc
+                self._engine_died.set()
             refused = isinstance(exc, RequestRefused)
             error = printable((str(exc) if refused else repr(exc))[:500])  # one header line
             logger.warning("request %s failed: %s", printable(request_id[:100]), error)
@@ -242,6 +249,15 @@ class Worker:
         finally:
             self._slots.release()
             self.counters.finish(started_ns, error)
+
+
+async def _first_set(*events: asyncio.Event) -> None:
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _as_dict(generation: Generation) -> dict[str, Any]:

@@ -31,5 +31,8 @@ async def run_worker(config: WorkerConfig, announce: Callable[[str], None] = log
     finally:
         await client.drain()
         await engine.close()
+    if worker.engine_error is not None:  # a non-zero exit: the supervisor restarts it
+        announce(f"engine died after serving {worker.served} requests: {worker.engine_error}")
+        return 1
     announce(f"stopped after serving {worker.served} requests")
     return 0

@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from PIL import Image
 
 from engine.base import Generation
+from engine.errors import EngineDeadError
 from engine.nats_engine import QUEUE_GROUP, Worker, engine_subject
 from stream.delivery.nats_server import EmbeddedNatsServer
 from tests.test_security_worker import jpeg, png
@@ -147,5 +148,30 @@ async def test_the_concurrency_bound_shows_in_stats_and_a_stop_drains(client: Cl
         replies = await asyncio.gather(*requests)
         assert all(not (r.headers or {}).get("Vidcap-Error") for r in replies)
         await task
+    with pytest.raises(nats.errors.NoRespondersError):
+        await client.request("$SRV.PING.vidcap-worker", b"", timeout=2)
+
+
+class DeadEngine:
+    model_id = "dead"
+
+    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+        raise EngineDeadError("vLLM engine died: test")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_worker_whose_engine_died_answers_and_leaves(client: Client) -> None:
+    worker = Worker(client, DeadEngine(), SUBJECT, concurrency=2)
+    async with serving(worker, asyncio.Event()) as task:
+        reply = await client.request(SUBJECT, jpeg(), timeout=5, headers=REQUEST)
+        assert reply.headers is not None and "engine died" in reply.headers["Vidcap-Error"]
+        assert reply.headers["Nats-Service-Error-Code"] == "500"
+        async with asyncio.timeout(5):
+            await asyncio.shield(task)  # it stops by itself: no more requests, not listed
+    assert isinstance(worker.engine_error, EngineDeadError)
+    with pytest.raises(nats.errors.NoRespondersError):
+        await client.request(SUBJECT, jpeg(), timeout=2, headers=REQUEST)
     with pytest.raises(nats.errors.NoRespondersError):
         await client.request("$SRV.PING.vidcap-worker", b"", timeout=2)
