@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +192,15 @@ def env_references(config_text: str) -> list[str]:
     return re.findall(r"\$\{(\w+)\}", json.dumps(yaml.safe_load(config_text)))
 
 
+def provide_env(config_text: str, given: Iterable[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each ${VAR} of the config must be among the variables ``given`` to its container; set
+    them all, so that the config loads."""
+    given = set(given)
+    for variable in env_references(config_text):
+        assert variable in given, f"the config needs {variable}"
+        monkeypatch.setenv(variable, "x" * 24)
+
+
 # --- compose ------------------------------------------------------------------------------------
 
 
@@ -202,19 +211,30 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def test_compose_matches_the_compose_spec_schema(compose: dict[str, Any]) -> None:
+def validate_compose(compose: dict[str, Any]) -> None:
     schema = json.loads(COMPOSE_SCHEMA.read_text())
     jsonschema.validators.validator_for(schema)(schema).validate(compose)
 
 
+def test_compose_matches_the_compose_spec_schema(compose: dict[str, Any]) -> None:
+    validate_compose(compose)
+
+
 def test_compose_nats_is_on_loopback_and_authenticated(compose: dict[str, Any]) -> None:
-    nats = compose["services"]["nats"]
+    check_compose_nats(compose["services"]["nats"])
+
+
+def volume_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """A compose service's volumes: {path in the container: volume or host path}."""
+    return dict(volume.split(":")[:2][::-1] for volume in service["volumes"])
+
+
+def check_compose_nats(nats: dict[str, Any]) -> None:
     for port in nats.get("ports", []):
         assert str(port).startswith("127.0.0.1:"), f"NATS port {port} is open to the network"
     # The server's config file, found through the volume that mounts it.
     config_arg = nats["command"][nats["command"].index("--config") + 1]
-    mounts = dict(volume.split(":")[:2][::-1] for volume in nats["volumes"])
-    conf_dir = DEPLOY / mounts[str(Path(config_arg).parent)]
+    conf_dir = DEPLOY / volume_mounts(nats)[str(Path(config_arg).parent)]
     conf = (conf_dir / Path(config_arg).name).read_text()
     assert re.search(r"^include \./vidcap-users\.conf$", conf, re.MULTILINE)
     users = (conf_dir / "vidcap-users.conf").read_text()
@@ -239,12 +259,10 @@ def test_compose_vidcap_has_shared_memory_and_its_config(
     shm = str(vidcap.get("shm_size", ""))
     assert vidcap.get("ipc") == "host" or re.fullmatch(r"([1-9]\d*)gb?", shm), shm
     assert vidcap["command"] == ["run", "--config", CONFIG_PATH]
-    mounts = dict(volume.split(":")[:2][::-1] for volume in vidcap["volumes"])
+    mounts = volume_mounts(vidcap)
     assert mounts[dockerfile_env()["XDG_CACHE_HOME"]], "the caches are not on a volume"
     config_file = DEPLOY / mounts[str(Path(CONFIG_PATH).parent)] / Path(CONFIG_PATH).name
-    for variable in env_references(config_file.read_text()):
-        assert variable in vidcap["environment"], f"{config_file.name} needs {variable}"
-        monkeypatch.setenv(variable, "x" * 24)
+    provide_env(config_file.read_text(), vidcap["environment"], monkeypatch)
     config = load_config(config_file)
     assert config.nats.url == "nats://127.0.0.1:4222" and config.nats.user == "vidcap_run"
 
@@ -281,6 +299,10 @@ def test_k8s_manifests_match_the_kubernetes_schemas(manifests: list[dict[str, An
 
 
 def test_k8s_probes_hit_healthz_and_readyz_on_the_http_port(container: dict[str, Any]) -> None:
+    check_probes(container)
+
+
+def check_probes(container: dict[str, Any]) -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     env = {e["name"]: e.get("value") for e in container["env"]}
     listen_port = int(env["VIDCAP_HTTP_LISTEN"].rpartition(":")[2])
@@ -294,6 +316,10 @@ def test_k8s_probes_hit_healthz_and_readyz_on_the_http_port(container: dict[str,
 def test_k8s_security_context_is_restrictive(
     pod: dict[str, Any], container: dict[str, Any]
 ) -> None:
+    check_restrictive(pod, container)
+
+
+def check_restrictive(pod: dict[str, Any], container: dict[str, Any]) -> None:
     pod_ctx, ctx = pod.get("securityContext", {}), container["securityContext"]
 
     def setting(key: str) -> Any:
@@ -312,20 +338,48 @@ def test_k8s_security_context_is_restrictive(
 def test_k8s_writable_mounts_cover_what_the_image_writes(
     pod: dict[str, Any], container: dict[str, Any]
 ) -> None:
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    writable = [
-        m["mountPath"]
-        for m in container["volumeMounts"]
-        if not m.get("readOnly")
-        and ("emptyDir" in volumes[m["name"]] or "persistentVolumeClaim" in volumes[m["name"]])
-    ]
+    check_writable_mounts(pod, container)
     env = dockerfile_env()
-    for path in ("/tmp", env["HOME"], env["HF_HOME"], env["VLLM_CACHE_ROOT"], env["VIDCAP_CACHE"]):
-        assert any(path == m or path.startswith(m + "/") for m in writable), f"{path} is read-only"
+    volumes = {v["name"]: v for v in pod["volumes"]}
     shm = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
     assert shm and volumes[shm[0]["name"]]["emptyDir"]["medium"] == "Memory"
     cache = [m for m in container["volumeMounts"] if m["mountPath"] == env["XDG_CACHE_HOME"]]
     assert cache and "persistentVolumeClaim" in volumes[cache[0]["name"]], "caches are not kept"
+
+
+def writable_volume(pod: dict[str, Any], container: dict[str, Any], path: str) -> dict[str, Any]:
+    """The pod volume that makes ``path`` writable (an emptyDir or a claim)."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in sorted(container["volumeMounts"], key=lambda m: -len(m["mountPath"])):
+        if path == mount["mountPath"] or path.startswith(mount["mountPath"] + "/"):
+            volume = volumes[mount["name"]]
+            writable = "emptyDir" in volume or "persistentVolumeClaim" in volume
+            assert writable and not mount.get("readOnly"), f"{path} is read-only"
+            return volume
+    raise AssertionError(f"{path} is on the read-only root file system")
+
+
+def check_writable_mounts(pod: dict[str, Any], container: dict[str, Any]) -> None:
+    env = dockerfile_env()
+    for path in ("/tmp", env["HOME"], env["HF_HOME"], env["VLLM_CACHE_ROOT"], env["VIDCAP_CACHE"]):
+        writable_volume(pod, container, path)
+
+
+def created_secret_keys(text: str) -> set[tuple[str, str]]:
+    """(secret, key) of every `kubectl create secret generic` in a file's header comment."""
+    created = re.findall(r"kubectl create secret generic (\S+)((?:.*\\\n#)*.*)", text)
+    return {
+        (name, key)
+        for name, rest in created
+        for key in re.findall(r"--from-literal=([\w-]+)=", rest)
+    }
+
+
+def check_secrets_created(container: dict[str, Any], keys: set[tuple[str, str]]) -> None:
+    for var in container["env"]:
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            assert (ref["name"], ref["key"]) in keys, f"secret {ref} is never created"
 
 
 def test_k8s_references_resolve(
@@ -339,16 +393,7 @@ def test_k8s_references_resolve(
         if "configMap" in volume:
             assert ("ConfigMap", volume["configMap"]["name"]) in defined
     # Secrets are created by hand: the command in the header must create every key used.
-    created = re.findall(r"kubectl create secret generic (\S+)((?:.*\\\n#)*.*)", K8S.read_text())
-    keys = {
-        (name, key)
-        for name, rest in created
-        for key in re.findall(r"--from-literal=([\w-]+)=", rest)
-    }
-    for var in container["env"]:
-        ref = var.get("valueFrom", {}).get("secretKeyRef")
-        if ref:
-            assert (ref["name"], ref["key"]) in keys, f"secret {ref} is never created"
+    check_secrets_created(container, created_secret_keys(K8S.read_text()))
     (service,) = of_kind(manifests, "Service")
     (deployment,) = of_kind(manifests, "Deployment")
     assert (
@@ -377,9 +422,6 @@ def test_k8s_memory_limit_and_a_valid_config(
         if doc["metadata"]["name"] == volume["configMap"]["name"]
     ]
     text = config_map["data"][Path(CONFIG_PATH).name]
-    env_names = {e["name"] for e in container["env"]}
-    for variable in env_references(text):
-        assert variable in env_names, f"the config needs {variable}"
-        monkeypatch.setenv(variable, "x" * 24)
+    provide_env(text, (e["name"] for e in container["env"]), monkeypatch)
     (tmp_path / "config.yaml").write_text(text)
     assert load_config(tmp_path / "config.yaml").http.token is not None
