@@ -4,8 +4,10 @@ sends keyframes to it as requests and keeps per-stream order itself (its sequenc
 A request is a size-bounded JPEG with the request id and token budget in headers; the reply
 is the raw completion, which the requesting side's guard judges. A worker that dies
 mid-request simply never answers: the request times out after ``attempt_timeout_s`` and is
-sent again, to whichever worker the queue group picks. Each try has its own reply inbox, so a
-late answer to an abandoned try is dropped, never published twice.
+sent again, to whichever worker the queue group picks. A worker whose engine died answers
+what it took with error code 503 and leaves; those requests are sent again at once. Each try
+has its own reply inbox, so a late answer to an abandoned try is dropped, never published
+twice.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import nats.errors
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.micro.request import ERROR_CODE_HEADER
 from nats.micro.service import EndpointInfo
 from PIL import Image, UnidentifiedImageError
 
@@ -32,7 +35,10 @@ from engine.errors import EngineDeadError, EngineError, MalformedReplyError, Vid
 from engine.guard import printable
 from engine.worker_service import (
     ENDPOINT_NAME,
+    FAILED_CODE,
+    REFUSED_CODE,
     SERVICE_NAME,
+    UNAVAILABLE_CODE,
     EndpointCounters,
     WorkerService,
     error_headers,
@@ -92,6 +98,8 @@ class NatsEngine:
                 await asyncio.sleep(NO_RESPONDERS_BACKOFF_S[min(attempt, 3)])
             except nats.errors.TimeoutError:
                 last_error = f"no reply within {self._attempt_timeout_s:g} s (worker lost?)"
+            except WorkerUnavailableError as exc:
+                last_error = str(exc)
             logger.warning("request %s try %d: %s; retrying", request_id, attempt + 1, last_error)
         raise EngineError(f"{request_id}: {last_error} after {self._attempts} tries")
 
@@ -101,6 +109,8 @@ class NatsEngine:
 
 def parse_reply(data: bytes, headers: Mapping[str, str] | None) -> Generation:
     """A worker's reply as a Generation; MalformedReplyError for anything else."""
+    if headers and headers.get(ERROR_CODE_HEADER) == UNAVAILABLE_CODE:
+        raise WorkerUnavailableError(f"worker unavailable: {headers.get('Vidcap-Error', '')[:500]}")
     if headers and headers.get("Vidcap-Error"):
         raise EngineError(f"worker failed: {headers['Vidcap-Error'][:500]}")
     try:
@@ -126,6 +136,10 @@ class RequestLimits:
     max_image_bytes: int = 1 << 20
     max_image_pixels: int = 4096 * 4096
     max_tokens: int = 4096
+
+
+class WorkerUnavailableError(EngineError):
+    """The worker that got the request cannot serve any (its engine died); another can."""
 
 
 class RequestRefused(VidcapError):
@@ -245,10 +259,17 @@ class Worker:
             error = printable((str(exc) if refused else repr(exc))[:500])  # one header line
             logger.warning("request %s failed: %s", printable(request_id[:100]), error)
             if msg.reply:
-                await self._client.publish(msg.reply, b"", headers=error_headers(error, refused))
+                answer = error_headers(error, _error_code(exc))
+                await self._client.publish(msg.reply, b"", headers=answer)
         finally:
             self._slots.release()
             self.counters.finish(started_ns, error)
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, RequestRefused):
+        return REFUSED_CODE
+    return UNAVAILABLE_CODE if isinstance(exc, EngineDeadError) else FAILED_CODE
 
 
 async def _first_set(*events: asyncio.Event) -> None:

@@ -31,13 +31,15 @@ from nats.micro.service import (
 SERVICE_NAME: Final = "vidcap-worker"
 ENDPOINT_NAME: Final = "caption"
 DESCRIPTION: Final = "vidcap caption engine: one JPEG keyframe in, one raw completion out"
-REFUSED_CODE: Final = "400"  # micro's error codes follow HTTP's
+# micro's error codes follow HTTP's. UNAVAILABLE: this worker's engine died, another worker
+# can serve the request (the requester sends it again at once).
+REFUSED_CODE: Final = "400"
 FAILED_CODE: Final = "500"
+UNAVAILABLE_CODE: Final = "503"
 
 
-def error_headers(why: str, refused: bool) -> dict[str, str]:
+def error_headers(why: str, code: str) -> dict[str, str]:
     """An error reply's headers: vidcap's own, which `vidcap run` reads, and micro's."""
-    code = REFUSED_CODE if refused else FAILED_CODE
     return {"Vidcap-Error": why, ERROR_HEADER: why, ERROR_CODE_HEADER: code}
 
 

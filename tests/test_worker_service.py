@@ -19,7 +19,7 @@ from PIL import Image
 
 from engine.base import Generation
 from engine.errors import EngineDeadError
-from engine.nats_engine import QUEUE_GROUP, Worker, engine_subject
+from engine.nats_engine import QUEUE_GROUP, NatsEngine, Worker, engine_subject
 from stream.delivery.nats_server import EmbeddedNatsServer
 from tests.test_security_worker import jpeg, png
 
@@ -167,7 +167,7 @@ async def test_a_worker_whose_engine_died_answers_and_leaves(client: Client) -> 
     async with serving(worker, asyncio.Event()) as task:
         reply = await client.request(SUBJECT, jpeg(), timeout=5, headers=REQUEST)
         assert reply.headers is not None and "engine died" in reply.headers["Vidcap-Error"]
-        assert reply.headers["Nats-Service-Error-Code"] == "500"
+        assert reply.headers["Nats-Service-Error-Code"] == "503"  # try another worker
         async with asyncio.timeout(5):
             await asyncio.shield(task)  # it stops by itself: no more requests, not listed
     assert isinstance(worker.engine_error, EngineDeadError)
@@ -175,3 +175,22 @@ async def test_a_worker_whose_engine_died_answers_and_leaves(client: Client) -> 
         await client.request(SUBJECT, jpeg(), timeout=2, headers=REQUEST)
     with pytest.raises(nats.errors.NoRespondersError):
         await client.request("$SRV.PING.vidcap-worker", b"", timeout=2)
+
+
+async def test_requests_a_dead_worker_took_go_to_another(client: Client) -> None:
+    healthy = GatedEngine("healthy")
+    healthy.release.set()
+    dead = Worker(client, DeadEngine(), SUBJECT, concurrency=2)
+    engine = NatsEngine(client, SUBJECT, "m", attempt_timeout_s=5, attempts=5)
+    image = Image.new("RGB", (64, 48))
+    async with serving(dead, asyncio.Event()) as dead_task:
+        first = asyncio.create_task(engine.generate(image, "r0", 64))
+        async with asyncio.timeout(5):
+            while dead.counters.requests == 0:  # noqa: ASYNC110 (counted as it takes one)
+                await asyncio.sleep(0.01)
+        async with serving(Worker(client, healthy, SUBJECT, concurrency=2), asyncio.Event()):
+            assert (await first).text == "{}"  # answered 503 by the dead one, sent again
+            for n in range(1, 4):
+                assert (await engine.generate(image, f"r{n}", 64)).text == "{}"
+            await asyncio.wait_for(asyncio.shield(dead_task), 5)
+    assert dead.counters.requests >= 1 and healthy.holding == 4
