@@ -33,7 +33,13 @@ FLEET = DEPLOY / "k8s" / "fleet.yaml"
 NATS_VALUES = DEPLOY / "k8s" / "nats-values.yaml"
 COMPOSE_FLEET = DEPLOY / "compose.fleet.yaml"
 USERS = DEPLOY / "nats" / "vidcap-users.conf"
-NATS_URL = "nats://nats:4222"  # the Helm release's and compose's NATS service
+COMPOSE_NATS_URL = "nats://nats:4222"  # compose's NATS service
+
+
+def helm_cluster_urls() -> str:
+    """nats.url for the Helm release "nats": each server of its StatefulSet."""
+    replicas = read_yaml(NATS_VALUES)["config"]["cluster"]["replicas"]
+    return ",".join(f"nats://nats-{n}.nats-headless:4222" for n in range(replicas))
 
 
 def read_yaml(path: Path) -> Any:
@@ -127,7 +133,8 @@ def test_ingest_nodes_share_streams_through_leases_without_a_gpu(
     check_writable_mounts(pod, container)
     config = mounted_config(fleet, "vidcap-ingest", Config, monkeypatch, tmp_path)
     assert isinstance(config, Config) and len(config.streams) >= 2
-    assert config.engine.kind == "nats" and config.nats.url == NATS_URL
+    assert config.engine.kind == "nats" and config.nats.url == helm_cluster_urls()
+    assert config.nats.replicas == read_yaml(NATS_VALUES)["config"]["cluster"]["replicas"]
     assert config.leases.enabled and config.spool.enabled and config.spool.path is not None
     # The spool is on the pod's emptyDir: it outlives a container restart (docs/scaling.md).
     assert "emptyDir" in writable_volume(pod, container, str(config.spool.path))
@@ -145,7 +152,7 @@ def test_workers_request_a_gpu_each_and_serve_the_ingest_nodes(
     assert shm["emptyDir"]["medium"] == "Memory"
     config = mounted_config(fleet, "vidcap-worker", WorkerConfig, monkeypatch, tmp_path)
     assert isinstance(config, WorkerConfig) and config.engine.kind == "vllm"
-    assert config.nats.url == NATS_URL and config.nats.user == "vidcap_worker"
+    assert config.nats.url == helm_cluster_urls() and config.nats.user == "vidcap_worker"
     ingest = mounted_config(fleet, "vidcap-ingest", Config, monkeypatch, tmp_path)
     assert ingest.engine.model_id == config.engine.model_id  # events name the workers' model
     assert ingest.nats.subject_prefix == config.nats.subject_prefix  # the same request subject
@@ -220,8 +227,8 @@ def test_compose_fleet_runs_two_ingest_nodes_with_one_config(
     assert ingest[0]["hostname"] != ingest[1]["hostname"]
     provide_env(config_file.read_text(), ingest[0]["environment"], monkeypatch)
     config = parse_config(load_yaml(config_file), str(config_file))
-    assert config.engine.kind == "nats" and config.nats.url == NATS_URL
-    assert config.leases.enabled and config.spool.enabled
+    assert config.engine.kind == "nats" and config.nats.url == COMPOSE_NATS_URL
+    assert config.leases.enabled and config.spool.enabled and config.nats.replicas == 1
     # Each node's spool on its own volume: a restarted node delivers what it left.
     spools = [volume_mounts(node)[str(config.spool.path)] for node in ingest]
     assert len(set(spools)) == 2 and set(spools) <= set(compose_fleet["volumes"])
@@ -239,6 +246,6 @@ def test_compose_fleet_has_one_gpu_worker(
     assert worker["healthcheck"] == {"disable": True}  # no HTTP server for the image's check
     provide_env(config_file.read_text(), worker["environment"], monkeypatch)
     config = parse_section(WorkerConfig, load_yaml(config_file), str(config_file))
-    assert config.nats.url == NATS_URL and config.nats.user == "vidcap_worker"
+    assert config.nats.url == COMPOSE_NATS_URL and config.nats.user == "vidcap_worker"
     for name, service in compose_fleet["services"].items():
         assert service["deploy"]["resources"]["limits"]["memory"], name
