@@ -77,6 +77,12 @@ class StreamConfig(_Section):
     """Consecutive failed reconnects before the stream is ``failed``; 0 retries forever."""
     options: dict[str, str] = Field(default_factory=dict)
     """Extra FFmpeg demuxer options, passed through unchanged."""
+    priority: int = Field(0, ge=-100, le=100)
+    """Under overload, a free engine slot goes to the waiting stream of highest priority
+    first; streams of one priority share in turn."""
+    max_staleness_s: float | None = Field(None, gt=0, le=3600)
+    """A keyframe that would reach the engine later than this after capture is dropped and
+    reported (``keyframes_dropped``, reason ``deadline``); none: no deadline."""
     max_pixels: int = Field(7680 * 4320, ge=64 * 64, le=2**31 - 1)
     """Frames with more pixels than this fail the stream (``failed``, nothing decoded at that
     size): a decompression bomb, or a camera set wrong. Default 8K UHD, 7680x4320."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -100,6 +101,11 @@ class StreamPipeline:
         """The source gave up (a ``failed`` status): the stream ended with an error."""
         self._ingest: Ingest | None = None
         self._keyframes_numbered = resume.keyframes if resume else 0
+        """Captions published so far (keyframe numbers are given at publishing: a keyframe
+        dropped on its way leaves no gap)."""
+        self._requests = self._keyframes_numbered  # engine request ids
+        self._late = 0  # keyframes past their deadline, not yet reported
+        self._late_waited_s = 0.0
         self._drops_reported = 0
         self._skipped_at_stop = 0
         self._next_seq = resume.seq if resume else 0
@@ -209,6 +215,9 @@ class StreamPipeline:
                     self.stats.keyframes += 1
                     if self._captioning_paused:
                         self.stats.keyframes_skipped_paused += 1
+                    elif (waited := self._waited_too_long(item)) is not None:
+                        self._late += 1  # reported before the next item, with any after it
+                        self._late_waited_s = max(self._late_waited_s, waited)
                     else:
                         await self._submit_keyframe(sequencer, item)
             await self._report_drops(handoff, sequencer)
@@ -227,12 +236,23 @@ class StreamPipeline:
         await self._submit_status(sequencer, _status(state, detail))
 
     async def _submit_keyframe(self, sequencer: Sequencer[Event], keyframe: Keyframe) -> None:
-        number, self._keyframes_numbered = self._keyframes_numbered, self._keyframes_numbered + 1
+        number, self._requests = self._requests, self._requests + 1
         await sequencer.submit(lambda: self._caption(keyframe, number))
 
-    async def _caption(self, keyframe: Keyframe, number: int) -> CaptionEvent:
+    def _waited_too_long(self, keyframe: Keyframe) -> float | None:
+        """How long the keyframe has waited since capture, if past the stream's deadline."""
+        waited = time.time() - keyframe.time.captured_at
+        deadline = self.stream.max_staleness_s
+        return waited if deadline is not None and waited > deadline else None
+
+    async def _caption(self, keyframe: Keyframe, number: int) -> CaptionEvent | StatusEvent:
+        """The keyframe's caption (numbered when published), or, when its turn at the engine
+        came after its deadline, the report of its drop in its place."""
         request_id = f"{self.stream.id}-{self._session}-{number}"
-        async with self._share.slot(self.stream.id):
+        async with self._share.slot(self.stream.id, self.stream.priority):
+            waited = self._waited_too_long(keyframe)
+            if waited is not None:
+                return self._late_status(1, waited)
             queue_s = max(0.0, time.time() - keyframe.time.captured_at)
             self._metrics.queue_wait.labels(self.stream.id).observe(queue_s)
             outcome = await self._captioner.caption(keyframe.image, request_id)
@@ -261,7 +281,20 @@ class StreamPipeline:
     ) -> None:
         await self._submit_status(sequencer, StatusEvent.of_source(status))
 
+    def _late_status(self, dropped: int, waited_s: float) -> StatusEvent:
+        detail = (
+            f"{dropped} keyframe(s) dropped: their turn at the engine came {waited_s:.2f} s "
+            f"after capture, past max_staleness_s ({self.stream.max_staleness_s:g} s)"
+        )
+        logger.warning("stream %s: %s", self.stream.id, detail)
+        fields = {"dropped": dropped, "reason": "deadline", "waited_s": round(waited_s, 3)}
+        return _status("keyframes_dropped", detail, **fields)
+
     async def _report_drops(self, handoff: KeyframeHandoff, sequencer: Sequencer[Event]) -> None:
+        if self._late:
+            status = self._late_status(self._late, self._late_waited_s)
+            self._late, self._late_waited_s = 0, 0.0
+            await self._submit_status(sequencer, status)
         new_drops = handoff.dropped - self._drops_reported
         if new_drops <= 0:
             return
@@ -271,9 +304,8 @@ class StreamPipeline:
             f"({handoff.dropped} in total)"
         )
         logger.warning("stream %s: %s", self.stream.id, detail)
-        await self._submit_status(
-            sequencer, _status("keyframes_dropped", detail, dropped=new_drops)
-        )
+        fields = {"dropped": new_drops, "reason": "engine_behind"}
+        await self._submit_status(sequencer, _status("keyframes_dropped", detail, **fields))
 
     def _stopped_status(self) -> StatusEvent:
         detail = "shutdown"
@@ -286,7 +318,8 @@ class StreamPipeline:
         take the seqs right after it."""
         logos = LogoTracker(self._config.alerts.logos)
         watching = self._config.alerts.logos.mode != "off"
-        async for event in sequencer.results():
+        async for result in sequencer.results():
+            event = self._numbered(result)
             seq = await self._publish(event)
             if isinstance(event, CaptionEvent):
                 latency = max(0.0, time.time() - event.time.captured_at)
@@ -294,6 +327,12 @@ class StreamPipeline:
                 if watching:
                     for alert in logos.observe(seq, event):
                         await self._publish(alert)
+
+    def _numbered(self, event: Event) -> Event:
+        if not isinstance(event, CaptionEvent):
+            return event
+        number, self._keyframes_numbered = self._keyframes_numbered, self._keyframes_numbered + 1
+        return dataclasses.replace(event, keyframe_no=number)
 
     async def _publish(self, event: Event) -> int:
         envelope = Envelope(self.stream.id, self._session, self._next_seq)

@@ -50,7 +50,8 @@ TRUNCATED = CaptionOutcome(
 )
 
 # Every event kind, as the pipeline, the sources and the outbox build them. The golden files
-# were written by the dict-based serialiser these types replaced: the wire did not change.
+# were written by the dict-based serialiser these types replaced: the wire did not change
+# (until vidcap.status/4 added the drops' reason).
 EXAMPLES: dict[str, tuple[int, Event]] = {
     "caption-ok": (7, CaptionEvent(2, CUT, "cut", 53.4, OK, "wynd-vidcap-12b", 0.23456)),
     "caption-failed": (8, CaptionEvent(0, START, "start", 0.0, TRUNCATED, "wynd-vidcap-12b", 0.0)),
@@ -68,7 +69,21 @@ EXAMPLES: dict[str, tuple[int, Event]] = {
     ),
     "status-keyframes-dropped": (
         4,
-        StatusEvent("keyframes_dropped", "engine behind: 2 dropped", AT, {"dropped": 2}),
+        StatusEvent(
+            "keyframes_dropped",
+            "engine behind: 2 dropped",
+            AT,
+            {"dropped": 2, "reason": "engine_behind"},
+        ),
+    ),
+    "status-keyframes-late": (
+        6,
+        StatusEvent(
+            "keyframes_dropped",
+            "1 keyframe(s) dropped: their turn at the engine came 2.50 s after capture",
+            AT,
+            {"dropped": 1, "reason": "deadline", "waited_s": 2.5},
+        ),
     ),
     "status-events-dropped": (
         5,

@@ -20,13 +20,13 @@ from engine.captioner import CaptionOutcome
 from stream.sources.frames import FrameTime, SelectionReason, SourceState, SourceStatus
 
 CAPTION_SCHEMA_ID: Final = "vidcap.caption/1"
-STATUS_SCHEMA_ID: Final = "vidcap.status/3"
+STATUS_SCHEMA_ID: Final = "vidcap.status/4"
 LOGO_SCHEMA_ID: Final = "vidcap.logo/1"
 
 EventKind = Literal["caption", "status", "logo"]
 PipelineState = Literal[
     "stopped",  # vidcap is shutting down (or the stream was removed)
-    "keyframes_dropped",  # the engine fell behind; the stalest waiting keyframes were dropped
+    "keyframes_dropped",  # the engine fell behind, or keyframes' deadlines passed: dropped
     "paused",  # captioning turned off through the API (ingest and health reports go on)
     "unpaused",  # captioning on again
     "resumed",  # the story goes on from an earlier session's last stored event

@@ -130,6 +130,8 @@ STATUS_EVENT_SCHEMA: Final = _strict(
 STATUS_EVENT_SCHEMA["properties"].update(
     {
         "dropped": {"type": "integer", "minimum": 1},
+        "reason": {"enum": ["engine_behind", "deadline"]},
+        "waited_s": {"type": "number", "minimum": 0},
         "silent_s": {"type": "number", "minimum": 0},
         "attempt": {"type": "integer", "minimum": 1},
         "retry_in_s": {"type": "number", "minimum": 0},
@@ -146,7 +148,7 @@ STATUS_EVENT_SCHEMA["properties"].update(
 STATUS_EVENT_SCHEMA["allOf"] = [
     {"if": {"properties": {"state": {"const": state}}}, "then": {"required": required}}
     for state, required in (
-        ("keyframes_dropped", ["dropped"]),
+        ("keyframes_dropped", ["dropped", "reason"]),
         ("resumed", ["previous_session", "previous_end", "last_seq"]),
         ("stalled", ["silent_s"]),
         ("reconnecting", ["attempt", "retry_in_s"]),

@@ -1,0 +1,90 @@
+"""Under overload, the right captions first: a free engine slot goes to the highest priority
+waiting, and a keyframe whose turn comes after its stream's max_staleness_s is dropped and
+reported in its place (reason ``deadline``), never captioned late. nats-server and the files
+are real; the engine is a stand-in that takes a fixed time per caption (what is tested is
+vidcap's admission, not the model)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from engine.base import Generation
+from stream.config import parse_config
+from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.fair_share import FairShare
+from stream.runner import Runner
+from stream.sample_clip import ClipSpec, write_clip
+from tests.test_nats_permissions import FixedEngine
+
+CAPTION_S = 0.15
+DEADLINE_S = 1.0
+
+
+class TimedEngine(FixedEngine):
+    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+        await asyncio.sleep(CAPTION_S)
+        return await super().generate(image, request_id, max_tokens)
+
+
+async def test_a_free_slot_goes_to_the_highest_priority_waiting() -> None:
+    share = FairShare(slots=1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def work(stream: str, priority: int) -> None:
+        async with share.slot(stream, priority):
+            order.append(stream)
+            await release.wait()
+            release.clear()
+
+    first = asyncio.create_task(work("first", 0))
+    await asyncio.sleep(0.01)
+    low = [asyncio.create_task(work(name, 0)) for name in ("low-a", "low-b", "low-a")]
+    await asyncio.sleep(0.01)
+    high = [asyncio.create_task(work("high", 5)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    while len(order) < 6:
+        release.set()
+        await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(first, *low, *high)
+    # The high stream overtakes the low ones that waited longer; they then share in turn.
+    assert order == ["first", "high", "high", "low-a", "low-b", "low-a"]
+
+
+async def test_deadlines_drop_late_keyframes_and_priority_keeps_its_stream_fresh(
+    nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    clip = write_clip(tmp_path / "cuts.mp4", ClipSpec(shots=16, shot_frames=10, fps=25))
+    config = parse_config(
+        {
+            "streams": [
+                {"id": name, "url": str(clip), "max_staleness_s": DEADLINE_S, "priority": p}
+                for name, p in (("vip", 10), ("bulk", 0))
+            ],
+            "keyframes": {"min_gap_s": 0.1},
+            "pipeline": {"max_in_flight_total": 1},  # one engine slot for both streams
+            "nats": {"url": nats_server.url},
+        }
+    )
+    events: list[dict[str, Any]] = []
+    runner = Runner(config, events.append)
+    assert await runner.run(nats_server.url, TimedEngine()) == 0
+    for name in ("vip", "bulk"):
+        story = [e for e in events if e["stream"] == name]
+        captions = [e for e in story if e["type"] == "caption"]
+        late = [e for e in story if e.get("reason") == "deadline"]
+        # Nothing captioned after its deadline; every keyframe captioned or reported dropped.
+        assert all(c["timing"]["queue_s"] <= DEADLINE_S for c in captions), name
+        dropped = sum(e["dropped"] for e in late)
+        assert len(captions) + dropped == 16, (name, len(captions), dropped)
+        assert [c["keyframe"] for c in captions] == list(range(len(captions))), name
+    vip = [e for e in events if e["stream"] == "vip" and e["type"] == "caption"]
+    bulk = [e for e in events if e["stream"] == "bulk" and e["type"] == "caption"]
+    assert any(e.get("reason") == "deadline" for e in events), "the engine was not overloaded"
+    print(f"captioned: vip {len(vip)} of 16, bulk {len(bulk)} of 16")
+    assert len(vip) > len(bulk), (len(vip), len(bulk))
