@@ -133,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     bench_publish.add_argument("--rounds", type=int, default=3)
     bench_publish.set_defaults(handler=_bench_publish)
 
+    bench_fleet = benches.add_parser("fleet", help="takeover time after a node kill; lease cost")
+    bench_fleet.add_argument("--streams", type=int, default=4)
+    bench_fleet.add_argument("--kills", type=int, default=5)
+    bench_fleet.add_argument("--ttl", type=float, default=2.0, help="leases.ttl_s")
+    bench_fleet.set_defaults(handler=_bench_fleet)
+
     add_search_commands(commands)
 
     schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
@@ -284,6 +290,12 @@ def _bench_publish(args: argparse.Namespace) -> int:
     from stream.bench.publish import bench_publish
 
     return asyncio.run(bench_publish(args.events, args.rounds))
+
+
+def _bench_fleet(args: argparse.Namespace) -> int:
+    from stream.bench.fleet import bench_fleet
+
+    return asyncio.run(bench_fleet(args.streams, args.kills, args.ttl))
 
 
 def _schemas(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from tests.conftest import kill_tree
 from tests.test_standby import wait_for
 from tests.test_story_across_runs import stored_events, worker_for
 
-TTL_S = 2.0
+TTL_S = 3.0
 STREAMS = ["cam1", "cam2", "cam3", "cam4"]
 OFFLINE_WITHIN_S = TTL_S + 2.0
 """Presence promise: a killed vidcap's key expires after the TTL; the server's expiry check

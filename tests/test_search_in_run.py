@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -31,7 +32,7 @@ async def test_a_run_indexes_its_captions_and_serves_the_search(
     )
     runner = Runner(config)
     running = asyncio.create_task(runner.run(nats_server.url, FixedEngine()))
-    hits: list[dict[str, object]] = []
+    hits: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(60), aiohttp.ClientSession() as http:
             while len(hits) < 3:

@@ -20,7 +20,7 @@ from stream.sample_clip import ClipSpec, write_clip
 from tests.conftest import kill_tree
 from tests.test_story_across_runs import stored_events, worker_for
 
-TTL_S = 2.0
+TTL_S = 3.0
 
 
 async def sessions_stored(url: str) -> list[str]:

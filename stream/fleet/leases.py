@@ -143,31 +143,50 @@ class Leases:
 
     async def keep(self, lease: Lease) -> None:
         """Renew until cancelled; on losing the lease set ``lease.lost`` and return."""
-        kv = self._bucket()
+        pause = self._ttl_s / RENEWALS_PER_TTL
         while True:
-            await asyncio.sleep(self._ttl_s / RENEWALS_PER_TTL)
-            attempt = time.monotonic()
-            try:
-                async with asyncio.timeout(self._ttl_s / RENEWALS_PER_TTL):
+            await asyncio.sleep(pause)
+            why = await self._renew(lease)
+            if why is None:
+                pause = self._ttl_s / RENEWALS_PER_TTL
+                continue
+            silent = time.monotonic() - lease.renewed_at
+            if why.startswith("taken") or silent >= GIVE_UP_SHARE * self._ttl_s:
+                lease.why_lost = f"{why}; not renewed for {silent:.1f} s"
+                lease.lost.set()
+                logger.error(
+                    "stream %s: lease lost (%s); this vidcap stops writing it",
+                    lease.stream_id,
+                    lease.why_lost,
+                )
+                return
+            logger.warning("stream %s: lease renewal failed (%s)", lease.stream_id, why)
+            pause = self._ttl_s / 10  # try again soon: the lease runs out
+
+    async def _renew(self, lease: Lease) -> str | None:
+        """Renew once; None when renewed, else why not (``taken ...`` when it is gone)."""
+        attempt = time.monotonic()
+        kv = self._bucket()
+        try:
+            async with asyncio.timeout(self._ttl_s / RENEWALS_PER_TTL):
+                try:
                     lease.revision = await kv.update(
                         lease.stream_id, self._value, last=lease.revision
                     )
-                lease.renewed_at = attempt
-                continue
-            except nats.js.errors.KeyWrongLastSequenceError:
-                why = "another vidcap took it (this one could not renew in time)"
-            except LEASE_ERRORS as exc:
-                silent = time.monotonic() - lease.renewed_at
-                if silent < GIVE_UP_SHARE * self._ttl_s:
-                    logger.warning("stream %s: lease renewal failed (%r)", lease.stream_id, exc)
-                    continue
-                why = f"not renewed for {silent:.1f} s (NATS unreachable: {exc!r})"
-            lease.why_lost = why
-            lease.lost.set()
-            logger.error(
-                "stream %s: lease lost: %s; this vidcap stops writing it", lease.stream_id, why
-            )
-            return
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    # Our last renewal may have landed after we stopped waiting for it.
+                    entry = await kv.get(lease.stream_id)
+                    if entry.value != self._value or entry.revision is None:
+                        return "taken by another vidcap"
+                    lease.revision = await kv.update(
+                        lease.stream_id, self._value, last=entry.revision
+                    )
+        except nats.js.errors.KeyNotFoundError:
+            return "taken: it expired"
+        except LEASE_ERRORS as exc:
+            return f"NATS did not answer: {exc!r}"
+        lease.renewed_at = attempt
+        return None
 
     async def release(self, lease: Lease) -> None:
         """Hand the stream over now (a standby takes it within its poll interval)."""
