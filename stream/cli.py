@@ -139,6 +139,11 @@ def _parser() -> argparse.ArgumentParser:
     bench_fleet.add_argument("--ttl", type=float, default=2.0, help="leases.ttl_s")
     bench_fleet.set_defaults(handler=_bench_fleet)
 
+    bench_index = benches.add_parser("index", help="search index: events/s, query latency, size")
+    bench_index.add_argument("--events", type=int, default=200_000)
+    bench_index.add_argument("--no-nats", action="store_true", help="skip the JetStream path")
+    bench_index.set_defaults(handler=_bench_index)
+
     add_search_commands(commands)
 
     schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
@@ -296,6 +301,12 @@ def _bench_fleet(args: argparse.Namespace) -> int:
     from stream.bench.fleet import bench_fleet
 
     return asyncio.run(bench_fleet(args.streams, args.kills, args.ttl))
+
+
+def _bench_index(args: argparse.Namespace) -> int:
+    from stream.bench.index import bench_index
+
+    return bench_index(args.events, not args.no_nats)
 
 
 def _schemas(args: argparse.Namespace) -> int:

@@ -1,15 +1,14 @@
-"""What the search index costs (issue 21): indexing events/s (from memory into SQLite, and the
-whole path from a real nats-server's JetStream), query latency p50/p95, and the index size,
-on a synthetic log of plausible events (captions with objects, actions and logos, logo alerts,
+"""`vidcap bench index`: what the search index costs: indexing events/s (from memory into
+SQLite, and the whole path from a real nats-server's JetStream), query latency p50/p95, and
+the index size, on a synthetic log of plausible events (captions with objects, actions and logos, logo alerts,
 status events) over 4 streams.
 
-    .venv/bin/python scripts/bench_search.py --events 200000
-    .venv/bin/python scripts/bench_search.py --events 1000000 --no-nats
+    vidcap bench index --events 200000
+    vidcap bench index --events 1000000 --no-nats
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import tempfile
@@ -33,16 +32,12 @@ START = 1_780_000_000.0
 ROUNDS = 50
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--no-nats", action="store_true", help="skip the JetStream path")
-    args = parser.parse_args()
+def bench_index(events: int, through_nats: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="vidcap-bench-search-") as scratch:
         root = Path(scratch)
         started = time.perf_counter()
-        payloads = [event.payload for event in synthetic_log(args.events, start_at=START)]
-        print(f"{args.events} events generated in {time.perf_counter() - started:.1f} s")
+        payloads = [event.payload for event in synthetic_log(events, start_at=START)]
+        print(f"{events} events generated in {time.perf_counter() - started:.1f} s")
         db = root / "memory.db"
         rate = _index_from_memory(db, payloads)
         captions = _count(db, "captions")
@@ -50,10 +45,11 @@ def main() -> None:
         print(f"index from memory: {rate:,.0f} events/s; {captions} captions")
         per_million = size / captions * 1e6 / 2**30
         print(f"index size: {size / 2**20:.1f} MiB ({per_million:.2f} GiB per 1M captions)")
-        if not args.no_nats:
+        if through_nats:
             rate = asyncio.run(_index_from_jetstream(root, payloads))
             print(f"index from JetStream: {rate:,.0f} events/s")
-        _queries(db, args.events)
+        _queries(db, events)
+    return 0
 
 
 def _index_from_memory(db: Path, payloads: list[bytes]) -> float:
@@ -125,7 +121,3 @@ def _queries(db: Path, events: int) -> None:
 def _count(db: Path, table: str) -> int:
     with reading(db) as connection:
         return int(connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-
-
-if __name__ == "__main__":
-    main()
