@@ -1,7 +1,7 @@
 """`vidcap bench index`: what the search index costs: indexing events/s (from memory into
 SQLite, and the whole path from a real nats-server's JetStream), query latency p50/p95, and
-the index size, on a synthetic log of plausible events (captions with objects, actions and logos, logo alerts,
-status events) over 4 streams.
+the index size, on a synthetic log of plausible events (captions with objects, actions and
+logos, logo alerts, status events) over 4 streams.
 
     vidcap bench index --events 200000
     vidcap bench index --events 1000000 --no-nats
