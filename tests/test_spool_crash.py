@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from stream.config import NatsConfig, SpoolConfig
+from stream.config import NatsConfig, SpoolConfig, parse_config
 from stream.delivery.events import Envelope, StatusEvent
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
 from stream.delivery.spool import open_spool
+from stream.runner import Runner
 from tests.test_story_across_runs import AckEater, stored_events
 
 STORED_UNACKED = 300
@@ -26,10 +27,11 @@ NEVER_SENT = 300
 PRODUCER = """
 import asyncio, sys
 from pathlib import Path
-from stream.config import NatsConfig, SpoolConfig
+from stream.config import NatsConfig, SpoolConfig, parse_config
 from stream.delivery.events import Envelope, StatusEvent
 from stream.delivery.publisher import EventPublisher, connect
 from stream.delivery.spool import open_spool
+from stream.runner import Runner
 
 async def main(url, root, batches):
     config = NatsConfig(url=url, subject_prefix="crash", stream_name="CRASH", ack_timeout_s=1)
@@ -138,3 +140,18 @@ async def test_a_spool_that_cannot_be_written_turns_off_and_delivery_goes_on(
     assert [e["seq"] for e in events] == list(range(6))
     assert any("the spool is off" in r.getMessage() for r in caplog.records)
     caplog.clear()  # the ERROR was expected
+
+
+async def test_readiness_names_a_failed_spool(nats_server: EmbeddedNatsServer) -> None:
+    config = parse_config(
+        {"streams": [{"id": "cam", "url": "clip.mp4"}], "nats": {"url": nats_server.url}}
+    )
+    runner = Runner(config)
+    client = await connect(config.nats, nats_server.url)
+    publisher = EventPublisher(client, config.nats)
+    await publisher.ensure_stream()
+    runner._client, runner._publisher, runner._engine_loaded = client, publisher, True
+    publisher.spool_failure = "cannot write the spool in /x: No space left on device"
+    reasons = await runner.not_ready()
+    await publisher.close()
+    assert any("the spool failed" in r and "No space left" in r for r in reasons), reasons
