@@ -51,8 +51,12 @@ class CaptionEngine(Protocol):
 
     model_id: str
 
-    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
-        """Complete one request. Cancelling the call aborts the request in the engine."""
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
+        """Complete one request. Cancelling the call aborts the request in the engine.
+        ``priority`` (higher first) orders requests where the engine can: vLLM with the
+        priority scheduler, and workers that run one; others ignore it."""
         ...
 
     async def close(self) -> None: ...

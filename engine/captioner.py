@@ -63,10 +63,12 @@ class Captioner:
     engine_dead: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the engine can serve no request any more (its process died, or it closed)."""
 
-    async def caption(self, image: Image.Image, request_id: str) -> CaptionOutcome:
+    async def caption(
+        self, image: Image.Image, request_id: str, priority: int = 0
+    ) -> CaptionOutcome:
         self.metrics.in_flight.inc()
         try:
-            outcome = await self._caption(image, request_id)
+            outcome = await self._caption(image, request_id, priority)
         finally:
             self.metrics.in_flight.dec()
         self._record(outcome)
@@ -81,7 +83,7 @@ class Captioner:
         m.tokens.labels("in").inc(outcome.tokens.get("prompt", 0))
         m.tokens.labels("out").inc(outcome.tokens.get("output", 0))
 
-    async def _caption(self, image: Image.Image, request_id: str) -> CaptionOutcome:
+    async def _caption(self, image: Image.Image, request_id: str, priority: int) -> CaptionOutcome:
         started = time.monotonic()
         max_tokens = self.max_tokens
         rejection: GuardRejection | None = None
@@ -89,7 +91,9 @@ class Captioner:
         tokens = {"prompt": 0, "output": 0}
         for attempt in range(1, self.max_attempts + 1):
             try:
-                generation = await self._generate(image, f"{request_id}.{attempt}", max_tokens)
+                generation = await self._generate(
+                    image, f"{request_id}.{attempt}", max_tokens, priority
+                )
             except Exception as exc:  # the engine boundary: any failure is this keyframe's
                 if isinstance(exc, EngineDeadError):
                     self.engine_dead.set()
@@ -119,10 +123,12 @@ class Captioner:
             rejection.reason, rejection.detail, rejection.excerpt, attempt, started, tokens
         )
 
-    async def _generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+    async def _generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int
+    ) -> Generation:
         try:
             async with asyncio.timeout(self.timeout_s):
-                generation = await self.engine.generate(image, request_id, max_tokens)
+                generation = await self.engine.generate(image, request_id, max_tokens, priority)
         except TimeoutError as exc:
             if isinstance(exc, EngineError):
                 raise

@@ -34,6 +34,9 @@ class EngineConfig(BaseModel):
     """e.g. 'fp8' on an H100; passed to vLLM unchanged."""
     kv_cache_dtype: str = "auto"
     """e.g. 'fp8' on an H100; passed to vLLM unchanged."""
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
+    """vllm: ``priority`` lets streams' ``priority`` order requests inside vLLM too (set for
+    you when a configured stream has a priority); fcfs: in arrival order."""
     max_num_seqs: int = Field(16, ge=1, le=1024)
     max_num_batched_tokens: int = Field(8192, ge=256)
     max_model_len: int = Field(4096, ge=256)

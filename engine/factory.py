@@ -155,6 +155,7 @@ def start_vllm_engine(settings: EngineConfig) -> VllmEngine:
         max_num_batched_tokens=settings.max_num_batched_tokens,
         max_model_len=settings.max_model_len,
         seed=settings.seed,
+        scheduling_policy=settings.scheduling_policy,
         extra={
             **memory_args(settings.gpu_memory_utilization, settings.engine_args),
             **settings.engine_args,

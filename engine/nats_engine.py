@@ -50,6 +50,8 @@ MAX_IMAGE_BYTES: Final = 900_000  # under NATS's default 1 MiB max_payload
 JPEG_QUALITIES: Final = (90, 80, 70, 55, 40)
 QUEUE_GROUP: Final = "vidcap-workers"
 DEFAULT_MAX_TOKENS: Final = 512
+PRIORITY_HEADER: Final = "Vidcap-Priority"
+MAX_PRIORITY: Final = 100
 NO_RESPONDERS_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0)
 
 
@@ -83,9 +85,13 @@ class NatsEngine:
         self._attempt_timeout_s = attempt_timeout_s
         self._attempts = attempts
 
-    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         payload = await asyncio.to_thread(encode_jpeg, image)
         headers = {"Vidcap-Request-Id": request_id, "Vidcap-Max-Tokens": str(max_tokens)}
+        if priority:
+            headers[PRIORITY_HEADER] = str(priority)
         last_error = "no attempt"
         for attempt in range(self._attempts):
             try:
@@ -174,6 +180,17 @@ def granted_tokens(requested: str | None, limits: RequestLimits) -> int:
     return min(int(requested), limits.max_tokens)
 
 
+def granted_priority(requested: str | None) -> int:
+    """The request's priority (higher first), within -MAX_PRIORITY..MAX_PRIORITY."""
+    if requested is None:
+        return 0
+    try:
+        priority = int(requested[:8])
+    except ValueError:
+        raise RequestRefused(f"{PRIORITY_HEADER} {requested[:20]!r} is not an integer") from None
+    return max(-MAX_PRIORITY, min(MAX_PRIORITY, priority))
+
+
 class Worker:
     """The serving side: answers caption requests with a local engine, many at once, and is
     discoverable as the NATS micro service ``vidcap-worker`` (engine/worker_service.py)."""
@@ -248,7 +265,8 @@ class Worker:
                 raise RequestRefused("a request without a reply subject")
             max_tokens = granted_tokens(headers.get("Vidcap-Max-Tokens"), self._limits)
             image = await asyncio.to_thread(decode_request_image, msg.data, self._limits)
-            generation = await self._engine.generate(image, request_id, max_tokens)
+            priority = granted_priority(headers.get(PRIORITY_HEADER))
+            generation = await self._engine.generate(image, request_id, max_tokens, priority)
             await msg.respond(orjson.dumps(_as_dict(generation)))
             self.served += 1
         except Exception as exc:  # answer every request, even a bad one

@@ -92,7 +92,11 @@ class OpenAIEngine:
             body["include_stop_str_in_output"] = True  # vLLM: keep "}\n" for the guard
         return body
 
-    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
+        """``priority`` is not sent: OpenAI-compatible servers differ on it (vidcap's own
+        admission still orders the requests it lets through)."""
         body = self.request_body(image, max_tokens)
         for attempt in range(TRANSPORT_ATTEMPTS):
             try:

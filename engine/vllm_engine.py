@@ -29,6 +29,7 @@ def engine_args(
     max_num_batched_tokens: int = 8192,
     max_model_len: int = 4096,
     seed: int | None = None,
+    scheduling_policy: str = "fcfs",
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The vLLM engine arguments vidcap uses; FP8 settings pass through unchanged."""
@@ -48,6 +49,7 @@ def engine_args(
         # Engine-level whitespace ban: the per-request flag did not take effect (notes).
         "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
         "disable_log_stats": False,  # its Prometheus metrics, served on /metrics
+        "scheduling_policy": scheduling_policy,
     }
     if seed is not None:
         args["seed"] = seed
@@ -65,6 +67,7 @@ class VllmEngine:
         self._temperature = temperature
         self._stop = list(stop)
         self._reaper: Reaper | None = None
+        self._priority_scheduling = False
 
     @classmethod
     def start(
@@ -80,10 +83,13 @@ class VllmEngine:
             reaper.close()
             raise
         engine._reaper = reaper
+        engine._priority_scheduling = args.get("scheduling_policy") == "priority"
         engine._prompt = render_prompt(getattr(engine._llm, "tokenizer", None), args["model"])
         return engine
 
-    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         from vllm.v1.engine.exceptions import EngineDeadError as VllmDeadError
 
         if self._llm is None:
@@ -96,7 +102,10 @@ class VllmEngine:
         final = None
         try:
             # Cancelling this loop makes vLLM abort the request (generate() catches it).
-            async for output in self._llm.generate(request, self._sampling(max_tokens), request_id):
+            # vLLM serves lower values first; vidcap's higher priorities come first.
+            ordering = {"priority": -priority} if self._priority_scheduling else {}
+            sampling = self._sampling(max_tokens)
+            async for output in self._llm.generate(request, sampling, request_id, **ordering):
                 if first_token_s is None and output.outputs and output.outputs[0].token_ids:
                     first_token_s = time.monotonic() - submitted
                 final = output

@@ -255,7 +255,9 @@ class StreamPipeline:
                 return self._late_status(1, waited)
             queue_s = max(0.0, time.time() - keyframe.time.captured_at)
             self._metrics.queue_wait.labels(self.stream.id).observe(queue_s)
-            outcome = await self._captioner.caption(keyframe.image, request_id)
+            outcome = await self._captioner.caption(
+                keyframe.image, request_id, self.stream.priority
+            )
         if outcome.error is not None:
             logger.warning(
                 "stream %s keyframe %d failed: %s", self.stream.id, number, outcome.error

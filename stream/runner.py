@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from engine.base import CaptionEngine
 from engine.captioner import Captioner
+from engine.config import EngineConfig
 from engine.errors import VidcapError
 from engine.factory import WorkerRoute, cache_dir, start_engine
 from engine.metrics import Metrics
@@ -159,7 +160,7 @@ class Runner:
         self._publisher = publisher
         if engine is None:
             route = WorkerRoute(client, engine_subject(self.config.nats.subject_prefix))
-            engine = await start_engine(self.config.engine, route)
+            engine = await start_engine(self._engine_settings(), route)
         self._engine_loaded = True
         captioner = Captioner(
             engine,
@@ -184,6 +185,13 @@ class Runner:
             undelivered = await publisher.close()
         ok = not self._failed and not self.engine_died and not undelivered
         return 0 if ok else 1
+
+    def _engine_settings(self) -> EngineConfig:
+        """The engine settings, with vLLM's priority scheduler when a stream has a priority."""
+        settings = self.config.engine
+        if any(stream.priority for stream in self.config.streams):
+            return settings.model_copy(update={"scheduling_policy": "priority"})
+        return settings
 
     def _open_spool(self) -> tuple[Spool | None, Recovery | None]:
         if not self.config.spool_enabled:

@@ -22,7 +22,9 @@ class SlowEngine:
 
     model_id = "slow"
 
-    async def generate(self, image: object, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: object, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         await asyncio.sleep(0.3)
         return Generation(GOOD, "stop", 10, 10, 0.01)
 

@@ -31,7 +31,9 @@ class GoodEngine:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def generate(self, image: object, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: object, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         self.calls += 1
         return Generation(GOOD, "stop", 10, 10, 0.01)
 
@@ -40,7 +42,9 @@ class GoodEngine:
 
 
 class DeadEngine(GoodEngine):
-    async def generate(self, image: object, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: object, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         self.calls += 1
         raise EngineDeadError("engine process exited")
 
@@ -52,7 +56,9 @@ class OutageEngine(GoodEngine):
         super().__init__()
         self.server = server
 
-    async def generate(self, image: object, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: object, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         if self.calls == 0:
             await asyncio.to_thread(self.server.stop)
         return await super().generate(image, request_id, max_tokens)

@@ -48,7 +48,9 @@ class FixedEngine:
 
     model_id = "fixed"
 
-    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         return Generation(orjson.dumps(CAPTION).decode(), "stop", 10, 10, 0.01)
 
     async def close(self) -> None:

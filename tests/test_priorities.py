@@ -10,9 +10,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import nats
 from PIL import Image
 
 from engine.base import Generation
+from engine.nats_engine import NatsEngine, Worker, engine_subject
 from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.fair_share import FairShare
@@ -25,7 +27,9 @@ DEADLINE_S = 1.0
 
 
 class TimedEngine(FixedEngine):
-    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         await asyncio.sleep(CAPTION_S)
         return await super().generate(image, request_id, max_tokens)
 
@@ -88,3 +92,41 @@ async def test_deadlines_drop_late_keyframes_and_priority_keeps_its_stream_fresh
     assert any(e.get("reason") == "deadline" for e in events), "the engine was not overloaded"
     print(f"captioned: vip {len(vip)} of 16, bulk {len(bulk)} of 16")
     assert len(vip) > len(bulk), (len(vip), len(bulk))
+
+
+class RecordingEngine(FixedEngine):
+    def __init__(self) -> None:
+        self.priorities: list[int] = []
+
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
+        self.priorities.append(priority)
+        return await super().generate(image, request_id, max_tokens)
+
+
+async def test_a_stream_priority_reaches_the_workers_engine(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    client = await nats.connect(nats_server.url)
+    recording = RecordingEngine()
+    stop = asyncio.Event()
+    worker = Worker(client, recording, engine_subject("prio"), concurrency=2)
+    serving = asyncio.create_task(worker.serve(stop))
+    await asyncio.sleep(0.2)
+    engine = NatsEngine(client, engine_subject("prio"), "fixed", 5.0, 1)
+    image = Image.new("RGB", (32, 32), "blue")
+    for priority in (7, 0, -3, 1000):
+        await engine.generate(image, f"r{priority}", 64, priority)
+    stop.set()
+    await serving
+    await client.drain()
+    assert recording.priorities == [7, 0, -3, 100]  # clamped to the documented range
+
+
+def test_a_configured_priority_turns_on_vllms_priority_scheduler() -> None:
+    def settings(priority: int) -> str:
+        config = parse_config({"streams": [{"id": "a", "url": "a.mp4", "priority": priority}]})
+        return Runner(config)._engine_settings().scheduling_policy
+
+    assert (settings(0), settings(3)) == ("fcfs", "priority")

@@ -35,7 +35,9 @@ class BudgetEngine:
         self.enough = enough
         self.budgets: list[int] = []
 
-    async def generate(self, image: object, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: object, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         self.budgets.append(max_tokens)
         if max_tokens < self.enough:
             return Generation(GOOD[: max_tokens // 10], "length", 10, max_tokens, 0.01)
@@ -72,7 +74,9 @@ class HoldingEngine:
         self.release = asyncio.Event()
         self.calls = 0
 
-    async def generate(self, image: object, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: object, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         self.calls += 1
         self.started.set()
         await self.release.wait()
@@ -133,7 +137,7 @@ async def test_every_documented_metric_exists_after_a_run_and_counts_it(
     tmp_path: Path, nats_server: EmbeddedNatsServer
 ) -> None:
     documented = documented_metrics()
-    assert len(documented) == 12, documented
+    assert len(documented) == 17, documented
     spec = ClipSpec(shots=3, shot_frames=12, fps=25)
     clip = write_clip(tmp_path / "three.mp4", spec)
     config = parse_config(
@@ -164,6 +168,8 @@ async def test_every_documented_metric_exists_after_a_run_and_counts_it(
     assert value("vidcap_captions_total", {"outcome": "ok"}) == spec.shots
     assert value("vidcap_events_published_total") == len(events)
     assert value("vidcap_outbox_events") == 0
+    assert value("vidcap_spool_events") == 0  # every spooled event stored, marked done
+    assert value("vidcap_spool_corrupt_records_total") == 0
     assert value("vidcap_engine_latency_seconds_count") == spec.shots
     assert value("vidcap_end_to_end_seconds_count", {"stream": "m"}) == spec.shots
     assert value("vidcap_queue_wait_seconds_count", {"stream": "m"}) == spec.shots

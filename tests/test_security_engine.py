@@ -154,7 +154,9 @@ class _Raising:
     def __init__(self, error: BaseException) -> None:
         self.error = error
 
-    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Any:
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Any:
         raise self.error
 
     async def close(self) -> None:

@@ -102,7 +102,9 @@ class ReplayEngine:
     def __init__(self) -> None:
         self.replies: list[Any] = []
 
-    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         parse = self.replies.pop()
         return parse()  # type: ignore[no-any-return]
 

@@ -26,7 +26,9 @@ class RecordingEngine:
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[int, int], int]] = []
 
-    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         self.calls.append((image.size, max_tokens))
         return Generation("{}", "stop", 1, 1, None)
 

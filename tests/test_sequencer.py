@@ -92,7 +92,9 @@ class ScriptedEngine:
         self.script = script
         self.calls: list[str] = []
 
-    async def generate(self, image: object, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: object, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         self.calls.append(request_id)
         delay, text, finish = self.script[request_id.rsplit(".", 1)[0]]
         await asyncio.sleep(delay)

@@ -43,7 +43,9 @@ class SlowEngine(FixedEngine):
     """A caption takes a while, so kills land with captions in flight, and no run gets to
     the file's end before its kill (an ended file starts over, by design)."""
 
-    async def generate(self, image: Any, request_id: str, max_tokens: int) -> Any:
+    async def generate(
+        self, image: Any, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Any:
         await asyncio.sleep(random.uniform(0.2, 0.4))
         return await super().generate(image, request_id, max_tokens)
 

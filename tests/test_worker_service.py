@@ -35,7 +35,9 @@ class GatedEngine:
         self.release = asyncio.Event()
         self.holding = 0
 
-    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         self.holding += 1
         await self.release.wait()
         return Generation("{}", "stop", 1, 1, None)
@@ -155,7 +157,9 @@ async def test_the_concurrency_bound_shows_in_stats_and_a_stop_drains(client: Cl
 class DeadEngine:
     model_id = "dead"
 
-    async def generate(self, image: Image.Image, request_id: str, max_tokens: int) -> Generation:
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
         raise EngineDeadError("vLLM engine died: test")
 
     async def close(self) -> None:
