@@ -118,6 +118,9 @@ def tiny_engine_config(model: Path, **overrides: object) -> EngineConfig:
         "max_model_len": 4096,
         "seed": 0,
         "request_timeout_s": 120,
+        # No torch.compile warm-up for the tiny model: about 12-27 s less per engine start,
+        # and the suite starts vLLM about ten times (the product's default is unchanged).
+        "engine_args": {"enforce_eager": True},
     }
     settings.update(overrides)
     return EngineConfig.model_validate(settings)

@@ -52,6 +52,7 @@ def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
             "8",
             "--seed",
             "0",
+            "--enforce-eager",  # no torch.compile warm-up for the tiny model (as conftest)
             "--gpu-memory-utilization",
             "0.1",
             "--mm-processor-cache-gb",
