@@ -33,10 +33,6 @@ class StoryEnd:
     """Frame index of the last captioned keyframe (files resume after it)."""
 
     @property
-    def interrupted(self) -> bool:
-        return self.ended == "interrupted"
-
-    @property
     def unfinished(self) -> bool:
         """Stopped or killed before the stream's end (a file then goes on from there)."""
         return self.ended in ("interrupted", "stopped")

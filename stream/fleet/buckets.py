@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+from typing import Final
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
 logger = logging.getLogger(__name__)
+
+KV_ERRORS: Final = (TimeoutError, nats.errors.Error)
+"""What a key-value call raises when NATS does not answer or refuses."""
 
 
 async def expiring_bucket(

@@ -18,8 +18,9 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
+from stream.fleet.buckets import KV_ERRORS
 from stream.fleet.leases import Lease, Leases
-from stream.fleet.presence import PRESENCE_ERRORS, Presence
+from stream.fleet.presence import HEARTBEATS_PER_TTL, Presence
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Fleet:
                 await self.presence.leave()
 
     async def _beat_and_balance(self, stopping: asyncio.Event) -> None:
-        period = self.leases.ttl_s / 3
+        period = self.leases.ttl_s / HEARTBEATS_PER_TTL
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(period):
@@ -93,7 +94,7 @@ class Fleet:
                 break
             try:
                 await self.presence.beat()
-            except PRESENCE_ERRORS as exc:
+            except KV_ERRORS as exc:
                 logger.warning("presence heartbeat failed (%r)", exc)
             await self._yield_excess()
 

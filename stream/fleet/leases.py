@@ -30,7 +30,7 @@ import orjson
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from stream.fleet.buckets import expiring_bucket
+from stream.fleet.buckets import KV_ERRORS, expiring_bucket
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ RENEWALS_PER_TTL: Final = 3
 GIVE_UP_SHARE: Final = 0.8
 """An owner that could not renew for this share of the TTL stops writing: a standby can take
 the key only after the whole TTL."""
-LEASE_ERRORS: Final = (TimeoutError, nats.errors.Error)
 
 
 def lease_bucket(stream_name: str) -> str:
@@ -100,7 +99,7 @@ class Leases:
         while not stopping.is_set():
             try:
                 lease = await self._try_acquire(stream_id)
-            except LEASE_ERRORS as exc:
+            except KV_ERRORS as exc:
                 logger.warning("stream %s: the lease bucket does not answer (%r)", stream_id, exc)
                 lease = None
             if isinstance(lease, Lease):
@@ -183,7 +182,7 @@ class Leases:
                     )
         except nats.js.errors.KeyNotFoundError:
             return "taken: it expired"
-        except LEASE_ERRORS as exc:
+        except KV_ERRORS as exc:
             return f"NATS did not answer: {exc!r}"
         lease.renewed_at = attempt
         return None
@@ -192,7 +191,7 @@ class Leases:
         """Hand the stream over now (a standby takes it within its poll interval)."""
         if lease.lost.is_set():
             return
-        with contextlib.suppress(*LEASE_ERRORS):
+        with contextlib.suppress(*KV_ERRORS):
             await self._bucket().delete(lease.stream_id, last=lease.revision)
 
     def _bucket(self) -> KeyValue:

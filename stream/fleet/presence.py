@@ -28,13 +28,12 @@ import orjson
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from stream.fleet.buckets import expiring_bucket
+from stream.fleet.buckets import KV_ERRORS, expiring_bucket
 
 logger = logging.getLogger(__name__)
 
 HEARTBEATS_PER_TTL: Final = 3
 COUNT_CACHE_S: Final = 1.0
-PRESENCE_ERRORS: Final = (TimeoutError, nats.errors.Error)
 
 
 def presence_bucket(stream_name: str) -> str:
@@ -101,7 +100,7 @@ class Presence:
             keys = await self._bucket().keys()
         except nats.js.errors.NoKeysError:
             keys = []
-        except PRESENCE_ERRORS as exc:
+        except KV_ERRORS as exc:
             logger.warning("cannot count live vidcaps (%r); assuming %d", exc, self._count)
             return self._count
         self._count = max(1, len(set(keys) | {self.key}))
@@ -110,7 +109,7 @@ class Presence:
 
     async def leave(self) -> None:
         """Say this vidcap is going (its streams are about to be released)."""
-        with contextlib.suppress(*PRESENCE_ERRORS):
+        with contextlib.suppress(*KV_ERRORS):
             await self._bucket().delete(self.key)
         self._counted_at = -COUNT_CACHE_S
 
