@@ -92,7 +92,13 @@ async def test_replicated_events_survive_the_stream_leaders_death(
     print(f"leader {leader} killed: {publisher.found_stored} found stored on resend")
     await fleet.presence.leave()
     survivor = next(s for s in cluster if s is not victim)
-    events = await stored_events(survivor.url, "CL")
+    async with asyncio.timeout(60):  # the new leader may still be settling: ask again
+        while True:
+            try:
+                events = await stored_events(survivor.url, "CL")
+                break
+            except (nats.errors.TimeoutError, TimeoutError):
+                await asyncio.sleep(0.5)
     await publisher.close()
     for stream in range(STREAMS):
         seqs = [e["seq"] for e in events if e["stream"] == f"cam{stream}"]

@@ -85,7 +85,12 @@ def test_a_signal_stops_a_start_up_waiting_for_jetstream(tmp_path: Path, signum:
 def test_a_signal_stops_a_start_up_that_cannot_reach_nats(tmp_path: Path) -> None:
     process, lines = start_vidcap(tmp_path, f"nats://127.0.0.1:{closed_port()}")
     try:
-        time.sleep(3)  # connecting, and failing to, for a while
+        # Its HTTP line comes once the signal handlers are set (a loaded machine took over 3 s
+        # to get there: a fixed wait sent the signal before them); then a while of failing.
+        deadline = time.monotonic() + 60
+        while not any("HTTP at" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2)
         sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
         status = process.wait(timeout=30)
