@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from engine.captioner import Captioner
@@ -23,68 +16,7 @@ from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec
-from tests.conftest import free_port, kill_tree
-
-SERVER_START_TIMEOUT_S = 300
-
-
-@pytest.fixture(scope="module")
-def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("vllm-serve") / "server.log").open("w")
-    structured = {"backend": "xgrammar", "disable_any_whitespace": True}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(tiny_model),
-            "--served-model-name",
-            "tiny-gemma3",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--max-model-len",
-            "4096",
-            "--max-num-seqs",
-            "8",
-            "--seed",
-            "0",
-            "--enforce-eager",  # no torch.compile warm-up for the tiny model (as conftest)
-            "--gpu-memory-utilization",
-            "0.1",
-            "--mm-processor-cache-gb",
-            "0",
-            "--structured-outputs-config",
-            json.dumps(structured),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base, process, log.name)
-        yield base + "/v1"
-    finally:
-        kill_tree(process.pid)
-        process.wait()
-        log.close()
-
-
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: str) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vllm serve exited with {process.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise RuntimeError(f"vllm serve not healthy after {SERVER_START_TIMEOUT_S} s; see {log}")
+from tests.conftest import free_port
 
 
 def picture(seed: int) -> Image.Image:

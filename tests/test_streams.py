@@ -111,15 +111,20 @@ async def test_a_file_is_replayed_at_the_engines_pace_without_losing_keyframes(
 
 
 def test_sigterm_drains_publishes_and_exits_zero(
-    tmp_path: Path, nats_server: EmbeddedNatsServer, tiny_model: Path
+    tmp_path: Path, nats_server: EmbeddedNatsServer, vllm_server: str
 ) -> None:
+    # The suite's `vllm serve` as the engine (kind openai): the drain is the runner's, the same
+    # for every engine kind, and an in-process engine's start costs the suite about 100 s more
+    # (test_engine_load_signals and test_no_orphans signal vidcaps with their own vLLM).
     clip = write_clip(tmp_path / "loop.mp4", ClipSpec(shots=2, shot_frames=25))
     config = tmp_path / "vidcap.yaml"
+    engine = {"kind": "openai", "url": vllm_server, "model": "tiny-gemma3"}
     config.write_text(
         orjson.dumps(
             {
                 "streams": [{"id": "looped", "url": str(clip), "loop": True}],
-                **engine_and_nats(nats_server.url, "sig", tiny_model, stream_name="SIG"),
+                **engine_and_nats(nats_server.url, "sig", stream_name="SIG"),
+                "engine": engine,
             }
         ).decode()
     )

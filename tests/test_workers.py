@@ -24,24 +24,28 @@ from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
 from tests.conftest import kill_tree, tiny_engine_config
 
-WORKER_START_TIMEOUT_S = 240  # each; an engine starts in about a minute here
+WORKER_START_TIMEOUT_S = 240  # an engine starts in about a minute here
 
 
 @pytest.fixture
 def workers(
-    nats_server: EmbeddedNatsServer, tiny_model: Path, tmp_path: Path
+    nats_server: EmbeddedNatsServer, tiny_model: Path, vllm_server: str, tmp_path: Path
 ) -> Iterator[list[subprocess.Popen[str]]]:
-    config = tmp_path / "worker.yaml"
-    engine = tiny_engine_config(tiny_model, max_num_seqs=4).model_dump(mode="json")
-    body = {"engine": engine, "nats": {"url": nats_server.url, "subject_prefix": "sc"}}
-    config.write_text(orjson.dumps(body).decode())
-    command = [sys.executable, "-m", "stream.cli", "worker", "--config", str(config)]
+    """A mixed pool: worker 0 runs its own vLLM (the one killed, engine processes and all);
+    worker 1 fronts the suite's `vllm serve` (engine kind openai), which saves the suite a
+    second engine start of about 80 s; to the requester both are the same queue group."""
+    engines = [
+        tiny_engine_config(tiny_model, max_num_seqs=4).model_dump(mode="json"),
+        {"kind": "openai", "url": vllm_server, "model": "tiny-gemma3"},
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     processes: list[subprocess.Popen[str]] = []
     try:
-        # One after the other: two engines starting at once race on vLLM's compile cache
-        # and peak memory together (a worker failed to start that way in one CI run).
-        for _ in range(2):
+        for number, engine in enumerate(engines):
+            config = tmp_path / f"worker-{number}.yaml"
+            body = {"engine": engine, "nats": {"url": nats_server.url, "subject_prefix": "sc"}}
+            config.write_text(orjson.dumps(body).decode())
+            command = [sys.executable, "-m", "stream.cli", "worker", "--config", str(config)]
             processes.append(
                 subprocess.Popen(
                     command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
