@@ -40,6 +40,7 @@ from stream.pipeline import (
 )
 from stream.search.commands import default_db
 from stream.search.follower import Indexer
+from stream.service.dashboard.routes import Dashboard
 from stream.service.http_server import HttpServer
 from stream.service.operations import Operations
 from stream.service.search_api import SearchApi
@@ -232,6 +233,7 @@ class Runner:
         ).mount(server.app)
         StreamApi(self.config.http, self).mount(server.app)
         SearchApi(self.config.index.db or default_db()).mount(server.app)
+        Dashboard(self.config.nats, lambda: self._client).mount(server.app)
         whip: WhipServer | None = None
         if self.config.whip.enabled:
             whip = WhipServer(
@@ -242,7 +244,9 @@ class Runner:
             )
             whip.mount(server.app)
         self.http_url = await server.start()
-        self._announce(f"HTTP at {self.http_url} (/healthz /readyz /metrics /api/streams)")
+        self._announce(
+            f"HTTP at {self.http_url} (/ dashboard, /healthz /readyz /metrics /api/streams)"
+        )
         if whip is not None:
             self.whip_url = f"{self.http_url}/whip"
             self._announce(f"WHIP ingest at {self.whip_url}/<stream>")
