@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import av
 import orjson
@@ -89,6 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--stream-name", default="VIDCAP", help="JetStream stream (replay)")
     tail.set_defaults(handler=_tail)
 
+    snapshot = commands.add_parser("snapshot", help="keyframe snapshots in NATS")
+    snapshots = snapshot.add_subparsers(required=True, metavar="ACTION")
+    snapshot_get = snapshots.add_parser("get", help="save the picture of a caption event")
+    snapshot_get.add_argument("stream", help="stream id")
+    snapshot_get.add_argument("seq", type=int, help="the caption event's seq")
+    snapshot_get.add_argument("-o", "--output", type=Path, required=True, help="JPEG file")
+    snapshot_get.add_argument("--nats", default="nats://127.0.0.1:4222")
+    snapshot_get.add_argument("--prefix", default="vidcap")
+    snapshot_get.add_argument("--stream-name", default="VIDCAP", help="JetStream stream")
+    snapshot_get.set_defaults(handler=_snapshot_get)
+
     demo = commands.add_parser("demo", help="run the whole path on a generated clip (CPU)")
     demo.add_argument("--streams", type=int, default=2)
     demo.set_defaults(handler=_demo)
@@ -143,6 +155,11 @@ def _parser() -> argparse.ArgumentParser:
     bench_index.add_argument("--events", type=int, default=200_000)
     bench_index.add_argument("--no-nats", action="store_true", help="skip the JetStream path")
     bench_index.set_defaults(handler=_bench_index)
+
+    bench_snapshots = benches.add_parser("snapshots", help="snapshot bytes and store latency")
+    bench_snapshots.add_argument("--media", type=Path, help="folder of .mp4 clips")
+    bench_snapshots.add_argument("--quality", default="60,80,90", help="JPEG qualities")
+    bench_snapshots.set_defaults(handler=_bench_snapshots)
 
     add_search_commands(commands)
 
@@ -215,6 +232,30 @@ def _tail(args: argparse.Namespace) -> int:
         asyncio.run(
             tail(args.nats, config, args.stream, args.json, args.kind, since, args.from_seq)
         )
+    return 0
+
+
+def _snapshot_get(args: argparse.Namespace) -> int:
+    from stream.delivery.publisher import connect
+    from stream.delivery.snapshots import SnapshotNotFound, read_snapshot
+
+    config = NatsConfig(url=args.nats, subject_prefix=args.prefix, stream_name=args.stream_name)
+
+    async def fetch() -> tuple[bytes, dict[str, Any]]:
+        client = await connect(config, args.nats)
+        try:
+            return await read_snapshot(client.jetstream(), config, args.stream, args.seq)
+        finally:
+            await client.close()
+
+    try:
+        jpeg, reference = asyncio.run(fetch())
+    except SnapshotNotFound as exc:
+        print(f"vidcap snapshot: {exc}", file=sys.stderr)
+        return 1
+    args.output.write_bytes(jpeg)
+    size = f"{reference['width']}x{reference['height']}, {len(jpeg)} bytes"
+    print(f"{args.output}: {size}, from {reference['bucket']} {reference['name']}")
     return 0
 
 
@@ -307,6 +348,13 @@ def _bench_index(args: argparse.Namespace) -> int:
     from stream.bench.index import bench_index
 
     return bench_index(args.events, not args.no_nats)
+
+
+def _bench_snapshots(args: argparse.Namespace) -> int:
+    from stream.bench.snapshots import DEFAULT_MEDIA, bench_snapshots
+
+    qualities = [int(q) for q in args.quality.split(",")]
+    return bench_snapshots(args.media or DEFAULT_MEDIA, qualities)
 
 
 def _schemas(args: argparse.Namespace) -> int:

@@ -440,6 +440,25 @@ class LeaseConfig(_Section):
     third of it); the bucket's TTL, fixed when vidcap creates it."""
 
 
+class SnapshotsConfig(_Section):
+    """Each captioned keyframe's picture, as sent to the model, as a JPEG in the JetStream
+    Object Store bucket ``<stream_name>_SNAPSHOTS``; events name it (``snapshot``)."""
+
+    enabled: bool = True
+    """On wherever events go to JetStream (off with ``nats.jetstream: false``)."""
+    quality: int = Field(80, ge=10, le=95)
+    """JPEG quality (about 60-120 kB at 896 px a side on camera footage)."""
+    max_age_s: float = Field(86400.0, ge=1)
+    """Snapshots older than this are removed by the server (the bucket's TTL, fixed when
+    vidcap creates the bucket)."""
+    max_bytes: int = Field(1 << 30, ge=16 << 20)
+    """The bucket's size; when full, new snapshots are refused (``snapshot_error: full``)
+    and events go out without them until old ones age out."""
+    wait_s: float = Field(0.25, ge=0, le=10)
+    """How long an event may wait, after its caption is done, for its snapshot to be stored
+    (it is stored while the model works); past that it goes out with ``snapshot_error: slow``."""
+
+
 class IndexConfig(_Section):
     """The search index (see docs/search.md) followed inside ``vidcap run``."""
 
@@ -464,6 +483,11 @@ class Config(_Section):
     spool: SpoolConfig = SpoolConfig()
     leases: LeaseConfig = LeaseConfig()
     index: IndexConfig = IndexConfig()
+    snapshots: SnapshotsConfig = SnapshotsConfig()
+
+    @property
+    def snapshots_enabled(self) -> bool:
+        return self.snapshots.enabled and self.nats.jetstream
 
     @property
     def spool_enabled(self) -> bool:

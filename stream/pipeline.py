@@ -21,6 +21,7 @@ from stream.delivery.events import CaptionEvent, Envelope, Event, PipelineState,
 from stream.delivery.logo_alerts import LogoTracker
 from stream.delivery.publisher import EventPublisher
 from stream.delivery.sequencer import Sequencer
+from stream.delivery.snapshots import snapshot_name
 from stream.delivery.story import StoryEnd
 from stream.fair_share import FairShare
 from stream.service.stream_stats import StreamStats
@@ -255,9 +256,17 @@ class StreamPipeline:
                 return self._late_status(1, waited)
             queue_s = max(0.0, time.time() - keyframe.time.captured_at)
             self._metrics.queue_wait.labels(self.stream.id).observe(queue_s)
-            outcome = await self._captioner.caption(
-                keyframe.image, request_id, self.stream.priority
-            )
+            # Stored while the model works; the event waits for it only briefly after.
+            name = snapshot_name(self.stream.id, self._session, number)
+            pending = self._publisher.snapshots.start(keyframe.image, name)
+            try:
+                outcome = await self._captioner.caption(
+                    keyframe.image, request_id, self.stream.priority
+                )
+            except BaseException:
+                pending.cancel()
+                raise
+        snapshot = await pending.settle()
         if outcome.error is not None:
             logger.warning(
                 "stream %s keyframe %d failed: %s", self.stream.id, number, outcome.error
@@ -270,6 +279,7 @@ class StreamPipeline:
             outcome,
             self._model_id,
             queue_s,
+            snapshot,
         )
 
     async def _submit_status(self, sequencer: Sequencer[Event], status: StatusEvent) -> None:

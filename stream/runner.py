@@ -157,7 +157,8 @@ class Runner:
         spool, recovery = self._open_spool()
         client = self._client = await connect(self.config.nats, url)
         metrics = DeliveryMetrics(self.registry)
-        publisher = EventPublisher(client, self.config.nats, metrics, spool)
+        snapshots = self.config.snapshots if self.config.snapshots_enabled else None
+        publisher = EventPublisher(client, self.config.nats, metrics, spool, snapshots)
         self._publisher = publisher
         if engine is None:
             route = WorkerRoute(client, engine_subject(self.config.nats.subject_prefix))

@@ -21,6 +21,7 @@ from stream.delivery.events import (
     wire_object,
 )
 from stream.delivery.schemas import EVENT_SCHEMAS
+from stream.delivery.snapshots import Snapshot, SnapshotOutcome
 from stream.sources.frames import FrameTime, SourceStatus
 
 SCHEMA_DIR = Path(__file__).parents[1] / "schemas"
@@ -39,6 +40,7 @@ CAPTION = {
     "summary": "Anchor at a desk.",
     "logos": ["white BBC logo, lower left"],
 }
+PICTURE = Snapshot("VIDCAP_SNAPSHOTS", f"cam1/{SESSION}/2", 61234, 896, 504)
 CUT = FrameTime(150, 540000, Fraction(1, 90000), 6.0, AT)
 START = FrameTime(0, None, None, 0.0, AT)
 OK = CaptionOutcome(CAPTION, None, 1, 0.81234, 0.10456, {"prompt": 310, "output": 95})
@@ -51,9 +53,14 @@ TRUNCATED = CaptionOutcome(
 
 # Every event kind, as the pipeline, the sources and the outbox build them. The golden files
 # were written by the dict-based serialiser these types replaced: the wire did not change
-# (until vidcap.status/4 added the drops' reason).
+# (until vidcap.status/4 added the drops' reason, and caption/2 and logo/2 the snapshots).
 EXAMPLES: dict[str, tuple[int, Event]] = {
-    "caption-ok": (7, CaptionEvent(2, CUT, "cut", 53.4, OK, "wynd-vidcap-12b", 0.23456)),
+    "caption-ok": (
+        7,
+        CaptionEvent(
+            2, CUT, "cut", 53.4, OK, "wynd-vidcap-12b", 0.23456, SnapshotOutcome(PICTURE, None)
+        ),
+    ),
     "caption-failed": (8, CaptionEvent(0, START, "start", 0.0, TRUNCATED, "wynd-vidcap-12b", 0.0)),
     "status-live": (
         0,
@@ -100,7 +107,7 @@ EXAMPLES: dict[str, tuple[int, Event]] = {
             "appeared",
             "bbc",
             "white BBC logo, lower left",
-            (LogoSighting(7, 6.0, AT), LogoSighting(8, 8.0, AT + 2)),
+            (LogoSighting(7, 6.0, AT, PICTURE), LogoSighting(8, 8.0, AT + 2)),
         ),
     ),
 }
@@ -118,6 +125,28 @@ def test_wire_json_is_the_golden_example_and_validates(name: str) -> None:
     payload = wire_json(Envelope("cam1", SESSION, seq), event)
     assert payload + b"\n" == (GOLDEN_DIR / f"{name}.json").read_bytes()
     VALIDATE[event.kind](json.loads(payload))
+
+
+@pytest.mark.parametrize("name", ["caption-ok-v1", "logo-appeared-v1"])
+def test_events_of_the_earlier_versions_still_validate(name: str) -> None:
+    event = json.loads((GOLDEN_DIR / "earlier" / f"{name}.json").read_bytes())
+    VALIDATE[event["type"]](event)
+    with pytest.raises(fastjsonschema.JsonSchemaValueException):  # /2 needs the new fields
+        VALIDATE[event["type"]]({**event, "schema": event["schema"][:-1] + "2"})
+
+
+def test_a_caption_has_a_snapshot_or_says_why_not_never_both() -> None:
+    envelope = Envelope("cam1", SESSION, 4)
+    ok = wire_object(envelope, EXAMPLES["caption-ok"][1])
+    VALIDATE["caption"]({**ok, "snapshot": None, "snapshot_error": "full"})
+    for bad in (
+        {"snapshot_error": "slow"},  # both
+        {"snapshot": None},  # neither
+        {"snapshot": {**PICTURE.wire(), "name": "../../etc/passwd"}},
+        {"snapshot_error": "lost"},
+    ):
+        with pytest.raises(fastjsonschema.JsonSchemaValueException):
+            VALIDATE["caption"]({**ok, **bad})
 
 
 def test_every_event_kind_and_state_has_a_golden_example() -> None:

@@ -23,6 +23,7 @@ from stream.config import NatsConfig, parse_config
 from stream.delivery.events import Envelope, StatusEvent
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
+from stream.delivery.snapshots import read_snapshot
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
 from tests.test_whip_server import self_signed
@@ -99,7 +100,16 @@ async def test_run_and_worker_work_with_their_least_privileges(
     await worker_client.drain()
     captions = [e for e in events if e["type"] == "caption"]
     assert len(captions) == 3 and all(c["status"] == "ok" for c in captions)
+    assert all(c["snapshot"] is not None for c in captions), captions  # run may store them
     assert worker.served == 3
+    assert not [r for r in caplog.records if "Permissions Violation" in r.getMessage()]
+
+    # A viewer finds a caption by its seq and fetches its snapshot, as `vidcap snapshot get`.
+    viewer = await connect(as_user(url, "vidcap_viewer"), url)
+    last = captions[-1]["seq"]
+    jpeg, reference = await read_snapshot(viewer.jetstream(), NatsConfig(), "cam", last)
+    assert reference == captions[-1]["snapshot"] and len(jpeg) == reference["bytes"]
+    await viewer.close()
     assert not [r for r in caplog.records if "Permissions Violation" in r.getMessage()]
 
 

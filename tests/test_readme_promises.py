@@ -137,7 +137,7 @@ async def test_every_documented_metric_exists_after_a_run_and_counts_it(
     tmp_path: Path, nats_server: EmbeddedNatsServer
 ) -> None:
     documented = documented_metrics()
-    assert len(documented) == 17, documented
+    assert len(documented) == 20, documented
     spec = ClipSpec(shots=3, shot_frames=12, fps=25)
     clip = write_clip(tmp_path / "three.mp4", spec)
     config = parse_config(
@@ -175,4 +175,10 @@ async def test_every_documented_metric_exists_after_a_run_and_counts_it(
     assert value("vidcap_queue_wait_seconds_count", {"stream": "m"}) == spec.shots
     assert value("vidcap_engine_tokens_total", {"direction": "out"}) == 50 * spec.shots
     assert value("vidcap_engine_requests_in_flight") == 0
-    assert value("vidcap_end_to_end_seconds_sum", {"stream": "m"}) < time.monotonic() - started
+    assert value("vidcap_snapshots_total", {"result": "stored"}) == spec.shots
+    assert value("vidcap_snapshot_store_seconds_count") == spec.shots
+    stored = sum(e["snapshot"]["bytes"] for e in events if e["type"] == "caption")
+    assert value("vidcap_snapshot_bytes_total") == stored > 0
+    # Each latency lies within the run (their sum need not: captions overlap).
+    mean_latency = value("vidcap_end_to_end_seconds_sum", {"stream": "m"}) / spec.shots
+    assert 0 < mean_latency < time.monotonic() - started

@@ -17,11 +17,12 @@ from typing import Any, ClassVar, Final, Literal
 import orjson
 
 from engine.captioner import CaptionOutcome
+from stream.delivery.snapshots import DISABLED, Snapshot, SnapshotOutcome
 from stream.sources.frames import FrameTime, SelectionReason, SourceState, SourceStatus
 
-CAPTION_SCHEMA_ID: Final = "vidcap.caption/1"
+CAPTION_SCHEMA_ID: Final = "vidcap.caption/2"
 STATUS_SCHEMA_ID: Final = "vidcap.status/4"
-LOGO_SCHEMA_ID: Final = "vidcap.logo/1"
+LOGO_SCHEMA_ID: Final = "vidcap.logo/2"
 
 EventKind = Literal["caption", "status", "logo"]
 PipelineState = Literal[
@@ -65,6 +66,8 @@ class CaptionEvent:
     outcome: CaptionOutcome
     model: str
     queue_s: float
+    snapshot: SnapshotOutcome = DISABLED
+    """The keyframe's picture in the object store, or why it is not there."""
 
     @property
     def ok(self) -> bool:
@@ -95,6 +98,7 @@ class LogoSighting:
     seq: int
     time_s: float
     captured_at: float
+    snapshot: Snapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +162,13 @@ def _caption_body(event: CaptionEvent) -> dict[str, Any]:
             if outcome.first_token_s is None
             else round(outcome.first_token_s, 4),
         },
+        "snapshot": _snapshot(event.snapshot.stored),
+        "snapshot_error": event.snapshot.error,
     }
+
+
+def _snapshot(snapshot: Snapshot | None) -> dict[str, Any] | None:
+    return snapshot.wire() if snapshot is not None else None
 
 
 def _status_body(event: StatusEvent) -> dict[str, Any]:
@@ -171,7 +181,12 @@ def _logo_body(event: LogoEvent) -> dict[str, Any]:
         "brand": event.brand,
         "matched": event.matched,
         "keyframes": [
-            {"seq": s.seq, "time_s": s.time_s, "captured_at": iso_time(s.captured_at)}
+            {
+                "seq": s.seq,
+                "time_s": s.time_s,
+                "captured_at": iso_time(s.captured_at),
+                "snapshot": _snapshot(s.snapshot),
+            }
             for s in event.keyframes
         ],
     }

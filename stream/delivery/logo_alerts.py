@@ -64,7 +64,8 @@ class LogoTracker:
         """The alerts this caption (published at ``seq``) opens or closes, in order."""
         if caption.outcome.caption is None:
             return []
-        here = LogoSighting(seq, caption.time.time_s, caption.time.captured_at)
+        time = caption.time
+        here = LogoSighting(seq, time.time_s, time.captured_at, caption.snapshot.stored)
         seen = self._brands_in(caption.outcome.caption["logos"])
         alerts = []
         for brand in sorted(set(seen) | set(self._brands)):

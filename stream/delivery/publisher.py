@@ -21,8 +21,9 @@ from nats.js.api import StreamConfig as JsStreamConfig
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from engine.errors import VidcapError
-from stream.config import NatsConfig
+from stream.config import NatsConfig, SnapshotsConfig
 from stream.delivery.events import Envelope, Event, EventKind, StatusEvent, wire_json
+from stream.delivery.snapshots import SnapshotMetrics, SnapshotStore
 from stream.delivery.spool import Recovery, Spool, SpooledEvent, SpoolError
 from stream.delivery.story import StoryEnd, read_last_stored, read_story_end
 from stream.redact import redact
@@ -76,6 +77,7 @@ class DeliveryMetrics:
         self.spool_errors = Counter(
             "vidcap_spool_errors", "Spool writes that failed (the spool is then off)", registry=r
         )
+        self.snapshots = SnapshotMetrics(r)
 
 
 class NatsRefusedError(VidcapError):
@@ -176,9 +178,13 @@ class EventPublisher:
         config: NatsConfig,
         metrics: DeliveryMetrics | None = None,
         spool: Spool | None = None,
+        snapshots: SnapshotsConfig | None = None,
     ) -> None:
         self._client = client
         self._spool = spool
+        self._snapshot_settings = snapshots
+        self.snapshots = SnapshotStore.disabled()
+        """Where keyframe pictures go (opened by ensure_stream when ``snapshots`` is given)."""
         self.spool_failure: str | None = None
         """Why the spool was turned off (a write failed), if it was."""
         self._config = config
@@ -215,6 +221,7 @@ class EventPublisher:
         for attempt in itertools.count():
             try:
                 await self._ensure_stream()
+                await self._open_snapshots()
                 return
             except (
                 TimeoutError,
@@ -229,6 +236,13 @@ class EventPublisher:
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+    async def _open_snapshots(self) -> None:
+        if self._js is None or self._snapshot_settings is None:
+            return
+        self.snapshots = await SnapshotStore.open(
+            self._js, self._snapshot_settings, self._config, self._metrics.snapshots
+        )
 
     async def _ensure_stream(self) -> None:
         if self._js is None:

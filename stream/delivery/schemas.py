@@ -18,6 +18,8 @@ from stream.delivery.events import (
     EventKind,
     PipelineState,
 )
+from stream.delivery.snapshots import NAME_PATTERN as SNAPSHOT_NAME_PATTERN
+from stream.delivery.snapshots import SnapshotError
 from stream.ids import STREAM_ID_PATTERN
 from stream.sources.frames import SelectionReason, SourceState
 
@@ -52,6 +54,32 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
     schema = _strict("", properties)
     del schema["$schema"], schema["title"]
     return schema
+
+
+_SNAPSHOT = {
+    "oneOf": [
+        _object(
+            {
+                "bucket": {"type": "string", "minLength": 1},
+                "name": {"type": "string", "pattern": SNAPSHOT_NAME_PATTERN},
+                "bytes": {"type": "integer", "minimum": 1},
+                "width": {"type": "integer", "minimum": 1},
+                "height": {"type": "integer", "minimum": 1},
+            }
+        ),
+        {"type": "null"},
+    ]
+}
+
+
+def _also_earlier(schema: dict[str, Any], earlier: str, added: list[str]) -> None:
+    """Events of the earlier version stay valid: the same, less the ``added`` fields."""
+    current = schema["properties"]["schema"]["const"]
+    schema["properties"]["schema"] = {"enum": [current, earlier]}
+    schema["required"] = [key for key in schema["required"] if key not in added]
+    schema.setdefault("allOf", []).append(
+        {"if": {"properties": {"schema": {"const": current}}}, "then": {"required": added}}
+    )
 
 
 _CAPTION = {key: value for key, value in CAPTION_SCHEMA.items() if key not in ("$schema", "title")}
@@ -98,6 +126,8 @@ CAPTION_EVENT_SCHEMA: Final = _strict(
                 "first_token_s": _NUMBER_OR_NULL,
             }
         ),
+        "snapshot": _SNAPSHOT,
+        "snapshot_error": {"enum": [*get_args(SnapshotError), None]},
     },
     # A caption exactly when ok; an error exactly when failed.
     oneOf=[
@@ -116,6 +146,18 @@ CAPTION_EVENT_SCHEMA: Final = _strict(
             }
         },
     ],
+)
+
+_also_earlier(CAPTION_EVENT_SCHEMA, "vidcap.caption/1", ["snapshot", "snapshot_error"])
+# A snapshot exactly when there is no snapshot_error.
+CAPTION_EVENT_SCHEMA["allOf"].append(
+    {
+        "anyOf": [
+            {"properties": {"snapshot": {"type": "object"}, "snapshot_error": {"type": "null"}}},
+            {"properties": {"snapshot": {"type": "null"}, "snapshot_error": {"type": "string"}}},
+            {"not": {"required": ["snapshot"]}},
+        ]
+    }
 )
 
 STATUS_EVENT_SCHEMA: Final = _strict(
@@ -173,11 +215,21 @@ LOGO_EVENT_SCHEMA: Final = _strict(
                     "seq": {"type": "integer", "minimum": 0},
                     "time_s": {"type": "number"},
                     "captured_at": {"type": "string", "format": "date-time"},
+                    "snapshot": _SNAPSHOT,
                 }
             ),
         },
     },
 )
+# vidcap.logo/1 had no snapshot per keyframe.
+LOGO_EVENT_SCHEMA["properties"]["schema"] = {"enum": [LOGO_SCHEMA_ID, "vidcap.logo/1"]}
+LOGO_EVENT_SCHEMA["properties"]["keyframes"]["items"]["required"].remove("snapshot")
+LOGO_EVENT_SCHEMA["allOf"] = [
+    {
+        "if": {"properties": {"schema": {"const": LOGO_SCHEMA_ID}}},
+        "then": {"properties": {"keyframes": {"items": {"required": ["snapshot"]}}}},
+    }
+]
 
 EVENT_SCHEMAS: Final = {
     "caption-event": CAPTION_EVENT_SCHEMA,

@@ -84,3 +84,41 @@ async def _last(
         raise ValueError(f"the last message on {subject} is not a vidcap event")
     stored_at = message.time.timestamp() if message.time is not None else None
     return event, stored_at
+
+
+async def find_event(
+    js: JetStreamContext, stream_name: str, prefix: str, stream_id: str, seq: int
+) -> dict[str, Any] | None:
+    """The event of ``stream_id`` with this ``seq``, or None. Seqs grow along the stream's
+    messages, so a binary search over JetStream's positions finds it in about log2(messages)
+    lookups of the next message on the stream's subjects."""
+    subject = f"{prefix}.{stream_id}.>"
+    info = await js.stream_info(stream_name)
+    low, high = info.state.first_seq, info.state.last_seq
+    found: dict[str, Any] | None = None
+    while low <= high:
+        middle = (low + high) // 2
+        message = await _next(js, stream_name, subject, middle)
+        if message is None or message[1] > high:
+            high = middle - 1
+            continue
+        event, position = message
+        if event["seq"] < seq:
+            low = position + 1
+        else:
+            found, high = event, middle - 1
+    return found if found is not None and found["seq"] == seq else None
+
+
+async def _next(
+    js: JetStreamContext, stream_name: str, subject: str, position: int
+) -> tuple[dict[str, Any], int] | None:
+    """The first event on ``subject`` at or after JetStream position ``position``."""
+    try:
+        message = await js.get_msg(stream_name, seq=position, subject=subject, next=True)
+    except nats.js.errors.NotFoundError:
+        return None
+    event = orjson.loads(message.data or b"null")
+    if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
+        raise ValueError(f"message {message.seq} on {subject} is not a vidcap event")
+    return event, int(message.seq or position)
