@@ -5,6 +5,7 @@ The log is made by the wire-format function and checked against the published sc
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Final
 
@@ -14,6 +15,7 @@ import pytest
 from stream.bench.search_log import LogEvent, caption, caption_text, logo, status
 from stream.cli import _parser, main
 from stream.delivery.events import Envelope
+from stream.delivery.snapshots import Snapshot, SnapshotOutcome
 from stream.search.commands import nats_settings
 from stream.search.queries import SearchQuery, search
 from stream.search.query_text import QueryError
@@ -183,6 +185,18 @@ def test_without_text_every_ok_caption_is_listed_newest_first(index: Path) -> No
         ("ch3", seq)
         for seq in (13, 12, 9, 7, 5, 4, 2, 1)  # 8, failed, is not
     ]
+
+
+def test_a_hit_names_its_snapshot(tmp_path: Path) -> None:
+    where = _at("ch5", "ab12cd34ef56", 0)
+    plain = caption(where, 0, T0, CROWD)
+    picture = Snapshot("VIDCAP_SNAPSHOTS", "ch5/ab12cd34ef56/0", 30000, 896, 504)
+    event = dataclasses.replace(plain.event, snapshot=SnapshotOutcome(picture, None))
+    older = caption(_at("ch5", "ab12cd34ef56", 1), 1, T0 + 1, CROWD)  # caption/1-like: none
+    build_index(tmp_path / "index.db", [LogEvent(where, event), older])
+    with reading(tmp_path / "index.db") as db:
+        hits = search(db, SearchQuery("crowd", stream="ch5"))
+    assert [h["snapshot"] for h in hits] == [None, {"bucket": picture.bucket, "name": picture.name}]
 
 
 @pytest.mark.parametrize(

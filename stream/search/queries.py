@@ -71,7 +71,7 @@ def check_window(since: float | None, until: float | None) -> None:
 _COLUMNS: Final = (
     "c.stream, c.session, c.seq, c.js_seq, c.at, c.keyframe, c.frame_index, c.time_s, "
     "c.reason, c.segment, c.summary, c.description, c.objects, c.actions, c.environment, "
-    "c.logos, c.content_type, c.specific_style, c.production_quality"
+    "c.logos, c.content_type, c.specific_style, c.production_quality, c.snapshot"
 )
 
 
@@ -171,4 +171,5 @@ def _hit(row: tuple[Any, ...]) -> dict[str, Any]:
         "content_type": row[16],
         "specific_style": row[17],
         "production_quality": row[18],
+        "snapshot": orjson.loads(row[19]) if row[19] else None,
     }

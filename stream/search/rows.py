@@ -42,6 +42,13 @@ def index_event(db: sqlite3.Connection, js_seq: int, event: Any) -> bool:
     raise NotAnEvent(f"unknown event type {kind!r}")
 
 
+def _snapshot(reference: Any) -> str | None:
+    """A caption/2 event's snapshot reference as stored (caption/1 events have none)."""
+    if not isinstance(reference, dict):
+        return None
+    return orjson.dumps({key: reference[key] for key in ("bucket", "name")}).decode()
+
+
 def unix_time(iso: str) -> float:
     moment = datetime.fromisoformat(iso)
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
@@ -63,8 +70,8 @@ def _caption(db: sqlite3.Connection, js_seq: int, identity: Identity, event: Any
         "INSERT OR IGNORE INTO captions (stream, session, seq, js_seq, at, keyframe, "
         "frame_index, time_s, reason, segment, ok, error_reason, description, summary, "
         "objects, actions, environment, logos, content_type, specific_style, "
-        "production_quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-        "?, ?)",
+        "production_quality, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?, ?, ?, ?, ?, ?)",
         (
             *identity,
             js_seq,
@@ -78,6 +85,7 @@ def _caption(db: sqlite3.Connection, js_seq: int, identity: Identity, event: Any
             error,
             *text,
             *_labels(caption),
+            _snapshot(event.get("snapshot")),
         ),
     )
     if cursor.rowcount != 1:

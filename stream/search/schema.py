@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 TEXT_COLUMNS: Final = ("description", "summary", "objects", "actions", "environment", "logos")
 """Caption fields the full-text index covers (lists are stored as JSON arrays; the tokenizer
@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS captions (
     ok INTEGER NOT NULL, error_reason TEXT,
     description TEXT, summary TEXT, objects TEXT, actions TEXT, environment TEXT, logos TEXT,
     content_type TEXT, specific_style TEXT, production_quality TEXT,
+    snapshot TEXT,               -- the event's snapshot reference (JSON), if it has one
     UNIQUE (stream, session, seq)
 );
 CREATE INDEX IF NOT EXISTS captions_at ON captions (at);
