@@ -14,7 +14,7 @@ import pytest
 
 from stream.bench.search_log import LogEvent, caption, caption_text, logo, status
 from stream.cli import _parser, main
-from stream.delivery.events import Envelope
+from stream.delivery.events import CaptionEvent, Envelope
 from stream.delivery.snapshots import Snapshot, SnapshotOutcome
 from stream.search.commands import nats_settings
 from stream.search.queries import SearchQuery, search
@@ -191,6 +191,7 @@ def test_a_hit_names_its_snapshot(tmp_path: Path) -> None:
     where = _at("ch5", "ab12cd34ef56", 0)
     plain = caption(where, 0, T0, CROWD)
     picture = Snapshot("VIDCAP_SNAPSHOTS", "ch5/ab12cd34ef56/0", 30000, 896, 504)
+    assert isinstance(plain.event, CaptionEvent)
     event = dataclasses.replace(plain.event, snapshot=SnapshotOutcome(picture, None))
     older = caption(_at("ch5", "ab12cd34ef56", 1), 1, T0 + 1, CROWD)  # caption/1-like: none
     build_index(tmp_path / "index.db", [LogEvent(where, event), older])
