@@ -87,7 +87,7 @@ function showCaption(state, event, receivedAt) {
     "#" + event.seq + " · keyframe " + event.keyframe + " · " + clock(frame.captured_at);
   const captured = Date.parse(frame.captured_at) / 1000;
   state.node.querySelector(".latency").textContent =
-    receivedAt && !Number.isNaN(captured) ? (receivedAt - captured).toFixed(2) + " s to event" : "";
+    receivedAt && !Number.isNaN(captured) ? "keyframe → event " + (receivedAt - captured).toFixed(2) + " s" : "";
   showPicture(state.node.querySelector(".picture"), event);
 }
 
@@ -131,7 +131,7 @@ function applyStatus(state, event) {
   if (CONDITIONS.has(event.state) && event.seq > state.seq.condition) {
     state.seq.condition = event.seq;
     state.condition = event.state;
-    state.node.title = event.detail || "";
+    state.node.querySelector(".condition").textContent = event.detail || "";
   } else if ((event.state === "paused" || event.state === "unpaused") && event.seq > state.seq.pause) {
     state.seq.pause = event.seq;
     state.paused = event.state === "paused";
@@ -311,7 +311,10 @@ async function loadStreams() {
   const listed = await getJson("/api/streams");
   for (const stream of (listed && listed.streams) || []) {
     const state = card(stream.id);
-    if (state.condition === "unknown" || stream.state === "standby") state.condition = stream.state;
+    if (state.condition === "unknown" || stream.state === "standby") {
+      state.condition = stream.state;
+      state.node.querySelector(".condition").textContent = stream.detail || "";
+    }
     state.paused = !!stream.paused;
     render(state);
   }
