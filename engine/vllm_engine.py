@@ -96,7 +96,7 @@ class VllmEngine:
             raise EngineDeadError("vLLM engine is closed")
         if self._llm.errored:
             raise EngineDeadError(f"vLLM engine is dead: {self._llm.dead_error}")
-        request = {"prompt": self._prompt, "multi_modal_data": {"image": image}}
+        request = self.request(image)
         submitted = time.monotonic()
         first_token_s: float | None = None
         final = None
@@ -104,7 +104,7 @@ class VllmEngine:
             # Cancelling this loop makes vLLM abort the request (generate() catches it).
             # vLLM serves lower values first; vidcap's higher priorities come first.
             ordering = {"priority": -priority} if self._priority_scheduling else {}
-            sampling = self._sampling(max_tokens)
+            sampling = self.sampling(max_tokens)
             async for output in self._llm.generate(request, sampling, request_id, **ordering):
                 if first_token_s is None and output.outputs and output.outputs[0].token_ids:
                     first_token_s = time.monotonic() - submitted
@@ -126,7 +126,17 @@ class VllmEngine:
             first_token_s=first_token_s,
         )
 
-    def _sampling(self, max_tokens: int):
+    @property
+    def llm(self) -> Any:
+        """vLLM's AsyncLLM (for `vidcap bench engine`: the same requests without vidcap)."""
+        return self._llm
+
+    def request(self, image: Image.Image) -> dict[str, Any]:
+        """vLLM's prompt for one keyframe: the rendered canonical prompts and the image."""
+        return {"prompt": self._prompt, "multi_modal_data": {"image": image}}
+
+    def sampling(self, max_tokens: int, structured: bool = True) -> Any:
+        """vidcap's sampling; ``structured``: decoding constrained to the caption's schema."""
         from vllm.sampling_params import SamplingParams, StructuredOutputsParams
 
         return SamplingParams(
@@ -135,7 +145,7 @@ class VllmEngine:
             stop=self._stop or None,
             # Keep the stop string, so "}\n" leaves a complete object for the guard to judge.
             include_stop_str_in_output=True,
-            structured_outputs=StructuredOutputsParams(json=CAPTION_SCHEMA),
+            structured_outputs=StructuredOutputsParams(json=CAPTION_SCHEMA) if structured else None,
         )
 
     @property

@@ -133,6 +133,10 @@ def _parser() -> argparse.ArgumentParser:
     bench_engine.add_argument("--quantization", help="e.g. fp8")
     bench_engine.add_argument("--kv-cache-dtype", default="auto", help="e.g. fp8")
     bench_engine.add_argument("--max-num-seqs", type=int, default=16)
+    bench_engine.add_argument(
+        "--compare", default="1,8,16", help="levels for vidcap vs raw AsyncLLM ('' for none)"
+    )
+    bench_engine.add_argument("--eager", action="store_true", help="no torch.compile (quicker)")
     bench_engine.set_defaults(handler=_bench_engine)
 
     bench_ingest = benches.add_parser("ingest", help="CPU and keyframe delay per RTSP stream")
@@ -310,18 +314,20 @@ def _bench_engine(args: argparse.Namespace) -> int:
     from stream.bench.engine import bench_engine
 
     levels = [int(level) for level in args.concurrency.split(",")]
+    compared = [int(level) for level in args.compare.split(",") if level]
     settings = parse_section(
         EngineConfig,
         {
             "model": args.model,
             "quantization": args.quantization,
             "kv_cache_dtype": args.kv_cache_dtype,
-            "max_num_seqs": max(args.max_num_seqs, *levels),
+            "max_num_seqs": max(args.max_num_seqs, *levels, *compared),
             "request_timeout_s": 600,
+            "engine_args": {"enforce_eager": True} if args.eager else {},
         },
         "vidcap bench engine",
     )
-    return asyncio.run(bench_engine(settings, levels, args.requests))
+    return asyncio.run(bench_engine(settings, levels, args.requests, compared))
 
 
 def _bench_ingest(args: argparse.Namespace) -> int:

@@ -17,6 +17,9 @@ from PIL import Image
 from engine.captioner import Captioner, CaptionOutcome
 from engine.config import EngineConfig
 from engine.factory import start_engine
+from engine.vllm_engine import VllmEngine
+from stream.bench.engine_path import compare_paths
+from stream.bench.keyframe_cpu import print_keyframe_cpu
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,9 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def bench_engine(settings: EngineConfig, levels: list[int], requests: int) -> int:
+async def bench_engine(
+    settings: EngineConfig, levels: list[int], requests: int, compared: list[int]
+) -> int:
     engine = await start_engine(settings)
     captioner = Captioner(
         engine,
@@ -93,6 +98,9 @@ async def bench_engine(settings: EngineConfig, levels: list[int], requests: int)
                 f"{percentile(result.latencies, 50):7.2f} {percentile(result.latencies, 99):7.2f} "
                 f"{percentile(result.first_tokens, 50):9.3f} {result.ok:>3}/{result.requests}"
             )
+        if compared and isinstance(engine, VllmEngine):
+            await compare_paths(engine, settings, compared, requests)
+        print_keyframe_cpu(image_size=settings.image_size)
     finally:
         await engine.close()
     return 0

@@ -1,0 +1,119 @@
+"""vidcap's own CPU per keyframe at 720p, outside the model: what each stage of the path from
+a decoded frame to its published event costs (process CPU time, so helper threads count),
+and, apart, what every frame costs before any keyframe is chosen (decode and selection)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import av
+import orjson
+from av.video.reformatter import VideoReformatter
+from PIL import Image
+
+from engine.captioner import CaptionOutcome
+from engine.guard import check_output
+from stream.bench.engine_path import video_frames
+from stream.config import KeyframeConfig, NatsConfig
+from stream.delivery.events import CaptionEvent, Envelope, wire_json
+from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.publisher import EventPublisher, connect
+from stream.delivery.snapshots import encode_jpeg
+from stream.keyframes.features import FeatureExtractor
+from stream.keyframes.selector import KeyframeSelector
+from stream.sample_clip import ClipSpec, write_clip
+from stream.sources.frames import FrameTime
+from stream.sources.ingest import model_image
+
+T = TypeVar("T")
+
+CAPTION = {
+    "description": "A news anchor in a grey suit sits at a glass desk in a bright studio. "
+    "Behind her a wall of screens shows a city skyline at dusk.",
+    "objects": ["glass desk", "microphone", "video wall", "laptop"],
+    "actions": ["anchor speaking to camera"],
+    "environment": "TV news studio",
+    "content_type": "real-world footage",
+    "specific_style": "news broadcast",
+    "production_quality": "professional studio",
+    "summary": "An anchor presents the evening news.",
+    "logos": ["white BBC logo, lower left"],
+}
+
+
+def _per_item_us(items: Sequence[T], work: Callable[[T], object]) -> float:
+    started = time.process_time()
+    for item in items:
+        work(item)
+    return (time.process_time() - started) / len(items) * 1e6
+
+
+async def _publish_us(events: list[CaptionEvent]) -> float:
+    """Enqueue, serialise and send to a local nats-server (core NATS), all of it."""
+    server = EmbeddedNatsServer(jetstream=False)
+    server.start()
+    try:
+        config = NatsConfig(url=server.url, jetstream=False)
+        publisher = EventPublisher(await connect(config, server.url), config)
+        started = time.process_time()
+        for number, event in enumerate(events):
+            await publisher.publish(Envelope("bench", "ab12", number), event)
+        await publisher.flush(30)
+        spent = time.process_time() - started
+        await publisher.close()
+        return spent / len(events) * 1e6
+    finally:
+        server.stop()
+
+
+def keyframe_stages(keyframes: int, image_size: int) -> list[tuple[str, float]]:
+    """µs of CPU per keyframe, stage by stage, from a decoded 720p frame to its event sent."""
+    frames = video_frames(keyframes)
+    pictures: list[Image.Image] = [model_image(frames[0], image_size)] * keyframes
+    text = orjson.dumps(CAPTION).decode()
+    outcome = CaptionOutcome(CAPTION, None, 1, 0.5, 0.1, {"prompt": 300, "output": 90})
+    at = FrameTime(250, 250, None, 10.0, time.time())
+    events = [CaptionEvent(n, at, "cut", 40.0, outcome, "bench", 0.01) for n in range(keyframes)]
+    scaler = VideoReformatter()  # a stream's own, as the ingest thread has
+    return [
+        ("scale for the model", _per_item_us(frames, lambda f: model_image(f, image_size, scaler))),
+        ("snapshot JPEG", _per_item_us(pictures, lambda p: encode_jpeg(p, 80))),
+        (
+            "guard (parse, check)",
+            _per_item_us([text] * keyframes, lambda t: check_output(t, "stop")),
+        ),
+        ("event JSON", _per_item_us(events, lambda e: wire_json(Envelope("b", "s", 0), e))),
+        ("publish (outbox, send)", asyncio.run(_publish_us(events))),
+    ]
+
+
+def frame_cost_us(frames: int = 250) -> float:
+    """µs of CPU per 720p H.264 frame: decode, analysis picture, selector."""
+    with tempfile.TemporaryDirectory() as folder:
+        spec = ClipSpec(shots=max(1, frames // 50), shot_frames=50, width=1280, height=720)
+        clip = write_clip(Path(folder) / "720p.mp4", spec)
+        config = KeyframeConfig()
+        selector, features = KeyframeSelector(config), FeatureExtractor(config.analysis_width)
+        started = time.process_time()
+        with av.open(str(clip)) as container:
+            for index, frame in enumerate(container.decode(video=0)):
+                selector.process_frame(index, index / spec.fps, features(frame))
+        return (time.process_time() - started) / (spec.shots * spec.shot_frames) * 1e6
+
+
+def print_keyframe_cpu(keyframes: int = 200, image_size: int = 896) -> None:
+    stages = keyframe_stages(keyframes, image_size)
+    total = sum(us for _, us in stages)
+    print(f"\nvidcap's CPU per keyframe outside the model, 720p frames, {keyframes} keyframes")
+    for name, us in stages:
+        print(f"  {name:<24} {us:8.0f} µs  {us / total:5.1%}")
+    print(f"  {'total':<24} {total:8.0f} µs  (target: at most 2000)")
+    print(
+        f"  and per frame, before any keyframe is chosen: decode and selection "
+        f"{frame_cost_us():.0f} µs (x25 per second of 720p25 video)"
+    )
