@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from tests.conftest import engine_and_nats
-from tests.test_rtsp_faults import camera
+from tests.test_rtsp_faults import camera, cameras  # noqa: F401 (the cameras fixture)
 from tests.test_whip_chromium import CHROMIUM_FLAGS
 
 SCREENSHOT = Path(__file__).parents[1] / "docs" / "img" / "dashboard.png"
@@ -86,7 +86,7 @@ async def chromium(url: str) -> AsyncIterator[DevTools]:
             "chromium",
             *CHROMIUM_FLAGS,
             "--remote-debugging-port=0",
-            "--window-size=1400,900",
+            "--window-size=1280,720",
             f"--user-data-dir={profile}",
             url,
             stdout=asyncio.subprocess.DEVNULL,
@@ -126,18 +126,12 @@ async def _page_socket(http: aiohttp.ClientSession, port: int) -> str:
             await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-def cameras() -> Iterator[tuple[RtspPeer, RtspPeer]]:
-    faulted, steady = RtspPeer.for_pattern(320, 240), RtspPeer.for_pattern(320, 240)
-    faulted.start()
-    steady.start()
-    yield faulted, steady
-    faulted.kill()
-    steady.kill()
-
-
 def card(stream: str, part: str) -> str:
     return f"document.querySelector('.card[data-stream=\"{stream}\"] {part}')"
+
+
+def timeline(selector: str) -> str:
+    return f"document.querySelectorAll('#timeline {selector}')"
 
 
 def shows_its_picture(stream: str) -> str:
@@ -146,7 +140,7 @@ def shows_its_picture(stream: str) -> str:
 
 
 async def test_dashboard_in_chromium(
-    cameras: tuple[RtspPeer, RtspPeer],
+    cameras: tuple[RtspPeer, RtspPeer],  # noqa: F811 (the imported fixture)
     nats_server: EmbeddedNatsServer,
     vllm_engine: VllmEngine,
     tiny_model: Path,
@@ -196,6 +190,16 @@ async def test_dashboard_in_chromium(
         assert await page.evaluate("window.pwned === undefined")
         await page.wait_for("document.querySelector('.alert strong')?.textContent", 15)
         assert await page.evaluate("document.querySelector('.alert strong').textContent") == MARKUP
+
+        await page.evaluate("location.hash = '#/stream/steady'")
+        await page.wait_for(f"{timeline('.entry-caption img.snapshot')}.length > 0", 15)
+        await page.evaluate(
+            "const k = document.getElementById('kind'); k.value = 'status';"
+            "k.dispatchEvent(new Event('change'))"
+        )
+        await page.wait_for(f"!{timeline('.entry-caption')}.length", 15)
+        states = f"[...{timeline('.entry-status .state')}].map(e => e.textContent)"
+        assert (await page.wait_for(states, 15))[-2:] == ["live", "connecting"]  # newest first
 
     runner.request_stop()
     assert await asyncio.wait_for(run, 60) == 0

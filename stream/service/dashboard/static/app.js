@@ -26,7 +26,7 @@ function snapshotUrl(snapshot) {
 
 function clock(iso) {
   const at = Date.parse(iso);
-  return Number.isNaN(at) ? "" : new Date(at).toLocaleTimeString();
+  return Number.isNaN(at) ? "" : new Date(at).toLocaleTimeString([], { hour12: false });
 }
 
 function summaryOf(event) {
@@ -84,10 +84,10 @@ function showCaption(state, event, receivedAt) {
   state.node.querySelector(".summary").textContent = summaryOf(event);
   const frame = event.frame || {};
   state.node.querySelector(".when").textContent =
-    "#" + event.seq + " · keyframe " + event.keyframe + " · " + clock(frame.captured_at);
+    "#" + event.seq + " · kf " + event.keyframe + " · " + clock(frame.captured_at);
   const captured = Date.parse(frame.captured_at) / 1000;
   state.node.querySelector(".latency").textContent =
-    receivedAt && !Number.isNaN(captured) ? "keyframe → event " + (receivedAt - captured).toFixed(2) + " s" : "";
+    receivedAt && !Number.isNaN(captured) ? "latency " + (receivedAt - captured).toFixed(2) + " s" : "";
   showPicture(state.node.querySelector(".picture"), event);
 }
 
