@@ -14,6 +14,7 @@ from typing import Any
 import av
 import orjson
 
+from engine.config import EngineConfig
 from engine.errors import VidcapError
 from engine.factory import cache_dir
 from stream.config import (
@@ -159,6 +160,17 @@ def _parser() -> argparse.ArgumentParser:
     bench_index.add_argument("--events", type=int, default=200_000)
     bench_index.add_argument("--no-nats", action="store_true", help="skip the JetStream path")
     bench_index.set_defaults(handler=_bench_index)
+
+    bench_capacity = benches.add_parser("capacity", help="streams per engine at a target p95")
+    bench_capacity.add_argument("--media", type=Path, action="append", help="folders of clips")
+    bench_capacity.add_argument("--target-p95", type=float, default=5.0, help="seconds")
+    bench_capacity.add_argument("--concurrency", default="1,4,8,16", help="levels to try")
+    bench_capacity.add_argument("--requests", type=int, default=32, help="requests per level")
+    bench_capacity.add_argument("--model", default="tiny", help="engine.model")
+    bench_capacity.add_argument("--quantization", help="e.g. fp8")
+    bench_capacity.add_argument("--kv-cache-dtype", default="auto", help="e.g. fp8")
+    bench_capacity.add_argument("--eager", action="store_true", help="no torch.compile (quicker)")
+    bench_capacity.set_defaults(handler=_bench_capacity)
 
     bench_snapshots = benches.add_parser("snapshots", help="snapshot bytes and store latency")
     bench_snapshots.add_argument("--media", type=Path, help="folder of .mp4 clips")
@@ -310,24 +322,39 @@ def _bench_scenes(args: argparse.Namespace) -> int:
 
 
 def _bench_engine(args: argparse.Namespace) -> int:
-    from engine.config import EngineConfig
     from stream.bench.engine import bench_engine
 
     levels = [int(level) for level in args.concurrency.split(",")]
     compared = [int(level) for level in args.compare.split(",") if level]
-    settings = parse_section(
-        EngineConfig,
-        {
-            "model": args.model,
-            "quantization": args.quantization,
-            "kv_cache_dtype": args.kv_cache_dtype,
-            "max_num_seqs": max(args.max_num_seqs, *levels, *compared),
-            "request_timeout_s": 600,
-            "engine_args": {"enforce_eager": True} if args.eager else {},
-        },
-        "vidcap bench engine",
-    )
+    settings = _bench_engine_settings(args, max(args.max_num_seqs, *levels, *compared))
     return asyncio.run(bench_engine(settings, levels, args.requests, compared))
+
+
+def _bench_capacity(args: argparse.Namespace) -> int:
+    from stream.bench.capacity import bench_capacity
+    from stream.bench.snapshots import DEFAULT_MEDIA
+
+    levels = [int(level) for level in args.concurrency.split(",")]
+    clips = sorted(
+        path
+        for folder in args.media or [DEFAULT_MEDIA]
+        for path in folder.iterdir()
+        if path.suffix in (".mp4", ".mkv", ".mov", ".ts", ".webm")
+    )
+    settings = _bench_engine_settings(args, max(levels))
+    return asyncio.run(bench_capacity(settings, clips, levels, args.requests, args.target_p95))
+
+
+def _bench_engine_settings(args: argparse.Namespace, max_num_seqs: int) -> EngineConfig:
+    settings = {
+        "model": args.model,
+        "quantization": args.quantization,
+        "kv_cache_dtype": args.kv_cache_dtype,
+        "max_num_seqs": max_num_seqs,
+        "request_timeout_s": 600,
+        "engine_args": {"enforce_eager": True} if args.eager else {},
+    }
+    return parse_section(EngineConfig, settings, "vidcap bench")
 
 
 def _bench_ingest(args: argparse.Namespace) -> int:

@@ -32,10 +32,14 @@ def detect_scenes(
     path: Path,
     config: KeyframeConfig | None = None,
     on_frame: Callable[[], object] | None = None,
+    heartbeat: bool = False,
 ) -> SceneReport:
-    """Decode ``path`` and list its cuts; the heartbeat is off (only content decides).
-    ``on_frame`` is called after each frame (a progress bar)."""
-    config = (config or KeyframeConfig()).model_copy(update={"max_interval_s": NO_HEARTBEAT_S})
+    """Decode ``path`` and list its cuts; the heartbeat is off (only content decides) unless
+    ``heartbeat`` (every keyframe a live stream would send). ``on_frame`` is called after each
+    frame (a progress bar)."""
+    config = config or KeyframeConfig()
+    if not heartbeat:
+        config = config.model_copy(update={"max_interval_s": NO_HEARTBEAT_S})
     selector = KeyframeSelector(config)
     features = FeatureExtractor(config.analysis_width)
     selections: list[Selection] = []
