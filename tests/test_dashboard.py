@@ -51,7 +51,7 @@ async def served(nats_server: EmbeddedNatsServer) -> AsyncIterator[Served]:
     dashboard.mount(server.app)
     url = await server.start()
     async with asyncio.timeout(5):
-        while dashboard.feed._subscription is None:  # noqa: ASYNC110 (set once subscribed)
+        while not dashboard.feed.following:  # noqa: ASYNC110 (set once subscribed)
             await asyncio.sleep(0.02)
     await client.flush()
     yield Served(url, client, dashboard, server, "dash", "DASH")

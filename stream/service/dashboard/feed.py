@@ -91,6 +91,11 @@ class EventFeed:
     def clients(self) -> int:
         return len(self._clients)
 
+    @property
+    def following(self) -> bool:
+        """Subscribed: events are pushed from now on."""
+        return self._subscription is not None
+
     async def follow(self, client: Client) -> None:
         self._subscription = await client.subscribe(
             f"{self._prefix}>",
