@@ -100,7 +100,7 @@ async def bench_engine(
             )
         if compared and isinstance(engine, VllmEngine):
             await compare_paths(engine, settings, compared, requests)
-        print_keyframe_cpu(image_size=settings.image_size)
+        await print_keyframe_cpu(image_size=settings.image_size)
     finally:
         await engine.close()
     return 0

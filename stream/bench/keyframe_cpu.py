@@ -4,7 +4,6 @@ and, apart, what every frame costs before any keyframe is chosen (decode and sel
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -71,7 +70,7 @@ async def _publish_us(events: list[CaptionEvent]) -> float:
         server.stop()
 
 
-def keyframe_stages(keyframes: int, image_size: int) -> list[tuple[str, float]]:
+async def keyframe_stages(keyframes: int, image_size: int) -> list[tuple[str, float]]:
     """µs of CPU per keyframe, stage by stage, from a decoded 720p frame to its event sent."""
     frames = video_frames(keyframes)
     pictures: list[Image.Image] = [model_image(frames[0], image_size)] * keyframes
@@ -88,7 +87,7 @@ def keyframe_stages(keyframes: int, image_size: int) -> list[tuple[str, float]]:
             _per_item_us([text] * keyframes, lambda t: check_output(t, "stop")),
         ),
         ("event JSON", _per_item_us(events, lambda e: wire_json(Envelope("b", "s", 0), e))),
-        ("publish (outbox, send)", asyncio.run(_publish_us(events))),
+        ("publish (outbox, send)", await _publish_us(events)),
     ]
 
 
@@ -106,8 +105,8 @@ def frame_cost_us(frames: int = 250) -> float:
         return (time.process_time() - started) / (spec.shots * spec.shot_frames) * 1e6
 
 
-def print_keyframe_cpu(keyframes: int = 200, image_size: int = 896) -> None:
-    stages = keyframe_stages(keyframes, image_size)
+async def print_keyframe_cpu(keyframes: int = 200, image_size: int = 896) -> None:
+    stages = await keyframe_stages(keyframes, image_size)
     total = sum(us for _, us in stages)
     print(f"\nvidcap's CPU per keyframe outside the model, 720p frames, {keyframes} keyframes")
     for name, us in stages:
