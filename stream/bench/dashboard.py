@@ -112,6 +112,8 @@ class Result:
     events_per_s: float
     cpu_share: float
     """CPU seconds per second of the feed's process (1.0: one core)."""
+    cpu_per_event_us: float
+    """CPU microseconds of the feed's process per published event (all browsers')."""
     delivered: float
     """Share of published events every browser received (1.0: all)."""
 
@@ -142,7 +144,7 @@ async def measure(url: str, browsers: int, per_stream_hz: float, seconds: float)
     counts = orjson.loads((await reader.communicate())[0])
     published = int(seconds * per_stream_hz * STREAMS)
     delivered = min(counts) / published if counts else 1.0
-    return Result(browsers, published / took, cpu / took, delivered)
+    return Result(browsers, published / took, cpu / took, cpu / published * 1e6, delivered)
 
 
 async def _role(role: str, *args: Any) -> asyncio.subprocess.Process:
@@ -166,14 +168,15 @@ async def bench(browsers: list[int], rates: list[float], seconds: float) -> None
     server = EmbeddedNatsServer()
     url = await asyncio.to_thread(server.start)
     print(f"{STREAMS} streams, {len(caption_event('cam0', 0))} B caption events, {seconds:g} s")
-    print("captions/s/stream  browsers  events/s  CPU (% of a core)  delivered")
+    print("captions/s/stream  browsers  events/s  CPU (% of a core)  CPU µs/event  delivered")
     try:
         for rate in rates:
             for count in browsers:
                 r = await measure(url, count, rate, seconds)
                 print(
                     f"{rate:17g}  {r.browsers:8d}  {r.events_per_s:8.1f}  "
-                    f"{100 * r.cpu_share:17.2f}  {100 * r.delivered:8.1f} %"
+                    f"{100 * r.cpu_share:17.2f}  {r.cpu_per_event_us:12.0f}  "
+                    f"{100 * r.delivered:8.1f} %"
                 )
     finally:
         await asyncio.to_thread(server.stop)
