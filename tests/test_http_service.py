@@ -17,9 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from engine.vllm_engine import VllmEngine
-from stream.config import HttpConfig, WhipConfig, parse_config
+from stream.config import HttpConfig, NatsConfig, WhipConfig, parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
+from stream.service.dashboard.routes import Dashboard
 from stream.service.http_server import HttpListenError, HttpServer
 from stream.service.openapi import OPENAPI
 from stream.service.operations import Operations
@@ -214,6 +215,7 @@ def test_the_openapi_document_describes_exactly_the_routes() -> None:
     Operations(CollectorRegistry(), _ready, engine_in_process=False).mount(http.app)
     StreamApi(HttpConfig(listen="127.0.0.1:0"), None).mount(http.app)  # type: ignore[arg-type]
     SearchApi(None).mount(http.app)
+    Dashboard(NatsConfig(), lambda: None).mount(http.app)
     whip = WhipServer(WhipConfig(enabled=True, token=TOKEN), lambda _: None)  # type: ignore[arg-type]
     whip.mount(http.app)
     served: set[tuple[str, str]] = set()

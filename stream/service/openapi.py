@@ -100,6 +100,74 @@ _SEARCH_PARAMETERS = [
 
 _WHIP_OFFER = {"content": {"application/sdp": {"schema": {"type": "string"}}}}
 
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _page(summary: str, content_type: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "responses": {"200": {"description": summary, "content": {content_type: {}}}},
+        }
+    }
+
+
+_DASHBOARD: Final[dict[str, Any]] = {
+    "/": _page("The live dashboard (docs/dashboard.md)", "text/html"),
+    "/static/{name}": {
+        "get": {
+            "summary": "The dashboard's script and style sheet (app.js, style.css)",
+            "parameters": [_path("name", "app.js or style.css")],
+            "responses": {"200": {"description": "the file"}, "404": _error("no such file")},
+        }
+    },
+    "/api/feed": _page(
+        "Server-sent events: every event under the subject prefix as it is published, after "
+        "the board (each stream's latest); 503 when 32 browsers are on",
+        "text/event-stream",
+    ),
+    "/api/streams/{id}/events": {
+        "get": {
+            "summary": "A page of a stream's events stored in JetStream, read back from before",
+            "parameters": [
+                _ID,
+                _query("before", "a JetStream stream sequence (default: the newest)"),
+                _query("kind", "caption, status or logo (default: all)"),
+                _query("limit", "1-100 (default 50)", type="integer", maximum=100),
+            ],
+            "responses": {
+                "200": _json("StoredEvents", "events oldest first; before: the next page's"),
+                "400": _error("a parameter or the stream id is invalid"),
+                "404": _error("nats.jetstream is false: nothing is stored"),
+                "503": _error("JetStream did not answer"),
+            },
+        }
+    },
+    "/api/snapshots/{stream}/{session}/{number}": {
+        "get": {
+            "summary": "A snapshot JPEG from <nats.stream_name>_SNAPSHOTS",
+            "parameters": [
+                _path("stream", "stream id"),
+                _path("session", "hex session id"),
+                _path("number", "the keyframe's request number"),
+            ],
+            "responses": {
+                "200": {"description": "the JPEG", "content": {"image/jpeg": {}}},
+                "404": _error("no such snapshot, or not a JPEG of at most 4 MiB"),
+                "503": _error("the store did not answer"),
+            },
+        }
+    },
+}
+
 OPENAPI: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
     "info": {"title": "vidcap", "version": version("vidcap")},
@@ -193,6 +261,7 @@ OPENAPI: Final[dict[str, Any]] = {
         },
         "/api/airtime": _report("On-screen time per brand per stream in a window", "Airtime"),
         "/api/segments": _report("Shots (segments) in a window, oldest first", "Segments", 5000),
+        **_DASHBOARD,
         "/whip/{stream}": {
             "post": {
                 "summary": "WHIP (RFC 9725): publish WebRTC video to a stream (whip.enabled)",
@@ -333,6 +402,23 @@ OPENAPI: Final[dict[str, Any]] = {
                     "since": {"type": "string"},
                     "until": {"type": "string"},
                     "segments": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+            "StoredEvents": {
+                "type": "object",
+                "properties": {
+                    "stream": {"type": "string"},
+                    "events": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "js_seq": {"type": "integer"},
+                                "event": {"type": "object"},
+                            },
+                        },
+                    },
+                    "before": {"type": ["integer", "null"]},
                 },
             },
             "Removed": {
