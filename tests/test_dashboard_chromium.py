@@ -35,6 +35,7 @@ from tests.test_rtsp_faults import camera, cameras  # noqa: F401 (the cameras fi
 from tests.test_whip_chromium import CHROMIUM_FLAGS
 
 SCREENSHOT = Path(__file__).parents[1] / "docs" / "img" / "dashboard.png"
+TOKEN = "dashboard-token-0123456789"
 MARKUP = '<img src=x onerror="window.pwned=1"><b>bold</b>'
 PREFIX = "dashc"
 CARDS = "[...document.querySelectorAll('.card')].map(c => c.dataset.stream + ':' + c.dataset.state)"
@@ -151,6 +152,7 @@ async def test_dashboard_in_chromium(
         {
             "streams": [camera("faulted", faulted.url), camera("steady", steady.url)],
             "keyframes": {"min_gap_s": 0.5, "max_interval_s": 1.5},  # heartbeats: no cuts
+            "http": {"token": TOKEN},
             **engine_and_nats(nats_server.url, PREFIX, tiny_model, stream_name="DASHC"),
         }
     )
@@ -173,6 +175,7 @@ async def test_dashboard_in_chromium(
                 assert await page.evaluate(f"!{card(stream, '.placeholder')}.hidden")
         assert await page.evaluate("document.querySelectorAll('.card').length") == 2
         await _screenshot(page, tmp_path)
+        await _control_buttons(page, steady.url)
 
         faulted.freeze()
         await page.wait_for(f"{card('faulted', '.state')}.dataset.state === 'stalled'", 30)
@@ -203,6 +206,31 @@ async def test_dashboard_in_chromium(
 
     runner.request_stop()
     assert await asyncio.wait_for(run, 60) == 0
+
+
+async def _control_buttons(page: DevTools, url: str) -> None:
+    """Pause and resume a card, add a stream and remove it, with the token typed in."""
+    state = f"{card('steady', '.state')}.dataset.state"
+    await page.evaluate(f"{card('steady', '.pause')}.click()")
+    await page.wait_for("document.getElementById('notice').textContent.includes('token')", 10)
+    assert await page.evaluate(state) == "live"
+    await page.evaluate(
+        f"const t = document.getElementById('token'); t.value = {json.dumps(TOKEN)};"
+        "t.dispatchEvent(new Event('change'))"
+    )
+    await page.evaluate(f"{card('steady', '.pause')}.click()")
+    await page.wait_for(f"{state} === 'paused'", 15)
+    await page.evaluate(f"{card('steady', '.pause')}.click()")
+    await page.wait_for(f"{state} === 'live'", 15)
+    await page.evaluate(
+        "document.getElementById('add-id').value = 'added';"
+        f"document.getElementById('add-url').value = {json.dumps(url)};"
+        "document.querySelector('#add-form button').click()"
+    )
+    await page.wait_for(f"{card('added', '.state')}?.dataset.state === 'live'", 60)
+    await page.evaluate(f"window.confirm = () => true; {card('added', '.remove')}.click()")
+    await page.wait_for(f"{card('added', '.state')}.dataset.state === 'stopped'", 60)
+    assert TOKEN not in await page.evaluate("location.href + document.cookie")
 
 
 async def _publish_markup(url: str) -> None:
