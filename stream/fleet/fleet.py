@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
-from typing import Any
+from typing import Any, Final
 
 from nats.js import JetStreamContext
 
@@ -23,6 +24,8 @@ from stream.fleet.leases import Lease, Leases
 from stream.fleet.presence import HEARTBEATS_PER_TTL, Presence
 
 logger = logging.getLogger(__name__)
+
+JOIN_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0)  # then every 2 s, for as long as it takes
 
 
 class Fleet:
@@ -45,8 +48,20 @@ class Fleet:
         )
 
     async def join(self) -> None:
-        await self.leases.open()
-        await self.presence.open()
+        """Bind the buckets and announce this vidcap. Waits, saying so, while NATS does not
+        answer: on a cluster a bucket just made by another vidcap starting at the same time
+        has no leader for a moment (seen: "no response from stream" at the first write)."""
+        for attempt in itertools.count():
+            try:
+                await self.leases.open()
+                await self.presence.open()
+                return
+            except KV_ERRORS as exc:
+                delay = JOIN_BACKOFF_S[min(attempt, len(JOIN_BACKOFF_S) - 1)]
+                logger.warning(
+                    "the fleet's buckets do not answer (%r); next try in %g s", exc, delay
+                )
+                await asyncio.sleep(delay)
 
     def describe(self) -> dict[str, Any]:
         """What presence says of this vidcap's streams."""
