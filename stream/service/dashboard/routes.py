@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from stream.config import NatsConfig
+from stream.delivery.snapshots import snapshot_bucket
 from stream.ids import validate_stream_id
 from stream.service.dashboard.feed import KINDS, EventFeed, FeedClient
 from stream.service.dashboard.history import MAX_LIMIT, page_back
@@ -68,7 +69,7 @@ class Dashboard:
         self._config = config
         self._nats = nats
         self.feed = EventFeed(config.subject_prefix, max_clients)
-        self._pictures = Pictures(f"{config.stream_name}_SNAPSHOTS")
+        self._pictures = Pictures(snapshot_bucket(config.stream_name))
         self._assets = {name: _asset(name) for name in _ASSETS}
 
     def mount(self, app: web.Application) -> None:
