@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -23,8 +24,10 @@ from PIL import Image
 
 from stream.config import HttpConfig, NatsConfig
 from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.fleet.presence import Presence
 from stream.service.dashboard import feed as feed_module
 from stream.service.dashboard.feed import EventFeed, encode
+from stream.service.dashboard.nodes import BUCKET_POLL_S
 from stream.service.dashboard.routes import Dashboard
 from stream.service.http_server import HttpServer
 
@@ -369,3 +372,47 @@ async def test_without_jetstream_nothing_stored_is_offered(nats_server: Embedded
     finally:
         await server.close()
         await client.close()
+
+
+# ---- presence ----
+
+
+async def test_the_feed_shows_live_vidcaps_and_a_killed_one_going(served: Served) -> None:
+    js = served.client.jetstream()
+    ttl_s = 2.0
+
+    def node(name: str, session: str, stream: str) -> Presence:
+        return Presence(js, "DASH", ttl_s, name, session, lambda: {"owned": [stream]})
+
+    alive, killed = node("host-a:/spool", "ab12", "cam1"), node("host-b:/spool", "cd34", "cam2")
+    beating = {}
+    for presence in (alive, killed):
+        await presence.open()
+        beating[presence.key] = asyncio.create_task(_beat(presence, ttl_s / 3))
+    try:
+        async with aiohttp.ClientSession() as http, http.get(served.url + "/api/feed") as response:
+            seen: dict[str, dict[str, Any] | None] = {}
+            # The dashboard looks for the bucket again within BUCKET_POLL_S of its creation.
+            async with asyncio.timeout(BUCKET_POLL_S + 10):
+                while {"cam1", "cam2"} - {s for n in seen.values() if n for s in n["owned"]}:
+                    (pushed,) = await read_feed(response, 1)
+                    seen[pushed["key"]] = pushed["node"]
+            assert (seen[killed.key] or {}).get("pid") == os.getpid()
+            beating[killed.key].cancel()  # it writes no more, as if SIGKILLed
+            killed_at = time.monotonic()
+            async with asyncio.timeout(ttl_s + 10):
+                while seen.get(killed.key) is not None:
+                    (pushed,) = await read_feed(response, 1)
+                    seen[pushed["key"]] = pushed["node"]
+            offline_s = time.monotonic() - killed_at
+            assert offline_s < ttl_s + 2.0, offline_s  # the README's bound: TTL plus ~1 s
+            assert seen[alive.key] is not None  # the one still beating stays
+    finally:
+        for task in beating.values():
+            task.cancel()
+
+
+async def _beat(presence: Presence, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        await presence.beat()

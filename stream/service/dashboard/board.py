@@ -15,6 +15,7 @@ _T = TypeVar("_T")
 
 MAX_STREAMS: Final = 256
 MAX_BRANDS: Final = 32
+MAX_NODES: Final = 256
 
 PAUSE_STATES: Final = frozenset({"paused", "unpaused"})
 CONDITION_STATES: Final = frozenset(
@@ -39,6 +40,14 @@ class _Card:
 class Board:
     def __init__(self) -> None:
         self._cards: OrderedDict[str, _Card] = OrderedDict()
+        self._nodes: OrderedDict[str, bytes] = OrderedDict()
+
+    def note_node(self, key: str, chunk: bytes | None) -> None:
+        """A live vidcap's latest presence chunk; None forgets it (it went away)."""
+        if chunk is None:
+            self._nodes.pop(key, None)
+        else:
+            _remember(self._nodes, key, chunk, MAX_NODES)
 
     def note(self, stream: str, kind: str, event: dict[str, Any], chunk: bytes) -> None:
         card = self._card(stream)
@@ -52,8 +61,9 @@ class Board:
             _remember(card.logos, str(event.get("brand", "")), chunk, MAX_BRANDS)
 
     def replay(self) -> list[bytes]:
-        """Every stream's kept chunks, the least recently heard of first."""
-        return [chunk for card in self._cards.values() for chunk in card.chunks()]
+        """The live vidcaps, then every stream's kept chunks, least recently heard of first."""
+        cards = [chunk for card in self._cards.values() for chunk in card.chunks()]
+        return [*self._nodes.values(), *cards]
 
     def _card(self, stream: str) -> _Card:
         card = self._cards.get(stream) or _Card()

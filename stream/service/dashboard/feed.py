@@ -135,6 +135,16 @@ class EventFeed:
         stream, kind = where
         chunk = encode(stream, kind, event)
         self._board.note(stream, kind, event, chunk)
+        self._offer(chunk)
+
+    def push_node(self, key: str, node: dict[str, Any] | None) -> None:
+        """A vidcap's presence entry (None: it went away) to every browser."""
+        wrapped = {"key": key, "node": node, "received_at": round(time.time(), 3)}
+        chunk = b"event: node\ndata: " + orjson.dumps(wrapped) + b"\n\n"
+        self._board.note_node(key, None if node is None else chunk)
+        self._offer(chunk)
+
+    def _offer(self, chunk: bytes) -> None:
         self.events += 1
         for client in list(self._clients):
             client.offer(chunk)

@@ -24,6 +24,7 @@ from stream.delivery.snapshots import snapshot_bucket
 from stream.ids import validate_stream_id
 from stream.service.dashboard.feed import KINDS, EventFeed, FeedClient
 from stream.service.dashboard.history import MAX_LIMIT, page_back
+from stream.service.dashboard.nodes import watch_nodes
 from stream.service.dashboard.pictures import (
     NAME_ROUTE,
     PictureMissing,
@@ -98,6 +99,8 @@ class Dashboard:
         while (client := self._nats()) is None:  # noqa: ASYNC110
             await asyncio.sleep(CONNECT_POLL_S)
         await self.feed.follow(client)
+        if self._config.jetstream:  # presence lives in JetStream
+            await watch_nodes(client.jetstream(), self._config.stream_name, self.feed.push_node)
 
     async def _closing(self, app: web.Application) -> None:
         self.feed.close()

@@ -294,11 +294,39 @@ function route() {
   else timeline.stream = null;
 }
 
+const nodes = new Map();  // presence key -> the vidcap's entry (host, pid, owned streams)
+
+function applyNode(key, node) {
+  if (node === null) nodes.delete(key);
+  else nodes.set(key, node);
+  const list = $("nodes");
+  list.replaceChildren();
+  for (const [nodeKey, entry] of nodes) {
+    const item = document.createElement("li");
+    item.className = "node";
+    item.dataset.key = nodeKey;
+    const name = document.createElement("span");
+    name.className = "node-name";
+    name.textContent = `${entry.host} · pid ${entry.pid ?? "?"}`;
+    const owned = document.createElement("span");
+    owned.className = "node-streams";
+    owned.textContent = entry.owned.length ? entry.owned.join(", ") : "no streams";
+    item.append(name, owned);
+    list.append(item);
+  }
+  $("node-count").textContent = nodes.size ? `(${nodes.size})` : "";
+  $("no-nodes").hidden = nodes.size > 0;
+}
+
 function follow() {
   const feed = new EventSource("/api/feed");
   const shown = $("feed-state");
   feed.onopen = () => { shown.textContent = "live feed"; shown.dataset.state = "open"; };
   feed.onerror = () => { shown.textContent = "reconnecting…"; shown.dataset.state = "closed"; };
+  feed.addEventListener("node", (message) => {
+    const pushed = JSON.parse(message.data);
+    applyNode(pushed.key, pushed.node);
+  });
   for (const kind of ["caption", "status", "logo"]) {
     feed.addEventListener(kind, (message) => {
       const pushed = JSON.parse(message.data);
