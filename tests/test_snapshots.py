@@ -69,7 +69,9 @@ async def test_retention_by_age_removes_old_snapshots(nats_server: EmbeddedNatsS
     await client.close()
 
 
-async def test_a_full_bucket_refuses_and_says_full(nats_server: EmbeddedNatsServer) -> None:
+async def test_a_full_bucket_refuses_and_says_full(
+    nats_server: EmbeddedNatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
     client, store = await open_store(nats_server.url, max_bytes=16 << 20, wait_s=5)
     outcomes = [await store.start(noise(896, 504, n), f"cam/ab12/{n}").settle() for n in range(80)]
     errors = [o.error for o in outcomes]
@@ -77,6 +79,8 @@ async def test_a_full_bucket_refuses_and_says_full(nats_server: EmbeddedNatsServ
     assert 40 < first_full < 60 and set(errors[first_full:]) == {"full"}, errors
     assert all(o.stored is not None for o in outcomes[:first_full])
     assert store.metrics.outcomes.labels("full")._value.get() == 80 - first_full
+    said = [r for r in caplog.records if "snapshot not stored (full)" in r.getMessage()]
+    assert len(said) == 1  # once per kind: every event says it in its own field
     await client.close()
 
 
