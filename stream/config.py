@@ -390,6 +390,9 @@ class LogoAlertConfig(_Section):
     """A brand appears when seen in appear_k of the last appear_n captioned keyframes."""
     gone_keyframes: int = Field(3, ge=1)
     gone_s: float = Field(30.0, gt=0)
+    priority_boost: int = Field(0, ge=0, le=100)
+    """Added to a stream's priority while one of its logo alerts is open (a brand appeared and
+    not yet gone): its keyframes go first, so the alert's end is seen soon."""
     """A brand disappears when unseen for gone_keyframes keyframes or gone_s stream seconds."""
 
     @field_validator("mode", mode="before")

@@ -114,11 +114,18 @@ class StreamPipeline:
         self._handoff: KeyframeHandoff | None = None
         self._captioning_paused = False  # as the dispatcher has it
         self._controls: list[Control] = [Control(pause=True)] if paused else []
+        self._logos = LogoTracker(config.alerts.logos)
         self.stats.paused = paused
 
     @property
     def position(self) -> StreamPosition:
         return StreamPosition(self._next_seq, self._keyframes_numbered)
+
+    @property
+    def priority(self) -> int:
+        """The stream's priority now: its own, plus the logo boost while an alert is open."""
+        boost = self._config.alerts.logos.priority_boost if self._logos.any_open else 0
+        return self.stream.priority + boost
 
     def pause(self, pause: bool = True) -> bool:
         """Captioning off (or on again): keyframes are still selected, and counted, but not
@@ -250,7 +257,8 @@ class StreamPipeline:
         """The keyframe's caption (numbered when published), or, when its turn at the engine
         came after its deadline, the report of its drop in its place."""
         request_id = f"{self.stream.id}-{self._session}-{number}"
-        async with self._share.slot(self.stream.id, self.stream.priority):
+        priority = self.priority
+        async with self._share.slot(self.stream.id, priority):
             waited = self._waited_too_long(keyframe)
             if waited is not None:
                 return self._late_status(1, waited)
@@ -260,9 +268,7 @@ class StreamPipeline:
             name = snapshot_name(self.stream.id, self._session, number)
             pending = self._publisher.snapshots.start(keyframe.image, name)
             try:
-                outcome = await self._captioner.caption(
-                    keyframe.image, request_id, self.stream.priority
-                )
+                outcome = await self._captioner.caption(keyframe.image, request_id, priority)
             except BaseException:
                 pending.cancel()
                 raise
@@ -328,7 +334,6 @@ class StreamPipeline:
     async def _publish_in_order(self, sequencer: Sequencer[Event]) -> None:
         """Publish in slot order, giving each event its seq; the logo alerts a caption raises
         take the seqs right after it."""
-        logos = LogoTracker(self._config.alerts.logos)
         watching = self._config.alerts.logos.mode != "off"
         async for result in sequencer.results():
             event = self._numbered(result)
@@ -337,7 +342,7 @@ class StreamPipeline:
                 latency = max(0.0, time.time() - event.time.captured_at)
                 self._metrics.end_to_end.labels(self.stream.id).observe(latency)
                 if watching:
-                    for alert in logos.observe(seq, event):
+                    for alert in self._logos.observe(seq, event):
                         await self._publish(alert)
 
     def _numbered(self, event: Event) -> Event:

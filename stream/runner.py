@@ -189,9 +189,12 @@ class Runner:
         return 0 if ok else 1
 
     def _engine_settings(self) -> EngineConfig:
-        """The engine settings, with vLLM's priority scheduler when a stream has a priority."""
+        """The engine settings, with vLLM's priority scheduler when a stream has a priority
+        or logo alerts boost one."""
         settings = self.config.engine
-        if any(stream.priority for stream in self.config.streams):
+        logos = self.config.alerts.logos
+        boosted = logos.mode != "off" and logos.priority_boost > 0
+        if boosted or any(stream.priority for stream in self.config.streams):
             return settings.model_copy(update={"scheduling_policy": "priority"})
         return settings
 

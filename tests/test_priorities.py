@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import orjson
 from PIL import Image
 
 from engine.base import Generation
@@ -20,7 +21,7 @@ from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.fair_share import FairShare
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
-from tests.test_nats_permissions import FixedEngine
+from tests.test_nats_permissions import CAPTION, FixedEngine
 
 CAPTION_S = 0.15
 DEADLINE_S = 1.0
@@ -130,3 +131,38 @@ def test_a_configured_priority_turns_on_vllms_priority_scheduler() -> None:
         return Runner(config)._engine_settings().scheduling_policy
 
     assert (settings(0), settings(3)) == ("fcfs", "priority")
+
+
+class LogoEngine(RecordingEngine):
+    """Every caption shows the watched brand: its alert opens after appear_k captions."""
+
+    async def generate(
+        self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
+    ) -> Generation:
+        self.priorities.append(priority)
+        caption = {**CAPTION, "logos": ["white Acme logo, lower left"]}
+        return Generation(orjson.dumps(caption).decode(), "stop", 10, 10, 0.01)
+
+
+async def test_an_open_logo_alert_boosts_its_streams_priority(
+    nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    clip = write_clip(tmp_path / "cuts.mp4", ClipSpec(shots=8, shot_frames=10, fps=25))
+    logos = {"mode": "watchlist", "watchlist": [{"brand": "Acme"}], "appear_k": 2}
+    config = parse_config(
+        {
+            "streams": [{"id": "match", "url": str(clip), "priority": 5}],
+            "keyframes": {"min_gap_s": 0.1},
+            "alerts": {"logos": {**logos, "priority_boost": 20}},
+            "pipeline": {"max_in_flight_per_stream": 1},  # one request at a time: in order
+            "nats": {"url": nats_server.url},
+        }
+    )
+    engine = LogoEngine()
+    events: list[dict[str, Any]] = []
+    assert await Runner(config, events.append).run(nats_server.url, engine) == 0
+    assert any(e["type"] == "logo" and e["alert"] == "appeared" for e in events)
+    # Before the alert opened, the stream's own 5; from soon after, 5 + 20.
+    assert engine.priorities[:2] == [5, 5] and engine.priorities[-1] == 25, engine.priorities
+    assert engine.priorities == sorted(engine.priorities), engine.priorities
+    assert Runner(config)._engine_settings().scheduling_policy == "priority"

@@ -60,6 +60,11 @@ class LogoTracker:
             for entry in config.watchlist
         ]
 
+    @property
+    def any_open(self) -> bool:
+        """Some brand appeared and has not gone yet."""
+        return any(state.open for state in self._brands.values())
+
     def observe(self, seq: int, caption: CaptionEvent) -> list[LogoEvent]:
         """The alerts this caption (published at ``seq``) opens or closes, in order."""
         if caption.outcome.caption is None:
