@@ -153,6 +153,7 @@ async def test_dashboard_in_chromium(
             "streams": [camera("faulted", faulted.url), camera("steady", steady.url)],
             "keyframes": {"min_gap_s": 0.5, "max_interval_s": 1.5},  # heartbeats: no cuts
             "http": {"token": TOKEN},
+            "index": {"enabled": True, "db": str(tmp_path / "index.db")},  # the search box's
             **engine_and_nats(nats_server.url, PREFIX, tiny_model, stream_name="DASHC"),
         }
     )
@@ -188,6 +189,8 @@ async def test_dashboard_in_chromium(
         await page.wait_for("document.querySelector('.alert strong')?.textContent", 15)
         assert await page.evaluate("document.querySelector('.alert strong').textContent") == MARKUP
 
+        await _search_box(page)
+
         await page.evaluate("location.hash = '#/stream/steady'")
         await page.wait_for(f"{timeline('.entry-caption img.snapshot')}.length > 0", 15)
         await page.evaluate(
@@ -200,6 +203,21 @@ async def test_dashboard_in_chromium(
 
     runner.request_stop()
     assert await asyncio.wait_for(run, 60) == 0
+
+
+async def _search_box(page: DevTools) -> None:
+    """The index follows the run; a search for one stream's captions lists them, each with
+    its keyframe's snapshot, and only that stream's."""
+    hits = "document.querySelectorAll('#search-results .hit')"
+    await page.evaluate(
+        "document.getElementById('search-stream').value = 'steady';"
+        "document.getElementById('search-form').requestSubmit()"
+    )
+    await page.wait_for(f"{hits}.length > 0", 30)
+    loaded = f"[...{hits}].some(h => h.querySelector('img.snapshot')?.naturalWidth > 0)"
+    await page.wait_for(loaded, 15)
+    heads = await page.evaluate(f"[...{hits}].map(h => h.querySelector('.hit-head').textContent)")
+    assert heads and all(head.startswith("steady #") for head in heads), heads
 
 
 async def _control_buttons(page: DevTools, url: str) -> None:

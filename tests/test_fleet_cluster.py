@@ -2,8 +2,8 @@
 leases on a real 3-node nats-server cluster (stream and buckets at R3), with two `vidcap
 worker`s as the engine pool. Every camera is captioned by exactly one node; after a node's
 SIGKILL its cameras are captioned again by the others within TAKEOVER_BOUND_S; a fourth node
-takes a share; each camera's seq runs on without a gap or a repeat, with a `resumed` event
-wherever another node took over.
+takes a share; a worker's SIGKILL costs time, not captions; each camera's seq runs on without
+a gap or a repeat, with a `resumed` event wherever another node took over.
 
 Everything is real and on 127.0.0.1: nats-server, GStreamer's RTSP server, the vidcaps, the
 workers and the tiny model behind them (the suite's one `vllm serve`: both workers front it,
@@ -81,7 +81,7 @@ async def test_three_nodes_share_six_cameras_a_kill_moves_them_a_fourth_takes_a_
     settings = {
         "streams": [{"id": name, "url": rtsp_server(clip)} for name in CAMERAS],
         "keyframes": {"min_gap_s": 3.0},  # six cameras: a load two cores' tiny model keeps up with
-        "engine": {"kind": "nats", "worker_timeout_s": 60, "request_timeout_s": 180},
+        "engine": {"kind": "nats", "worker_timeout_s": 15, "request_timeout_s": 180},
         "nats": {"url": url, "subject_prefix": "fl", "stream_name": "FL", "replicas": 3},
         "leases": {"ttl_s": TTL_S},
     }
@@ -146,7 +146,14 @@ async def test_three_nodes_share_six_cameras_a_kill_moves_them_a_fourth_takes_a_
         newcomer = [r for r in (await nodes(url)).values() if r["pid"] == fourth.pid]
         assert len(newcomer) == 1 and len(newcomer[0]["owned"]) == 2
 
-        workers, survivors = processes[:2], processes[3:]
+        # A worker lost on the cluster: the other answers; every camera is captioned on.
+        lost_worker = processes[0]
+        kill_tree(lost_worker.pid)
+        lost_at = time.monotonic()
+        await wait_for(lambda: _all_captioned(captions, CAMERAS, lost_at), 120)
+        assert lost_worker.wait(10) == -signal.SIGKILL
+
+        workers, survivors = processes[1:2], processes[3:]
         for group in (survivors, workers):  # the nodes drain their captions, then workers go
             for process in group:
                 process.send_signal(signal.SIGTERM)

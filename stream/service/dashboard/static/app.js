@@ -318,6 +318,58 @@ function applyNode(key, node) {
   $("no-nodes").hidden = nodes.size > 0;
 }
 
+async function search() {
+  const params = new URLSearchParams({ limit: "20" });
+  const text = $("search-q").value.trim();
+  const stream = $("search-stream").value.trim();
+  if (text) params.set("q", text);
+  if (stream) params.set("stream", stream);
+  const note = $("search-note");
+  const list = $("search-results");
+  list.replaceChildren();
+  let response = null;
+  let body = {};
+  try {
+    response = await fetch("/api/search?" + params);
+    body = await response.json();
+  } catch {
+    body = {};
+  }
+  if (!response || !response.ok) {
+    note.textContent = body.error || "search failed";
+    note.hidden = false;
+    return;
+  }
+  note.textContent = "No caption matches.";
+  note.hidden = body.results.length > 0;
+  for (const hit of body.results) list.append(searchHit(hit));
+}
+
+function searchHit(hit) {
+  const item = document.createElement("li");
+  item.className = "hit";
+  const url = snapshotUrl(hit.snapshot);
+  if (url) {
+    const picture = document.createElement("img");
+    picture.className = "snapshot";
+    picture.alt = "keyframe";
+    picture.loading = "lazy";
+    picture.src = url;
+    item.append(picture);
+  }
+  const text = document.createElement("div");
+  const head = document.createElement("a");
+  head.className = "hit-head";
+  head.href = "#/stream/" + hit.stream;
+  head.textContent = `${hit.stream} #${hit.seq} · ${clock(hit.time)}`;
+  const summary = document.createElement("p");
+  summary.className = "hit-summary";
+  summary.textContent = hit.summary || hit.description || "";
+  text.append(head, summary);
+  item.append(text);
+  return item;
+}
+
 function follow() {
   const feed = new EventSource("/api/feed");
   const shown = $("feed-state");
@@ -356,6 +408,10 @@ function setUp() {
   $("add-form").addEventListener("submit", (e) => {
     e.preventDefault();
     control("POST", "/api/streams", { id: $("add-id").value, url: $("add-url").value });
+  });
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    search();
   });
   $("kind").addEventListener("change", () => timeline.open(timeline.stream));
   $("older").addEventListener("click", () => timeline.older());
