@@ -100,16 +100,25 @@ def _parser() -> argparse.ArgumentParser:
     snapshot_get.add_argument("--nats", default="nats://127.0.0.1:4222")
     snapshot_get.add_argument("--prefix", default="vidcap")
     snapshot_get.add_argument("--stream-name", default="VIDCAP", help="JetStream stream")
+    snapshot_get.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for NATS (default 10)"
+    )
     snapshot_get.set_defaults(handler=_snapshot_get)
 
     demo = commands.add_parser("demo", help="run the whole path on a generated clip (CPU)")
     demo.add_argument("--streams", type=int, default=2)
     demo.set_defaults(handler=_demo)
 
-    scenes = commands.add_parser("scenes", help="list the scene cuts of a video file")
+    scenes = commands.add_parser(
+        "scenes", help="list the scenes, transitions and keyframes of a video file"
+    )
     scenes.add_argument("video", type=Path)
-    scenes.add_argument(
-        "--json", action="store_true", help='{"cuts": [...], "frames": N, "fps": F}'
+    scenes_format = scenes.add_mutually_exclusive_group()
+    scenes_format.add_argument(
+        "--json", action="store_true", help="scenes, transitions and keyframes as JSON"
+    )
+    scenes_format.add_argument(
+        "--csv", action="store_true", help="the scene list as scenedetect list-scenes writes it"
     )
     scenes.add_argument("--threshold", type=float, help="keyframes.threshold")
     scenes.add_argument("--min-gap", type=float, help="keyframes.min_gap_s (seconds)")
@@ -265,9 +274,17 @@ def _snapshot_get(args: argparse.Namespace) -> int:
             await client.close()
 
     try:
-        jpeg, reference = asyncio.run(fetch())
+        jpeg, reference = asyncio.run(asyncio.wait_for(fetch(), args.timeout))
     except SnapshotNotFound as exc:
         print(f"vidcap snapshot: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print(
+            f"vidcap snapshot: no NATS server answered at {redact(args.nats)} within "
+            f"{args.timeout:g} s; give the one vidcap run uses with --nats (an embedded server "
+            "prints its URL when it starts, and its snapshots last only while it runs)",
+            file=sys.stderr,
+        )
         return 1
     args.output.write_bytes(jpeg)
     size = f"{reference['width']}x{reference['height']}, {len(jpeg)} bytes"
@@ -285,6 +302,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _scenes(args: argparse.Namespace) -> int:
     from stream.config import KeyframeConfig
+    from stream.keyframes import scene_list
     from stream.keyframes.scan import detect_scenes
     from stream.progress import frame_bar, frames_in
 
@@ -298,16 +316,12 @@ def _scenes(args: argparse.Namespace) -> int:
             print(f"vidcap scenes: cannot read {args.video}: {exc}", file=sys.stderr)
             return 1
     if args.json:
-        body = {"cuts": report.cuts, "frames": report.frames, "fps": round(report.fps, 6)}
-        body["keyframes"] = [
-            {"frame": s.index, "time_s": round(s.time_s, 6), "reason": s.reason, "score": s.score}
-            for s in report.selections
-        ]
-        print(orjson.dumps(body).decode())
+        print(orjson.dumps(scene_list.to_json(report)).decode())
+    elif args.csv:
+        print(scene_list.to_csv(scene_list.scenes(report)), end="")
     else:
         print(f"{args.video}: {report.frames} frames at {report.fps:.3f} fps")
-        for selection in report.selections:
-            print(f"  frame {selection.index:>7}  {selection.time_s:9.3f} s  {selection.reason}")
+        print(scene_list.to_text(scene_list.scenes(report)), end="")
     return 0
 
 

@@ -123,17 +123,26 @@ async def connect(config: NatsConfig, url: str) -> Client:
         options["tls"] = tls_context(config)
     connecting: asyncio.Future[None] = asyncio.ensure_future(client.connect(**options))
     first: set[asyncio.Future[Any]] = {connecting, refused}
-    await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        # A caller's deadline (a one-shot command): nats-py's retries must stop with us.
+        await _abandon(client, connecting)
+        raise
     if not connecting.done():
-        connecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
-            await connecting
-        await client.close()
+        await _abandon(client, connecting)
         raise NatsRefusedError(
             f"NATS at {redact(url)} refused the credentials ({refused.result()})"
         )
     connecting.result()
     return client
+
+
+async def _abandon(client: Client, connecting: asyncio.Future[None]) -> None:
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
+        await connecting
+    await client.close()
 
 
 def tls_context(config: NatsConfig) -> ssl.SSLContext:
