@@ -49,6 +49,19 @@ def picks(chosen: list[Selection]) -> list[tuple[int, str]]:
     return [(s.index, s.reason) for s in chosen]
 
 
+def decisions(frames: Sequence[FrameFeatures], **settings: float) -> list[tuple[int, int]]:
+    """(frame being fed when the selector decided, keyframe chosen) for each selection after
+    the start: a gradual transition's keyframe is decided once it has settled, but taken
+    where the new shot first shows fully."""
+    config = KeyframeConfig(**{"min_gap_s": 0.2, "max_interval_s": 3600, **settings})
+    selector = KeyframeSelector(config)
+    decided = []
+    for index, frame in enumerate(frames):
+        chosen = selector.process_frame(index, index / FPS, frame)
+        decided += [(index, s.index) for s in chosen if s.reason != "start"]
+    return decided
+
+
 # ---- the scores, against their definitions ----
 
 
@@ -363,13 +376,11 @@ def test_a_stream_that_starts_on_black_gets_the_faded_in_picture() -> None:
     black = [features(np.zeros((H, W)))] * 10
     fade_in = [features(picture * (k / 20)) for k in range(1, 21)]  # the last one is picture
     frames = black + fade_in + [features(picture)] * 20
-    # settle_frames (6) after the fade ends, on the new picture.
-    assert picks(select(frames)) == [(0, "start"), (29 + 6, "transition")]
+    # Decided settle_frames (6) after the fade ends; the keyframe is the fade's last frame.
+    assert decisions(frames) == [(29 + 6, 29)]
+    assert picks(select(frames)) == [(0, "start"), (29, "transition")]
     # The same with one black frame: the fade-in is no settled picture, however early.
-    assert picks(select(black[:1] + fade_in + [features(picture)] * 20)) == [
-        (0, "start"),
-        (20 + 6, "transition"),
-    ]
+    assert decisions(black[:1] + fade_in + [features(picture)] * 20) == [(20 + 6, 20)]
 
 
 def test_after_a_fade_through_black_3_still_frames_end_the_fade_in() -> None:
@@ -378,7 +389,7 @@ def test_after_a_fade_through_black_3_still_frames_end_the_fade_in() -> None:
     black = [features(np.zeros((H, W)))] * 10
     fade_in = [features(new * (k / 20)) for k in range(1, 21)]  # ends at frame 79
     frames = [features(old)] * 30 + out + black + fade_in + [features(new)] * 30
-    assert picks(select(frames)) == [(0, "start"), (79 + 3, "transition")]
+    assert decisions(frames) == [(79 + 3, 79)]
 
 
 def test_a_dissolve_to_exactly_threshold_difference_is_a_transition() -> None:
@@ -398,9 +409,10 @@ def test_a_new_shot_whose_colours_keep_drifting_never_settles() -> None:
     drift = [features(b, 128, 128 + 6 * k) for k in range(1, 21)]  # ends at frame 73
     frames = [features(a)] * 30 + mix + drift
     assert picks(select(frames)) == [(0, "start")]
-    # Once the colour stops, the new shot is taken within settle_frames (6).
-    chosen = picks(select(frames + [drift[-1]] * 10))
-    assert len(chosen) == 2 and chosen[1][1] == "transition" and 73 < chosen[1][0] <= 73 + 6
+    # Once the colour stops, the new shot is decided within settle_frames (6); its keyframe
+    # is a frame of the new shot (the drift is its colour, not the dissolve).
+    ((decided, keyframe),) = decisions(frames + [drift[-1]] * 10)
+    assert 73 < decided <= 73 + 6 and 53 < keyframe <= decided
 
 
 def test_a_held_back_cut_whose_picture_is_gone_is_dropped_for_good() -> None:
@@ -431,14 +443,12 @@ def test_a_small_colour_change_does_not_restart_the_settling() -> None:
     patch = features_from_planes(b, u, np.full_like(b, 128))
     plain = features(b)
     assert 0 < histogram_change(plain, patch) < KeyframeConfig().histogram_threshold / 3
-    chosen = picks(select(dissolve_then([plain] * 2 + [patch] * 20)))  # the patch from 56
-    assert len(chosen) == 2 and chosen[1][1] == "transition"
-    assert chosen[1][0] < 56 + 6  # not settle_frames after the patch: it did not count
+    ((decided, _),) = decisions(dissolve_then([plain] * 2 + [patch] * 20))  # the patch at 56
+    assert decided < 56 + 6  # not settle_frames after the patch: it did not count
 
 
 def test_a_brightness_step_of_3_levels_restarts_the_settling() -> None:
     b = texture(9) * 0.6 + 60
     plain, brighter = features(b), features(b + 3)
     assert brighter.mean - plain.mean == 3.0
-    chosen = picks(select(dissolve_then([plain] * 2 + [brighter] * 20)))  # the step at 56
-    assert chosen == [(0, "start"), (56 + 6, "transition")]
+    assert decisions(dissolve_then([plain] * 2 + [brighter] * 20)) == [(56 + 6, 56)]  # step: 56

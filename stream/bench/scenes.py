@@ -149,7 +149,7 @@ def timed(name: str, frames: int, detect: Callable[[], list[int] | None]) -> Run
 
 
 def vidcap_cuts(path: Path) -> list[int]:
-    return detect_scenes(path, KeyframeConfig()).cuts
+    return detect_scenes(path, KeyframeConfig()).keyframes
 
 
 def decode_only(path: Path, options: dict[str, str] | None = None) -> None:

@@ -11,6 +11,7 @@ import av
 from stream.config import KeyframeConfig
 from stream.keyframes.features import FeatureExtractor
 from stream.keyframes.selector import KeyframeSelector, Selection
+from stream.keyframes.transitions import Transition
 
 NO_HEARTBEAT_S = 86400.0
 # A scan only looks at tiny averaged pictures, where the deblocking (loop) filter of
@@ -21,11 +22,27 @@ SCAN_DECODER_OPTIONS = {"skip_loop_filter": "all"}
 
 @dataclass(frozen=True, slots=True)
 class SceneReport:
-    cuts: list[int]
-    """Frame indices (decoded frames from 0) where a new scene starts; frame 0 not included."""
     frames: int
     fps: float
     selections: list[Selection]
+    """Every keyframe: the start, one per transition (taken where the new shot shows)."""
+    duration_s: float = 0.0
+    """Stream time of the last frame plus one frame."""
+
+    @property
+    def transitions(self) -> list[Transition]:
+        return [s.transition for s in self.selections if s.transition is not None]
+
+    @property
+    def cuts(self) -> list[int]:
+        """Frame indices (decoded frames from 0) where a new scene starts, i.e. the first frame
+        of each transition; frame 0 not included."""
+        return [transition.first for transition in self.transitions]
+
+    @property
+    def keyframes(self) -> list[int]:
+        """Frame indices of the keyframes chosen after transitions (not the start)."""
+        return [s.index for s in self.selections if s.transition is not None]
 
 
 def detect_scenes(
@@ -58,8 +75,7 @@ def detect_scenes(
             if on_frame is not None:
                 on_frame()
     selections += selector.flush()
-    cuts = [s.index for s in selections if s.reason in ("cut", "transition")]
-    return SceneReport(cuts, frames, fps, selections)
+    return SceneReport(frames, fps, selections, last_time + (1 / fps if fps else 0.0))
 
 
 def _frame_time(frame: av.VideoFrame, index: int, fps: float, last: float) -> float:

@@ -18,6 +18,10 @@ and a timestamp, and returns the keyframes it has decided on, possibly a few fra
   black). A pan or a drift within one shot does neither; one still moving never settles.
 - A cut held back by ``min_gap_s`` is taken once the gap has passed, if the picture still
   differs from the last keyframe.
+- Each selection after the first says which transition led to it (``transitions.py``): a cut
+  is its own frame; a gradual transition is located in the frames held since the last
+  keyframe, and its keyframe is the first frame that shows the new shot fully, or the first
+  of the settled frames if that is later (at most ``lookahead`` frames back).
 - Blank pictures (black, white, a solid card, black with one line of text) are never
   keyframes, except a stream's first frame.
 - ``min_gap_s`` and ``max_interval_s`` (heartbeat) hold per stream, in stream time.
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from stream.config import KeyframeConfig
 from stream.keyframes.features import FLAT_STD, FrameFeatures
 from stream.keyframes.kernels import centred_dot_products, histogram_distance, mean_abs_differences
+from stream.keyframes.transitions import HeldFrame, Transition, confidence, gradual_kind, locate
 from stream.sources.frames import SelectionReason
 
 _MEAN_ABS_Z_UNRELATED = 2 / math.sqrt(math.pi)  # E|z1 - z2| for unrelated standardised pictures
@@ -47,6 +52,9 @@ _MIXTURE_FIT = 0.9  # R^2 of middle ~ a*before + b*after + c that makes a blend
 _MIXTURE_SHARE = 0.1  # each picture's least weight in a dissolve's middle
 _MIXTURE_GAIN = 0.15  # how much better two pictures must explain it than one
 _FADE_IN_SETTLE_FRAMES = 3  # after black, the fade-in has ended once 3 frames hold their look
+# Frames held to locate a gradual transition: a 2 s dissolve at 30 fps, the shot before it and
+# the settling after it. References only (each frame's features exist anyway), ~6 MB a stream.
+_HELD_FRAMES = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,8 @@ class Selection:
     time_s: float
     reason: SelectionReason
     score: float
+    transition: Transition | None = None
+    """The transition that led to this keyframe (none for the start and heartbeats)."""
 
 
 def _changes(a: FrameFeatures, b: FrameFeatures) -> tuple[float, float, float]:
@@ -154,7 +164,9 @@ class KeyframeSelector:
         self._recent: deque[float] = deque(maxlen=_RECENT_SCORES)
         self._window: deque[FrameFeatures] = deque(maxlen=config.settle_frames + 1)
         self._pending: _Candidate | None = None
-        self._cut_held_back = False  # a confirmed cut came inside min_gap_s
+        self._cut_held_back: Transition | None = None  # a confirmed cut inside min_gap_s
+        self._held: deque[HeldFrame] = deque(maxlen=_HELD_FRAMES)
+        self._last_keyframe_index = -1
         self._recent_frames: deque[FrameFeatures] = deque(maxlen=2 * max(_DISSOLVE_SPANS) + 1)
         self._saw_dissolve = False  # a dissolve-like blend was seen since the last keyframe
         self._passed_blank = False  # a blank picture was seen since the last keyframe
@@ -162,10 +174,11 @@ class KeyframeSelector:
     @property
     def lookahead(self) -> int:
         """Most frames a selection can lag behind the frame just fed."""
-        return self._config.flash_frames
+        return max(self._config.flash_frames, self._config.settle_frames)
 
     def process_frame(self, index: int, time_s: float, frame: FrameFeatures) -> list[Selection]:
         previous, self._previous = self._previous, frame
+        self._held.append(HeldFrame(index, time_s, frame))
         if previous is None:
             return [self._select(index, time_s, "start", 0.0, frame)]
         score = cut_score(previous, frame)
@@ -229,12 +242,30 @@ class KeyframeSelector:
             return []  # the picture keeps changing as fast: a pan or zoom began, not a cut
         if self._gap_allows(candidate.time_s):
             return [self._confirm(candidate)]
-        self._cut_held_back = True
+        self._cut_held_back = self._cut(candidate)
         return []
+
+    def _cut(self, candidate: _Candidate) -> Transition:
+        """A cut; after a blank stretch, the fade out that went before it, if there was one."""
+        sure = confidence(candidate.score, self._config.threshold)
+        index, time_s = candidate.index, candidate.time_s
+        if self._passed_blank:
+            frames = [h for h in self._held if self._last_keyframe_index < h.index <= index]
+            first, _, steadiness = locate(frames)
+            if gradual_kind(frames[max(0, first - 1) :]) == "fade_out":
+                start = frames[first]
+                sure = confidence(candidate.score, self._config.threshold, steadiness)
+                return Transition("fade_out", start.index, index, start.time_s, time_s, sure)
+        return Transition("cut", index, index, time_s, time_s, sure)
 
     def _confirm(self, candidate: _Candidate) -> Selection:
         return self._select(
-            candidate.index, candidate.time_s, "cut", candidate.score, candidate.after
+            candidate.index,
+            candidate.time_s,
+            "cut",
+            candidate.score,
+            candidate.after,
+            self._cut(candidate),
         )
 
     def _transition_or_heartbeat(
@@ -244,65 +275,94 @@ class KeyframeSelector:
             return []
         reference = self._reference
         assert reference is not None
-        if self._cut_held_back and not frame.blank:
+        if self._cut_held_back is not None and not frame.blank:
             # The gap has passed; if the picture still differs, the held-back cut counts now.
-            self._cut_held_back = False
+            held_back, self._cut_held_back = self._cut_held_back, None
             if scene_change(reference, frame) >= self._config.threshold:
-                return [self._select(index, time_s, "cut", cut_score(reference, frame), frame)]
-        if self._settled_somewhere_new(frame):
-            assert self._reference is not None
-            return [
-                self._select(index, time_s, "transition", cut_score(self._reference, frame), frame)
-            ]
+                score = cut_score(reference, frame)
+                return [self._select(index, time_s, "cut", score, frame, held_back)]
+        if settled := self._settled_somewhere_new(frame):
+            return [self._gradual(settled)]
         assert self._last_keyframe_s is not None
         heartbeat_due = time_s - self._last_keyframe_s >= self._config.max_interval_s
         if heartbeat_due and not frame.blank:  # a blank picture is never a keyframe
             return [self._select(index, time_s, "interval", self._recent[-1], frame)]
         return []
 
-    def _settled_somewhere_new(self, frame: FrameFeatures) -> bool:
+    def _gradual(self, settled: int) -> Selection:
+        """The keyframe after a gradual transition that has settled over the last ``settled``
+        frames, with the transition located in the frames held since the last keyframe."""
+        reference = self._reference
+        assert reference is not None
+        frames = [held for held in self._held if held.index > self._last_keyframe_index]
+        first, last, steadiness = locate(frames)
+        chosen = frames[max(last, len(frames) - 1 - min(settled, self.lookahead))]
+        before = frames[max(0, first - 1)].features
+        change = scene_change(before, frames[-1].features)
+        transition = Transition(
+            gradual_kind(frames[max(0, first - 1) : last + 1]),
+            frames[first].index,
+            frames[last].index,
+            frames[first].time_s,
+            frames[last].time_s,
+            confidence(change, self._config.threshold, steadiness),
+        )
+        score = cut_score(reference, chosen.features)
+        return self._select(
+            chosen.index, chosen.time_s, "transition", score, chosen.features, transition
+        )
+
+    def _settled_somewhere_new(self, frame: FrameFeatures) -> int:
+        """Over how many frames the picture has settled somewhere new after a gradual
+        transition (0: it has not)."""
         # Cheapest test first: most frames are still in the last keyframe's shot.
         reference = self._reference
         assert reference is not None
         if frame.blank:
-            return False
+            return 0
         if reference.blank:  # e.g. the stream started on black: any settled picture is new
             return self._settled(frame)
         # Content, not brightness: a lighting drift within a shot is not a new scene.
         if scene_change(reference, frame) < self._config.threshold:
-            return False
+            return 0
         if self._passed_blank:  # a fade through black: done once the fade-in stops
             return self._settled(frame, _FADE_IN_SETTLE_FRAMES)
-        if not self._settled(frame):
-            return False
         # And the way here was a dissolve, not a pan or a drift within one shot.
-        return self._saw_dissolve
+        return self._settled(frame) if self._saw_dissolve else 0
 
-    def _settled(self, frame: FrameFeatures, frames: int | None = None) -> bool:
+    def _settled(self, frame: FrameFeatures, frames: int | None = None) -> int:
         """The picture's overall statistics (histogram, brightness, contrast) stopped moving
         over the last ``frames`` (default settle_frames): a transition has ended, even if the
-        new shot itself moves."""
+        new shot itself moves. Returns ``frames``, or 0 if not settled."""
         frames = frames or self._config.settle_frames
         if len(self._window) <= frames:
-            return False
+            return 0
         tolerance = self._config.histogram_threshold / 3
-        return all(
+        settled = all(
             histogram_change(earlier, frame) < tolerance
             and abs(earlier.mean - frame.mean) < _SETTLED_LEVELS
             and abs(earlier.std - frame.std) < _SETTLED_LEVELS
             for earlier in list(self._window)[-frames - 1 :]
         )
+        return frames if settled else 0
 
     def _gap_allows(self, time_s: float) -> bool:
         assert self._last_keyframe_s is not None
         return time_s - self._last_keyframe_s >= self._config.min_gap_s
 
     def _select(
-        self, index: int, time_s: float, reason: SelectionReason, score: float, frame: FrameFeatures
+        self,
+        index: int,
+        time_s: float,
+        reason: SelectionReason,
+        score: float,
+        frame: FrameFeatures,
+        transition: Transition | None = None,
     ) -> Selection:
         self._last_keyframe_s = time_s
+        self._last_keyframe_index = index
         self._reference = frame
         self._saw_dissolve = False
         self._passed_blank = False
-        self._cut_held_back = False
-        return Selection(index, time_s, reason, round(float(score), 3))
+        self._cut_held_back = None
+        return Selection(index, time_s, reason, round(float(score), 3), transition)
