@@ -184,3 +184,28 @@ async def test_a_stream_created_again_behind_the_index_asks_for_a_rebuild(
         await Indexer(NatsConfig(url=server.url), db).run(asyncio.Event())
     rebuilt = await _index_until(server.url, db, 3, rebuild=True)
     assert rebuilt.progress.indexed == 3
+
+
+async def test_a_consumer_deleted_under_the_indexer_is_made_again_after_its_position(
+    tmp_path: Path, server: EmbeddedNatsServer
+) -> None:
+    """An operator's `nats consumer rm` (or a lost consumer) ends the pull request with a 409:
+    the indexer goes on from its own position with a new consumer, losing nothing."""
+    db = tmp_path / "index.db"
+    half = len(KNOWN_LOG) // 2
+    stop = asyncio.Event()
+    indexer = Indexer(NatsConfig(url=server.url), db)
+    task = asyncio.create_task(indexer.run(stop))
+    await _indexed(db, await _publish(server.url, KNOWN_LOG[:half]))
+    client = await nats.connect(server.url)
+    await client.jetstream().delete_consumer("VIDCAP", "vidcap-index")
+    await client.close()
+    last = await _publish(server.url, KNOWN_LOG[half:])
+    await _indexed(db, last)
+    stop.set()
+    await task
+    assert indexer.progress.repositioned == 2
+    assert (indexer.progress.indexed, indexer.progress.duplicates) == (len(KNOWN_LOG), 0)
+    direct = tmp_path / "direct.db"
+    build_index(direct, KNOWN_LOG)
+    assert _dump(db) == _dump(direct)

@@ -29,6 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from stream.config import NatsConfig
 from stream.delivery.publisher import connect
+from stream.search.pulls import PullBatches, PullInterrupted
 from stream.search.store import BatchResult, IndexStore, SearchIndexError, StoredMessage
 
 logger = logging.getLogger(__name__)
@@ -110,24 +111,25 @@ class Indexer:
 
     async def _connected(self, store: IndexStore) -> None:
         if self._client is not None:
-            await self._follow(self._client.jetstream(), store)
+            await self._follow(self._client, store)
             return
         if not self._url:
             raise ValueError("the indexer needs a NATS URL")
         client = await connect(self._nats, self._url)
         try:
-            await self._follow(client.jetstream(), store)
+            await self._follow(client, store)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await client.close()
 
-    async def _follow(self, js: JetStreamContext, store: IndexStore) -> None:
+    async def _follow(self, client: Client, store: IndexStore) -> None:
         said: str | None = None  # each distinct trouble is logged once, not every retry
+        js = client.jetstream()
         while True:
             try:
-                subscription = await self._subscribe(js, store.position)
+                pulls = await self._subscribe(client, js, store.position)
                 said = None
-                await self._consume(subscription, store)
+                await self._consume(pulls, store)
             except _Reposition as why:
                 logger.info(
                     "search index: going on after stream sequence %d (%s)", store.position, why
@@ -164,7 +166,7 @@ class Indexer:
             )
         return f"{type(exc).__name__} ({exc or 'no detail'})"
 
-    async def _subscribe(self, js: JetStreamContext, position: int) -> Any:
+    async def _subscribe(self, client: Client, js: JetStreamContext, position: int) -> PullBatches:
         stream = self._nats.stream_name
         await self._check_stream(js, position)
         with contextlib.suppress(nats.js.errors.NotFoundError):
@@ -185,16 +187,16 @@ class Indexer:
             ),
         )
         self.progress.repositioned += 1
-        return await js.pull_subscribe_bind(durable=self._durable, stream=stream)
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self._durable}"
+        pulls = PullBatches(client, subject, FETCH_BATCH, FETCH_WAIT_S)
+        await pulls.start()
+        return pulls
 
-    async def _consume(self, subscription: Any, store: IndexStore) -> None:
+    async def _consume(self, pulls: PullBatches, store: IndexStore) -> None:
         expected = 1  # the consumer's delivery sequence: any gap means a lost delivery
-        fetching = _fetch(subscription)
         try:
             while True:
-                messages = await fetching
-                # The next batch is fetched while this one is written (SQLite releases the GIL).
-                fetching = _fetch(subscription)
+                messages = await pulls.next()  # the next one is fetched while this is written
                 self.progress.caught_up = not messages
                 batch, expected, gap = _in_order(messages, expected)
                 if batch:
@@ -205,24 +207,10 @@ class Indexer:
                     await messages[len(batch) - 1].ack()
                 if gap is not None:
                     raise _Reposition(gap)
+        except PullInterrupted as why:
+            raise _Reposition(str(why)) from None
         finally:
-            fetching.cancel()
-            with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
-                await fetching
-            with contextlib.suppress(nats.errors.Error):
-                await subscription.unsubscribe()
-
-
-def _fetch(subscription: Any) -> asyncio.Task[list[Msg]]:
-    """The next batch (empty when nothing came within ``FETCH_WAIT_S``), fetched meanwhile."""
-
-    async def fetch() -> list[Msg]:
-        try:
-            return list(await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S))
-        except nats.errors.TimeoutError:
-            return []
-
-    return asyncio.create_task(fetch())
+            await pulls.close()
 
 
 def _in_order(messages: list[Msg], expected: int) -> tuple[list[StoredMessage], int, str | None]:

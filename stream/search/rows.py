@@ -22,6 +22,10 @@ SHOT_START_REASONS: Final = frozenset({"start", "cut", "transition"})
 continue the shot they are in."""
 
 
+HOUR_OF_AT: Final = "CAST(at / 3600 AS INTEGER) - (at < CAST(at / 3600 AS INTEGER) * 3600)"
+"""``at // 3600`` in SQL (floor(), not truncation, without SQLite's optional math functions)."""
+
+
 class NotAnEvent(ValueError):
     """A message on the events stream that is not a vidcap event this index knows."""
 
@@ -90,20 +94,30 @@ def _caption(db: sqlite3.Connection, js_seq: int, identity: Identity, event: Any
     )
     if cursor.rowcount != 1:
         return False
-    db.execute(
-        "INSERT INTO caption_hours (hour, min_id, max_id) VALUES (?, ?, ?) "
-        "ON CONFLICT (hour) DO UPDATE SET min_id = min(min_id, excluded.min_id), "
-        "max_id = max(max_id, excluded.max_id)",
-        (int(at // 3600), cursor.lastrowid, cursor.lastrowid),
-    )
-    if caption is not None:
-        db.execute(
-            "INSERT INTO caption_text (rowid, description, summary, objects, actions, "
-            "environment, logos) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (cursor.lastrowid, *text),
-        )
     _touch_session(db, stream, session, at, segment)
     return True
+
+
+def index_new_captions(db: sqlite3.Connection, after_id: int) -> None:
+    """The derived rows of the captions after row ``after_id``: their text for full-text
+    search and their hours; once per batch (a statement per caption cost 15 % of indexing)."""
+    db.execute(
+        "INSERT INTO caption_text (rowid, description, summary, objects, actions, environment, "
+        "logos) SELECT id, description, summary, objects, actions, environment, logos "
+        "FROM captions WHERE id > ? AND ok ORDER BY id",
+        (after_id,),
+    )
+    db.execute(
+        f"INSERT INTO caption_hours (hour, min_id, max_id) SELECT {HOUR_OF_AT}, min(id), "
+        "max(id) FROM captions WHERE id > ? GROUP BY 1 "
+        "ON CONFLICT (hour) DO UPDATE SET min_id = min(min_id, excluded.min_id), "
+        "max_id = max(max_id, excluded.max_id)",
+        (after_id,),
+    )
+
+
+def last_caption_id(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT coalesce(max(id), 0) FROM captions").fetchone()[0])
 
 
 def _caption_text(caption: dict[str, Any] | None) -> tuple[str | None, ...]:

@@ -19,7 +19,7 @@ from typing import Any, Final
 import orjson
 
 from engine.errors import VidcapError
-from stream.search.rows import NotAnEvent, index_event
+from stream.search.rows import NotAnEvent, index_event, index_new_captions, last_caption_id
 from stream.search.schema import DATA_TABLES, DDL, DERIVED_TABLES, SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class IndexStore:
         indexed = duplicates = skipped = 0
         position = self.position
         with self._db:
+            last_caption = last_caption_id(self._db)
             for message in messages:
                 if message.js_seq <= position:
                     skipped += 1  # delivered again after a commit whose ack was lost
@@ -131,6 +132,7 @@ class IndexStore:
                 indexed += outcome is True
                 duplicates += outcome is False
                 skipped += outcome is None
+            index_new_captions(self._db, last_caption)
             self._set_meta("position", position)
         return BatchResult(indexed, duplicates, skipped)
 
