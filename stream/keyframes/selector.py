@@ -35,8 +35,17 @@ from dataclasses import dataclass
 
 from stream.config import KeyframeConfig
 from stream.keyframes.features import FLAT_STD, FrameFeatures
-from stream.keyframes.kernels import centred_dot_products, histogram_distance, mean_abs_differences
-from stream.keyframes.transitions import HeldFrame, Transition, confidence, gradual_kind, locate
+from stream.keyframes.kernels import histogram_distance, mean_abs_differences
+from stream.keyframes.transitions import (
+    HeldFrame,
+    Transition,
+    blend_fit,
+    blended,
+    confidence,
+    fade_span,
+    gradual_kind,
+    locate,
+)
 from stream.sources.frames import SelectionReason
 
 _MEAN_ABS_Z_UNRELATED = 2 / math.sqrt(math.pi)  # E|z1 - z2| for unrelated standardised pictures
@@ -51,7 +60,13 @@ _DISSOLVE_SPANS = (4, 8, 16)  # frames either side of a frame tested for being a
 _MIXTURE_FIT = 0.9  # R^2 of middle ~ a*before + b*after + c that makes a blend
 _MIXTURE_SHARE = 0.1  # each picture's least weight in a dissolve's middle
 _MIXTURE_GAIN = 0.15  # how much better two pictures must explain it than one
-_FADE_IN_SETTLE_FRAMES = 3  # after black, the fade-in has ended once 3 frames hold their look
+_FADE_IN_SETTLE_FRAMES = 3  # after black, the fade-in has ended once 3 frames stop brightening
+# A dissolve of moving shots (no frame a clean blend of its neighbours) is told from motion by
+# its colours changing this much end to end (tuning set: dissolves >= 22, motion <= 15.4) or
+# its contrast dipping to this share of its ends' (dissolves 0.65-0.77, motion >= 0.97).
+_DISSOLVE_COLOURS = 20.0
+_CONTRAST_DIP = 0.85
+_ARRIVING = 2  # a dissolve whose arrival is located this close to the current frame goes on
 # Frames held to locate a gradual transition: a 2 s dissolve at 30 fps, the shot before it and
 # the settling after it. References only (each frame's features exist anyway), ~6 MB a stream.
 _HELD_FRAMES = 128
@@ -95,25 +110,14 @@ def is_mixture(middle: FrameFeatures, old: FrameFeatures, new: FrameFeatures) ->
     """Is ``middle`` a blend of ``old`` and ``new`` (a dissolve frame), by least squares?
 
     Both pictures must carry weight, and together explain ``middle`` clearly better than
-    either alone: a frame of smooth motion resembles each neighbour by itself. Closed form
-    from correlations (two-predictor regression): a few dot products, no matrix solve.
+    either alone: a frame of smooth motion resembles each neighbour by itself.
     """
-    if not middle.packed.shape == old.packed.shape == new.packed.shape:
-        return False
-    ny, na, nb = middle.norm, old.norm, new.norm
-    if min(ny, na, nb) == 0:
-        return False
-    ya, yb, ab = centred_dot_products(middle.packed, old.packed, new.packed)
-    r_ya, r_yb, r_ab = ya / (ny * na), yb / (ny * nb), ab / (na * nb)
-    if r_ab > 0.999:
-        return False  # the two ends are the same picture: nothing to blend
-    both = (r_ya**2 + r_yb**2 - 2 * r_ya * r_yb * r_ab) / (1 - r_ab**2)
-    weight_old = (r_ya - r_yb * r_ab) / (1 - r_ab**2) * ny / na
-    weight_new = (r_yb - r_ya * r_ab) / (1 - r_ab**2) * ny / nb
+    fit = blend_fit(middle, old, new)
     return (
-        both >= _MIXTURE_FIT
-        and both - max(r_ya**2, r_yb**2) >= _MIXTURE_GAIN
-        and min(weight_old, weight_new) >= _MIXTURE_SHARE
+        fit is not None
+        and fit.both >= _MIXTURE_FIT
+        and fit.gain >= _MIXTURE_GAIN
+        and min(fit.weight_old, fit.weight_new) >= _MIXTURE_SHARE
     )
 
 
@@ -167,6 +171,8 @@ class KeyframeSelector:
         self._cut_held_back: Transition | None = None  # a confirmed cut inside min_gap_s
         self._held: deque[HeldFrame] = deque(maxlen=_HELD_FRAMES)
         self._last_keyframe_index = -1
+        self._judged = False  # the current settled stretch was judged no transition
+        self._waited = 0  # frames a settled transition waited for the picture to arrive
         self._recent_frames: deque[FrameFeatures] = deque(maxlen=2 * max(_DISSOLVE_SPANS) + 1)
         self._saw_dissolve = False  # a dissolve-like blend was seen since the last keyframe
         self._passed_blank = False  # a blank picture was seen since the last keyframe
@@ -281,21 +287,70 @@ class KeyframeSelector:
             if scene_change(reference, frame) >= self._config.threshold:
                 score = cut_score(reference, frame)
                 return [self._select(index, time_s, "cut", score, frame, held_back)]
-        if settled := self._settled_somewhere_new(frame):
-            return [self._gradual(settled)]
+        if gradual := self._gradual(frame):
+            return [gradual]
         assert self._last_keyframe_s is not None
         heartbeat_due = time_s - self._last_keyframe_s >= self._config.max_interval_s
         if heartbeat_due and not frame.blank:  # a blank picture is never a keyframe
             return [self._select(index, time_s, "interval", self._recent[-1], frame)]
         return []
 
-    def _gradual(self, settled: int) -> Selection:
-        """The keyframe after a gradual transition that has settled over the last ``settled``
-        frames, with the transition located in the frames held since the last keyframe."""
+    def _gradual(self, frame: FrameFeatures) -> Selection | None:
+        """The keyframe after a gradual transition, once it has ended (None before): after a
+        fade through black, once the picture stops brightening; after a dissolve, once the
+        picture has settled somewhere new and no longer moves towards where it is now, if
+        the way there was a blend of the two pictures (a pan's or a drift's is not)."""
+        # Cheapest tests first: most frames are still in the last keyframe's shot.
         reference = self._reference
         assert reference is not None
+        if frame.blank:
+            return None
+        if not reference.blank and scene_change(reference, frame) < self._config.threshold:
+            return None  # content, not brightness: a lighting drift is no new scene
         frames = [held for held in self._held if held.index > self._last_keyframe_index]
+        if self._passed_blank and any(held.features.blank for held in frames):
+            return self._after_fade(frames)
+        if not (settled := self._settled(frame)):
+            self._judged = False
+            return None
+        if self._judged:
+            return None  # this settled stretch was judged no transition already
         first, last, steadiness = locate(frames)
+        if last >= len(frames) - _ARRIVING and self._waited < 2 * self._config.settle_frames:
+            self._waited += 1  # still moving towards the current picture: a slow dissolve
+            return None
+        if not (reference.blank or self._saw_dissolve or self._dissolved(frames, first, last)):
+            self._judged = True
+            return None
+        return self._take(frames, first, last, steadiness, settled)
+
+    def _dissolved(self, frames: list[HeldFrame], first: int, last: int) -> bool:
+        """Did the located transition look like a dissolve of moving shots? Its frames were
+        blends of its ends, and on the way the colours changed or the contrast dipped (a
+        pan or the camera's motion within a shot does neither)."""
+        if last - first < 2:
+            return False
+        before, after = frames[max(0, first - 1)].features, frames[last].features
+        colours = histogram_change(before, after) >= _DISSOLVE_COLOURS
+        lowest = min(held.features.std for held in frames[first:last])
+        dipped = lowest <= _CONTRAST_DIP * min(before.std, after.std)
+        return (colours or dipped) and blended(frames, first, last)
+
+    def _after_fade(self, frames: list[HeldFrame]) -> Selection | None:
+        blank = [held.features.blank for held in frames]
+        first, last = fade_span(frames, blank)
+        if last >= len(frames) - _FADE_IN_SETTLE_FRAMES:
+            return None  # still brightening (or just stopped)
+        return self._take(frames, first, last, 1.0, _FADE_IN_SETTLE_FRAMES)
+
+    def _take(
+        self, frames: list[HeldFrame], first: int, last: int, steadiness: float, settled: int
+    ) -> Selection:
+        """The keyframe for a gradual transition located at ``frames[first:last + 1]``: its
+        last frame (the new shot's first in full), or the first of the ``settled`` frames
+        if later (no further back than ``lookahead``)."""
+        reference = self._reference
+        assert reference is not None
         chosen = frames[max(last, len(frames) - 1 - min(settled, self.lookahead))]
         before = frames[max(0, first - 1)].features
         change = scene_change(before, frames[-1].features)
@@ -311,24 +366,6 @@ class KeyframeSelector:
         return self._select(
             chosen.index, chosen.time_s, "transition", score, chosen.features, transition
         )
-
-    def _settled_somewhere_new(self, frame: FrameFeatures) -> int:
-        """Over how many frames the picture has settled somewhere new after a gradual
-        transition (0: it has not)."""
-        # Cheapest test first: most frames are still in the last keyframe's shot.
-        reference = self._reference
-        assert reference is not None
-        if frame.blank:
-            return 0
-        if reference.blank:  # e.g. the stream started on black: any settled picture is new
-            return self._settled(frame)
-        # Content, not brightness: a lighting drift within a shot is not a new scene.
-        if scene_change(reference, frame) < self._config.threshold:
-            return 0
-        if self._passed_blank:  # a fade through black: done once the fade-in stops
-            return self._settled(frame, _FADE_IN_SETTLE_FRAMES)
-        # And the way here was a dissolve, not a pan or a drift within one shot.
-        return self._settled(frame) if self._saw_dissolve else 0
 
     def _settled(self, frame: FrameFeatures, frames: int | None = None) -> int:
         """The picture's overall statistics (histogram, brightness, contrast) stopped moving
@@ -365,4 +402,6 @@ class KeyframeSelector:
         self._saw_dissolve = False
         self._passed_blank = False
         self._cut_held_back = None
+        self._judged = False
+        self._waited = 0
         return Selection(index, time_s, reason, round(float(score), 3), transition)
