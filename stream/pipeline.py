@@ -286,6 +286,7 @@ class StreamPipeline:
             self._model_id,
             queue_s,
             snapshot,
+            keyframe.transition,
         )
 
     async def _submit_status(self, sequencer: Sequencer[Event], status: StatusEvent) -> None:

@@ -185,3 +185,34 @@ def test_golden_transitions_on_shared_clips(clip: str) -> None:
         assert abs(first - true_first) <= 3 and abs(last - true_last) <= 3
     for keyframe, (kind, _, true_last) in zip(report.keyframes, GOLDEN[clip], strict=True):
         assert -3 <= keyframe - true_last <= (4 if kind == "cut" else 10)
+
+
+# ---- caption events carry the transition (optional: events without one read as before) ----
+
+
+def test_a_caption_event_carries_the_transition_that_led_to_its_keyframe() -> None:
+    import fastjsonschema
+
+    from stream.delivery.events import CaptionEvent, Envelope, wire_object
+    from stream.delivery.schemas import EVENT_SCHEMAS
+    from tests.test_events import CUT, OK
+
+    validate = fastjsonschema.compile(EVENT_SCHEMAS["caption-event"])
+    dissolve = Transition("dissolve", 131, 149, 5.24, 5.96, 0.9)
+    event = CaptionEvent(2, CUT, "transition", 88.0, OK, "m", 0.1, transition=dissolve)
+    wired = wire_object(Envelope("cam1", "s", 3), event)
+    assert wired["selection"]["transition"] == {
+        "kind": "dissolve",
+        "first_frame": 131,
+        "last_frame": 149,
+        "first_time_s": 5.24,
+        "last_time_s": 5.96,
+        "confidence": 0.9,
+    }
+    validate(wired)
+    plain = wire_object(Envelope("cam1", "s", 3), CaptionEvent(0, CUT, "start", 0.0, OK, "m", 0.1))
+    assert "transition" not in plain["selection"]
+    validate(plain)  # as events were before
+    bad = {**wired["selection"]["transition"], "kind": "wipe"}
+    with pytest.raises(fastjsonschema.JsonSchemaValueException):
+        validate({**wired, "selection": {**wired["selection"], "transition": bad}})

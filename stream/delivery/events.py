@@ -12,13 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 import orjson
 
 from engine.captioner import CaptionOutcome
 from stream.delivery.snapshots import DISABLED, Snapshot, SnapshotOutcome
 from stream.sources.frames import FrameTime, SelectionReason, SourceState, SourceStatus
+
+if TYPE_CHECKING:
+    from stream.keyframes.transitions import Transition
 
 CAPTION_SCHEMA_ID: Final = "vidcap.caption/2"
 STATUS_SCHEMA_ID: Final = "vidcap.status/4"
@@ -68,6 +71,8 @@ class CaptionEvent:
     queue_s: float
     snapshot: SnapshotOutcome = DISABLED
     """The keyframe's picture in the object store, or why it is not there."""
+    transition: Transition | None = None
+    """The transition that led to the keyframe; on the wire only when there is one."""
 
     @property
     def ok(self) -> bool:
@@ -145,7 +150,7 @@ def _caption_body(event: CaptionEvent) -> dict[str, Any]:
             "time_s": round(time.time_s, 6),
             "captured_at": iso_time(time.captured_at),
         },
-        "selection": {"reason": event.reason, "score": event.score},
+        "selection": _selection(event),
         "status": "ok" if outcome.ok else "failed",
         "caption": outcome.caption,
         "error": outcome.error,
@@ -165,6 +170,15 @@ def _caption_body(event: CaptionEvent) -> dict[str, Any]:
         "snapshot": _snapshot(event.snapshot.stored),
         "snapshot_error": event.snapshot.error,
     }
+
+
+def _selection(event: CaptionEvent) -> dict[str, Any]:
+    """Why the keyframe was chosen; ``transition`` (optional, so events without one read as
+    before) where a transition led to it."""
+    selection: dict[str, Any] = {"reason": event.reason, "score": event.score}
+    if event.transition is not None:
+        selection["transition"] = event.transition.wire()
+    return selection
 
 
 def _snapshot(snapshot: Snapshot | None) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from stream.delivery.events import (
 from stream.delivery.snapshots import NAME_PATTERN as SNAPSHOT_NAME_PATTERN
 from stream.delivery.snapshots import SnapshotError
 from stream.ids import STREAM_ID_PATTERN
-from stream.sources.frames import SelectionReason, SourceState
+from stream.sources.frames import SelectionReason, SourceState, TransitionKind
 
 _STATES: Final = [*get_args(SourceState), *get_args(PipelineState), *get_args(DeliveryState)]
 
@@ -72,6 +72,25 @@ _SNAPSHOT = {
 }
 
 
+def _optional(schema: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """``schema`` with ``keys`` no longer required (fields added without a new version)."""
+    schema["required"] = [key for key in schema["required"] if key not in keys]
+    return schema
+
+
+# The transition that led to a keyframe (issue 20): only where there was one.
+_TRANSITION = _object(
+    {
+        "kind": {"enum": list(get_args(TransitionKind))},
+        "first_frame": {"type": "integer", "minimum": 0},
+        "last_frame": {"type": "integer", "minimum": 0},
+        "first_time_s": {"type": "number"},
+        "last_time_s": {"type": "number"},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+    }
+)
+
+
 def _also_earlier(schema: dict[str, Any], earlier: str, added: list[str]) -> None:
     """Events of the earlier version stay valid: the same, less the ``added`` fields."""
     current = schema["properties"]["schema"]["const"]
@@ -105,8 +124,15 @@ CAPTION_EVENT_SCHEMA: Final = _strict(
                 "captured_at": {"type": "string", "format": "date-time"},
             }
         ),
-        "selection": _object(
-            {"reason": {"enum": list(get_args(SelectionReason))}, "score": {"type": "number"}}
+        "selection": _optional(
+            _object(
+                {
+                    "reason": {"enum": list(get_args(SelectionReason))},
+                    "score": {"type": "number"},
+                    "transition": _TRANSITION,
+                }
+            ),
+            "transition",
         ),
         "status": {"enum": ["ok", "failed"]},
         "caption": {"oneOf": [_CAPTION, {"type": "null"}]},

@@ -112,24 +112,13 @@ def to_csv(listed: list[Scene]) -> str:
     return out.getvalue()
 
 
-def transition_json(transition: Transition) -> dict[str, Any]:
-    return {
-        "kind": transition.kind,
-        "first_frame": transition.first,
-        "last_frame": transition.last,
-        "first_time_s": round(transition.first_s, 6),
-        "last_time_s": round(transition.last_s, 6),
-        "confidence": transition.confidence,
-    }
-
-
 def keyframe_json(selection: Selection) -> dict[str, Any]:
     return {
         "frame": selection.index,
         "time_s": round(selection.time_s, 6),
         "reason": selection.reason,
         "score": selection.score,
-        "transition": transition_json(selection.transition) if selection.transition else None,
+        "transition": selection.transition.wire() if selection.transition else None,
     }
 
 
@@ -150,12 +139,12 @@ def to_json(report: SceneReport) -> dict[str, Any]:
                 "start_timecode": timecode(scene.start_s),
                 "end_timecode": timecode(scene.end_s),
                 "frames": scene.frames,
-                "transition": transition_json(scene.transition) if scene.transition else None,
+                "transition": scene.transition.wire() if scene.transition else None,
                 "keyframes": [k.index for k in scene.keyframes],
             }
             for scene in scenes(report)
         ],
-        "transitions": [transition_json(t) for t in report.transitions],
+        "transitions": [t.wire() for t in report.transitions],
         "keyframes": [keyframe_json(s) for s in report.selections],
     }
 

@@ -19,12 +19,10 @@ import itertools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from stream.keyframes.features import FrameFeatures
 from stream.keyframes.kernels import centred_dot_products, mean_abs_differences
-
-TransitionKind = Literal["cut", "dissolve", "fade_in", "fade_out", "fade_out_in"]
+from stream.sources.frames import TransitionKind
 
 # Progress below DEPARTED is still the old picture (compression noise and a little motion
 # reach ~0.03 on real shots); at or above ARRIVED it is the new one.
@@ -53,6 +51,17 @@ class Transition:
     confidence: float
     """0-1: how far the change is above the threshold that makes a cut, lowered where the
     located span did not move steadily from the old picture to the new one."""
+
+    def wire(self) -> dict[str, object]:
+        """As events and `vidcap scenes --json` give it (decoded frame indices from 0)."""
+        return {
+            "kind": self.kind,
+            "first_frame": self.first,
+            "last_frame": self.last,
+            "first_time_s": round(self.first_s, 6),
+            "last_time_s": round(self.last_s, 6),
+            "confidence": self.confidence,
+        }
 
 
 @dataclass(frozen=True, slots=True)

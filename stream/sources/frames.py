@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
+if TYPE_CHECKING:  # the keyframes package pulls in numba: not for every importer of frames
+    from stream.keyframes.transitions import Transition
+
 SelectionReason = Literal["start", "cut", "transition", "interval"]
+TransitionKind = Literal["cut", "dissolve", "fade_in", "fade_out", "fade_out_in"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,8 @@ class Keyframe:
     reason: SelectionReason
     score: float
     image: Image.Image
+    transition: Transition | None = None
+    """The transition that led to this keyframe (none for the start and heartbeats)."""
 
 
 SourceState = Literal[

@@ -173,7 +173,12 @@ class Ingest:
             frame_time, frame = frames[selection.index]
             image = model_image(frame, self._image_size, self._scaler)
             keyframe = Keyframe(
-                self.config.id, frame_time, selection.reason, selection.score, image
+                self.config.id,
+                frame_time,
+                selection.reason,
+                selection.score,
+                image,
+                selection.transition,
             )
             if not self._handoff.put_threadsafe(keyframe, self._stop):
                 return False
