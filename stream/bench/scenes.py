@@ -217,8 +217,8 @@ def print_speed(video: Path, rounds: int = SPEED_ROUNDS) -> None:
     floor = "PyAV decode, scan options"  # what vidcap's scan decodes with
     print(
         "  detection over pure decode (same decoder options): "
-        f"+{(ratio(floor, lambda r: r.fps) - 1) * 100:.1f} % wall time, "
-        f"+{(1 / ratio(floor, lambda r: r.cpu_ms_per_frame) - 1) * 100:.1f} % CPU"
+        f"{(ratio(floor, lambda r: r.fps) - 1) * 100:+.1f} % wall time, "
+        f"{(1 / ratio(floor, lambda r: r.cpu_ms_per_frame) - 1) * 100:+.1f} % CPU"
     )
     print(
         "  scan options (no deblocking) vs default decoding: "
