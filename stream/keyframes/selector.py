@@ -39,12 +39,14 @@ from stream.keyframes.kernels import histogram_distance, mean_abs_differences
 from stream.keyframes.transitions import (
     HeldFrame,
     Transition,
+    arrived,
     blend_fit,
     blended,
     confidence,
     fade_span,
     gradual_kind,
     locate,
+    still_brightening,
 )
 from stream.sources.frames import SelectionReason
 
@@ -67,6 +69,10 @@ _FADE_IN_SETTLE_FRAMES = 3  # after black, the fade-in has ended once 3 frames s
 _DISSOLVE_COLOURS = 20.0
 _CONTRAST_DIP = 0.85
 _ARRIVING = 2  # a dissolve whose arrival is located this close to the current frame goes on
+# A settled picture judged no transition is judged again 3 frames later: a dissolve judged too
+# early (its span still incomplete) needs another look soon, but each judgement locates a
+# transition (~0.5-2 ms), too much for every frame of a moving shot.
+_REJUDGE_FRAMES = 3
 # Frames held to locate a gradual transition: a 2 s dissolve at 30 fps, the shot before it and
 # the settling after it. References only (each frame's features exist anyway), ~6 MB a stream.
 _HELD_FRAMES = 128
@@ -171,7 +177,7 @@ class KeyframeSelector:
         self._cut_held_back: Transition | None = None  # a confirmed cut inside min_gap_s
         self._held: deque[HeldFrame] = deque(maxlen=_HELD_FRAMES)
         self._last_keyframe_index = -1
-        self._judged = False  # the current settled stretch was judged no transition
+        self._judged_until = -1  # a settled picture was judged no transition: not before this
         self._waited = 0  # frames a settled transition waited for the picture to arrive
         self._recent_frames: deque[FrameFeatures] = deque(maxlen=2 * max(_DISSOLVE_SPANS) + 1)
         self._saw_dissolve = False  # a dissolve-like blend was seen since the last keyframe
@@ -307,22 +313,28 @@ class KeyframeSelector:
             return None
         if not reference.blank and scene_change(reference, frame) < self._config.threshold:
             return None  # content, not brightness: a lighting drift is no new scene
-        frames = [held for held in self._held if held.index > self._last_keyframe_index]
-        if self._passed_blank and any(held.features.blank for held in frames):
-            return self._after_fade(frames)
+        if self._passed_blank and not still_brightening(self._held, _FADE_IN_SETTLE_FRAMES):
+            frames = self._since_keyframe()
+            if any(held.features.blank for held in frames):
+                return self._after_fade(frames)
         if not (settled := self._settled(frame)):
-            self._judged = False
             return None
-        if self._judged:
-            return None  # this settled stretch was judged no transition already
-        first, last, steadiness = locate(frames)
-        if last >= len(frames) - _ARRIVING and self._waited < 2 * self._config.settle_frames:
+        now = self._held[-1].index
+        if now < self._judged_until:
+            return None  # judged no transition a moment ago: the same picture, most likely
+        frames = self._since_keyframe()
+        arriving = not arrived(frames[-1 - _ARRIVING :], reference)
+        if arriving and self._waited < 2 * self._config.settle_frames:
             self._waited += 1  # still moving towards the current picture: a slow dissolve
             return None
+        first, last, steadiness = locate(frames)
         if not (reference.blank or self._saw_dissolve or self._dissolved(frames, first, last)):
-            self._judged = True
+            self._judged_until = now + _REJUDGE_FRAMES
             return None
         return self._take(frames, first, last, steadiness, settled)
+
+    def _since_keyframe(self) -> list[HeldFrame]:
+        return [held for held in self._held if held.index > self._last_keyframe_index]
 
     def _dissolved(self, frames: list[HeldFrame], first: int, last: int) -> bool:
         """Did the located transition look like a dissolve of moving shots? Its frames were
@@ -337,6 +349,8 @@ class KeyframeSelector:
         return (colours or dipped) and blended(frames, first, last)
 
     def _after_fade(self, frames: list[HeldFrame]) -> Selection | None:
+        """Once the picture has stopped brightening after the blank stretch (checked on the last
+        few frames before the fade is located in all of them)."""
         blank = [held.features.blank for held in frames]
         first, last = fade_span(frames, blank)
         if last >= len(frames) - _FADE_IN_SETTLE_FRAMES:
@@ -402,6 +416,6 @@ class KeyframeSelector:
         self._saw_dissolve = False
         self._passed_blank = False
         self._cut_held_back = None
-        self._judged = False
+        self._judged_until = -1
         self._waited = 0
         return Selection(index, time_s, reason, round(float(score), 3), transition)

@@ -137,6 +137,18 @@ def fade_span(frames: Sequence[HeldFrame], blank: Sequence[bool]) -> tuple[int, 
     return first, last
 
 
+def arrived(frames: Sequence[HeldFrame], old: FrameFeatures) -> bool:
+    """Have all but the last of ``frames`` arrived at the last one's picture, coming from
+    ``old``? While a dissolve goes on, each frame is still on its way to the next."""
+    return all(value >= ARRIVED for value in progress(frames[:-1], old, frames[-1].features))
+
+
+def still_brightening(frames: Sequence[HeldFrame], count: int) -> bool:
+    """Did the picture's level (mean plus contrast) rise in any of the last ``count`` steps?"""
+    recent = [held.features.mean + held.features.std for held in list(frames)[-count - 1 :]]
+    return any(b > a + _LEVEL_STEP for a, b in itertools.pairwise(recent))
+
+
 def locate(frames: Sequence[HeldFrame]) -> tuple[int, int, float]:
     """Where the gradual transition into ``frames[-1]`` starts and ends (positions in
     ``frames``), and how steadily it went (the share of its steps that moved forward)."""
@@ -147,10 +159,10 @@ def locate(frames: Sequence[HeldFrame]) -> tuple[int, int, float]:
         return first, last, 1.0
     first, last = span(progress(frames, frames[0].features, new), blank)
     anchor = max(0, first - _ANCHOR_MARGIN)
-    values = progress(frames, frames[anchor].features, new)
-    refined_first, refined_last = span(values[anchor:], blank[anchor:])
-    first, last = anchor + refined_first, anchor + refined_last
+    values = progress(frames[anchor:], frames[anchor].features, new)
+    first, last = span(values, blank[anchor:])
     steps = [b - a for a, b in itertools.pairwise(values[first : last + 1])]
+    first, last = anchor + first, anchor + last
     steadiness = sum(step > -0.02 for step in steps) / len(steps) if steps else 1.0
     return first, last, steadiness
 
