@@ -250,6 +250,13 @@ class PipelineConfig(_Section):
     max_in_flight_total: int | None = Field(None, ge=1, le=65536)
     """Keyframes of all streams at the engine at once, shared fairly between streams;
     default twice engine.max_num_seqs (enough to keep vLLM's batch full)."""
+    priority_reserve: int = Field(0, ge=0, le=65535)
+    """Engine slots kept free for the streams of the highest priority: lower ones wait while
+    no more than this many are free. With a small max_in_flight_total it bounds the batch a
+    top stream's keyframes share (on a CPU engine every request slows as the batch grows)."""
+
+    def in_flight_total(self, engine: EngineConfig) -> int:
+        return self.max_in_flight_total or 2 * engine.max_num_seqs
 
 
 class IceServer(_Section):
@@ -531,6 +538,12 @@ class Config(_Section):
             raise ValueError(
                 "nothing to caption: configure streams, enable whip, or set http.token to "
                 "add streams through the API"
+            )
+        total = self.pipeline.in_flight_total(self.engine)
+        if self.pipeline.priority_reserve >= total:
+            raise ValueError(
+                f"pipeline.priority_reserve ({self.pipeline.priority_reserve}) must be below "
+                f"the engine slots ({total}: max_in_flight_total, or twice max_num_seqs)"
             )
         if self.index.enabled and not self.nats.jetstream:
             raise ValueError("index.enabled needs nats.jetstream (it follows the stored events)")

@@ -253,25 +253,39 @@ class StreamPipeline:
         deadline = self.stream.max_staleness_s
         return waited if deadline is not None and waited > deadline else None
 
+    def _time_left(self, keyframe: Keyframe) -> float | None:
+        """Seconds until the keyframe's deadline; None without one."""
+        if self.stream.max_staleness_s is None:
+            return None
+        return keyframe.time.captured_at + self.stream.max_staleness_s - time.time()
+
     async def _caption(self, keyframe: Keyframe, number: int) -> CaptionEvent | StatusEvent:
-        """The keyframe's caption (numbered when published), or, when its turn at the engine
-        came after its deadline, the report of its drop in its place."""
+        """The keyframe's caption (numbered when published), or, when its deadline passed
+        before its turn at the engine, the report of its drop in its place."""
         request_id = f"{self.stream.id}-{self._session}-{number}"
         priority = self.priority
-        async with self._share.slot(self.stream.id, priority):
-            waited = self._waited_too_long(keyframe)
-            if waited is not None:
-                return self._late_status(1, waited)
-            queue_s = max(0.0, time.time() - keyframe.time.captured_at)
-            self._metrics.queue_wait.labels(self.stream.id).observe(queue_s)
-            # Stored while the model works; the event waits for it only briefly after.
-            name = snapshot_name(self.stream.id, self._session, number)
-            pending = self._publisher.snapshots.start(keyframe.image, name)
-            try:
-                outcome = await self._captioner.caption(keyframe.image, request_id, priority)
-            except BaseException:
-                pending.cancel()
-                raise
+        # A keyframe whose deadline passes while it waits for a slot leaves the queue then,
+        # so the slots go to keyframes still worth captioning.
+        try:
+            async with asyncio.timeout(self._time_left(keyframe)) as deadline:
+                async with self._share.slot(self.stream.id, priority):
+                    deadline.reschedule(None)
+                    if (waited := self._waited_too_long(keyframe)) is not None:
+                        return self._late_status(1, waited)
+                    queue_s = max(0.0, time.time() - keyframe.time.captured_at)
+                    self._metrics.queue_wait.labels(self.stream.id).observe(queue_s)
+                    # Stored while the model works; the event waits for it only briefly after.
+                    name = snapshot_name(self.stream.id, self._session, number)
+                    pending = self._publisher.snapshots.start(keyframe.image, name)
+                    try:
+                        outcome = await self._captioner.caption(
+                            keyframe.image, request_id, priority
+                        )
+                    except BaseException:
+                        pending.cancel()
+                        raise
+        except TimeoutError:
+            return self._late_status(1, time.time() - keyframe.time.captured_at)
         snapshot = await pending.settle()
         if outcome.error is not None:
             logger.warning(

@@ -309,14 +309,19 @@ class Runner:
         streams: list[tuple[StreamConfig, bool]],
     ) -> None:
         """All streams in one task group: every task is awaited, whatever happens."""
-        total = self.config.pipeline.max_in_flight_total or 2 * self.config.engine.max_num_seqs
+        pipeline = self.config.pipeline
+        share = FairShare(
+            pipeline.in_flight_total(self.config.engine),
+            pipeline.priority_reserve,
+            self._top_priority,
+        )
         async with asyncio.TaskGroup() as group:
             self._scope = _RunScope(
                 group,
                 captioner,
                 publisher,
                 model_id,
-                FairShare(total),
+                share,
                 StreamMetrics(self.registry),
             )
             self._started = True
@@ -403,6 +408,10 @@ class Runner:
     @property
     def _max_streams(self) -> int:
         return self.config.pipeline.max_streams
+
+    def _top_priority(self) -> int:
+        """The highest priority among the running streams (a logo boost included)."""
+        return max((running.pipeline.priority for running in self._streams.values()), default=0)
 
     def snapshots(self) -> list[dict[str, Any]]:
         return [running.pipeline.stats.snapshot() for running in self._streams.values()]
