@@ -165,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     bench_fleet.add_argument("--streams", type=int, default=4)
     bench_fleet.add_argument("--kills", type=int, default=5)
     bench_fleet.add_argument("--ttl", type=float, default=2.0, help="leases.ttl_s")
+    bench_fleet.add_argument(
+        "--lease-streams", type=int, default=200, help="streams for the leases' CPU alone"
+    )
     bench_fleet.set_defaults(handler=_bench_fleet)
 
     bench_index = benches.add_parser("index", help="search index: events/s, query latency, size")
@@ -389,8 +392,9 @@ def _bench_publish(args: argparse.Namespace) -> int:
 
 
 def _bench_fleet(args: argparse.Namespace) -> int:
-    from stream.bench.fleet import bench_fleet
+    from stream.bench.fleet import bench_fleet, bench_lease_cpu
 
+    asyncio.run(bench_lease_cpu(args.lease_streams, 30, args.ttl))
     return asyncio.run(bench_fleet(args.streams, args.kills, args.ttl))
 
 

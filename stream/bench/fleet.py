@@ -23,8 +23,10 @@ from typing import Any
 import nats
 import nats.js.errors
 import orjson
+import psutil
 
 from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.fleet.fleet import Fleet
 from stream.fleet.leases import lease_bucket
 from stream.fleet.presence import presence_bucket
 from stream.sample_clip import ClipSpec, write_clip
@@ -136,3 +138,37 @@ async def pid_of(js: Any, session: str) -> int:
         if node.get("session") == session:
             return int(node["pid"])
     raise LookupError(f"no live node with session {session}")
+
+
+async def bench_lease_cpu(stream_count: int, seconds: float, ttl_s: float) -> None:
+    """The CPU of leases and presence alone: one process holds ``stream_count`` leases (no
+    pipelines) and renews them for ``seconds``; its own CPU time and nats-server's."""
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        EmbeddedNatsServer(Path(folder) / "nats") as server,
+    ):
+        client = await nats.connect(server.url)
+        fleet = Fleet(client.jetstream(), STREAM_NAME, ttl_s, "bench-node", "bench-session")
+        await fleet.join()
+        stopping = asyncio.Event()
+        leases = [await fleet.acquire(f"cam{n}", stopping) for n in range(stream_count)]
+        work = [asyncio.create_task(fleet.leases.keep(lease)) for lease in leases if lease]
+        work.append(asyncio.create_task(fleet.run(stopping)))
+        await asyncio.sleep(ttl_s)  # past the first renewals
+        server_process = psutil.Process(server.pid)
+        ours, theirs = time.process_time(), sum(server_process.cpu_times()[:2])
+        started = time.monotonic()
+        await asyncio.sleep(seconds)
+        wall = time.monotonic() - started
+        ours = (time.process_time() - ours) / wall
+        theirs = (sum(server_process.cpu_times()[:2]) - theirs) / wall
+        stopping.set()
+        for task in work:
+            task.cancel()
+        await asyncio.gather(*work, return_exceptions=True)
+        await client.close()
+    print(
+        f"leases and presence alone, {stream_count} streams, ttl {ttl_s:g} s, {wall:.0f} s: "
+        f"vidcap {ours:.2%} of a core ({ours / stream_count * 1e6:.0f} µs CPU per stream "
+        f"per second), nats-server {theirs:.2%} ({theirs / stream_count * 1e6:.0f} µs)"
+    )

@@ -59,6 +59,12 @@ class EmbeddedNatsServer:
             raise NatsServerError("nats-server is not running")
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise NatsServerError("nats-server is not running")
+        return self._process.pid
+
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.data_dir.glob("nats-server_*.ports"):
