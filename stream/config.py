@@ -133,7 +133,8 @@ class KeyframeConfig(_Section):
     adaptive_ratio: float = Field(3.0, ge=1, le=100)
     """Without a colour change, a cut must score this many times the recent average."""
     flash_frames: int = Field(3, ge=0, le=30)
-    """A change that reverts within this many frames is a flash; also the selection delay."""
+    """A change that reverts within this many frames is a flash; a cut is confirmed this many
+    frames after it (a gradual transition `settle_frames` after it ends)."""
     settle_frames: int = Field(6, ge=1, le=300)
     """A gradual transition has ended when the picture's overall look held this many frames."""
     min_gap_s: float = Field(0.5, ge=0, le=3600)
