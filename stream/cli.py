@@ -168,6 +168,10 @@ def _parser() -> argparse.ArgumentParser:
     bench_fleet.add_argument(
         "--lease-streams", type=int, default=200, help="streams for the leases' CPU alone"
     )
+    bench_fleet.add_argument(
+        "--load", action="store_true", help="instead: 720p25 streams per node, 1 and 3 nodes"
+    )
+    bench_fleet.add_argument("--seconds", type=float, default=20, help="--load: measured")
     bench_fleet.set_defaults(handler=_bench_fleet)
 
     bench_index = benches.add_parser("index", help="search index: events/s, query latency, size")
@@ -393,7 +397,11 @@ def _bench_publish(args: argparse.Namespace) -> int:
 
 def _bench_fleet(args: argparse.Namespace) -> int:
     from stream.bench.fleet import bench_fleet, bench_lease_cpu
+    from stream.bench.fleet_load import bench_fleet_load
 
+    if args.load:
+        asyncio.run(bench_fleet_load(cache_dir(), args.streams, args.seconds))
+        return 0
     asyncio.run(bench_lease_cpu(args.lease_streams, 30, args.ttl))
     return asyncio.run(bench_fleet(args.streams, args.kills, args.ttl))
 
