@@ -138,15 +138,23 @@ def tiny_engine_config(model: Path, **overrides: object) -> EngineConfig:
 
 
 def engine_and_nats(
-    nats_url: str, prefix: str, model: Path | None = None, stream_name: str | None = None
+    nats_url: str,
+    prefix: str,
+    model: Path | None = None,
+    stream_name: str | None = None,
+    short_captions: bool = False,
 ) -> dict[str, Any]:
     """The ``engine`` and ``nats`` sections most tests run with: the tiny engine (when a model
-    is given) and a test's NATS server; JetStream under ``stream_name``, else core NATS."""
+    is given) and a test's NATS server; JetStream under ``stream_name``, else core NATS.
+    ``short_captions``: 64 tokens, one attempt (the tiny model writes random text, so most
+    fail): for tests of what happens around captions, a few seconds less per keyframe."""
     nats: dict[str, Any] = {"url": nats_url, "subject_prefix": prefix}
     nats.update({"stream_name": stream_name} if stream_name else {"jetstream": False})
     sections: dict[str, Any] = {"nats": nats}
     if model is not None:
         sections["engine"] = tiny_engine_config(model).model_dump(mode="json")
+        if short_captions:
+            sections["engine"].update(max_tokens=64, max_attempts=1)
     return sections
 
 

@@ -31,7 +31,6 @@ CAMERAS = 8
 VIP = "cam0"
 DEADLINE_S = 3.0
 MAX_P95_RATIO = 1.5
-CAPTION_TOKENS = 64
 
 
 @dataclass
@@ -72,10 +71,9 @@ class Story:
 async def _run(
     name: str, tiny_model: Path, server: EmbeddedNatsServer, engine: VllmEngine, urls: list[str]
 ) -> dict[str, Story]:
-    sections = engine_and_nats(server.url, name.lower(), tiny_model, stream_name=name)
     # Short captions, one attempt each: a steady time per caption (the tiny model writes
     # random text; what is measured is the queueing around it).
-    sections["engine"].update(max_tokens=CAPTION_TOKENS, max_attempts=1)
+    sections = engine_and_nats(server.url, name.lower(), tiny_model, name, short_captions=True)
     cameras: list[dict[str, Any]] = [
         {
             "id": f"cam{n}",

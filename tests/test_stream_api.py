@@ -64,7 +64,7 @@ async def test_add_pause_resume_remove_and_restart(
     config = {
         "http": {"listen": "127.0.0.1:0", "token": TOKEN},
         "keyframes": {"min_gap_s": 0.5, "max_interval_s": 1},
-        **engine_and_nats(nats_server.url, "api", tiny_model, stream_name="API"),
+        **engine_and_nats(nats_server.url, "api", tiny_model, "API", short_captions=True),
     }
     vidcap = Vidcap(config, vllm_engine, nats_server.url)
     base = await vidcap.started()

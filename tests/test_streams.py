@@ -98,7 +98,7 @@ async def test_a_file_is_replayed_at_the_engines_pace_without_losing_keyframes(
         {
             "streams": [{"id": "fast", "url": str(clip)}],
             "keyframes": {"min_gap_s": 0.1},
-            **engine_and_nats(nats_server.url, "pace", tiny_model),
+            **engine_and_nats(nats_server.url, "pace", tiny_model, short_captions=True),
             "pipeline": {"max_pending_keyframes": 1, "max_in_flight_per_stream": 1},
         }
     )
