@@ -160,10 +160,8 @@ def engine_and_nats(
 
 @pytest.fixture(scope="session")
 async def vllm_engine(tiny_model: Path) -> AsyncIterator[VllmEngine]:
-    """The real vLLM engine (CPU) with the tiny model; shared, since it takes ~40 s to start.
-    Its scheduler orders by priority, as vidcap's engine does once a stream has one (equal
-    priorities: first come, first served)."""
-    engine = start_vllm_engine(tiny_engine_config(tiny_model, scheduling_policy="priority"))
+    """The real vLLM engine (CPU) with the tiny model; shared, since it takes ~40 s to start."""
+    engine = start_vllm_engine(tiny_engine_config(tiny_model))
     yield engine
     await engine.close()
 
