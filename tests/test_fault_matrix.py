@@ -126,7 +126,7 @@ async def test_eight_streams_over_the_fault_matrix(
                 for k, v in bad.items()
             ],
             "keyframes": {"min_gap_s": 0.1},
-            **engine_and_nats(nats_server.url, "matrix", tiny_model),
+            **engine_and_nats(nats_server.url, "matrix", tiny_model, short_captions=True),
         }
     )
     assert len(config.streams) == 8

@@ -81,7 +81,14 @@ async def test_three_nodes_share_six_cameras_a_kill_moves_them_a_fourth_takes_a_
     settings = {
         "streams": [{"id": name, "url": rtsp_server(clip)} for name in CAMERAS],
         "keyframes": {"min_gap_s": 3.0},  # six cameras: a load two cores' tiny model keeps up with
-        "engine": {"kind": "nats", "worker_timeout_s": 15, "request_timeout_s": 180},
+        # Short captions: this is about who captions which camera, not what the captions say.
+        "engine": {
+            "kind": "nats",
+            "worker_timeout_s": 15,
+            "request_timeout_s": 180,
+            "max_tokens": 64,
+            "max_attempts": 1,
+        },
         "nats": {"url": url, "subject_prefix": "fl", "stream_name": "FL", "replicas": 3},
         "leases": {"ttl_s": TTL_S},
     }

@@ -82,7 +82,7 @@ async def test_prometheus_counts_the_captions_vidcap_published(
         {
             "streams": [{"id": "clip", "url": str(sample_clip)}],
             "http": {"listen": "127.0.0.1:0", "token": TOKEN},  # runs until stopped
-            **engine_and_nats(nats_server.url, "prom", tiny_model),
+            **engine_and_nats(nats_server.url, "prom", tiny_model, short_captions=True),
         }
     )
     runner = Runner(config, events.append)

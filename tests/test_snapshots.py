@@ -102,7 +102,9 @@ async def run_clip(
     config = parse_config(
         {
             "streams": [{"id": "cam", "url": str(clip)}],
-            **engine_and_nats(nats_server.url, "snap", tiny_model, stream_name=stream_name),
+            **engine_and_nats(
+                nats_server.url, "snap", tiny_model, stream_name=stream_name, short_captions=True
+            ),
         }
     )
     events: list[dict[str, Any]] = []

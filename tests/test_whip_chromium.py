@@ -89,7 +89,7 @@ async def test_chromium_fake_camera_over_whip_is_captioned(
             "http": {"listen": f"{address}:0"},
             "whip": {"enabled": True, "token": TOKEN, "ice_addresses": [address]},
             "keyframes": {"min_gap_s": 0.5, "max_interval_s": 2},  # fake camera: no cuts
-            **engine_and_nats(nats_server.url, "chromium", tiny_model),
+            **engine_and_nats(nats_server.url, "chromium", tiny_model, short_captions=True),
         }
     )
     events: list[dict[str, Any]] = []
