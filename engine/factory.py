@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from engine.base import CaptionEngine
 from engine.config import EngineConfig
 from engine.errors import EngineSettingsError
+from engine.heap import freeze_long_lived
 from engine.vllm_engine import VllmEngine, engine_args
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,14 @@ class WorkerRoute:
 async def start_engine(settings: EngineConfig, workers: WorkerRoute | None = None) -> CaptionEngine:
     """The configured engine; vLLM's start blocks for tens of seconds, before any stream.
 
-    Kind 'nats' needs ``workers``: its requests go over that connection."""
+    Kind 'nats' needs ``workers``: its requests go over that connection. What start-up built
+    (imports, vLLM's front end) is frozen out of the collector's full passes afterwards."""
+    engine = await _build_engine(settings, workers)
+    freeze_long_lived()
+    return engine
+
+
+async def _build_engine(settings: EngineConfig, workers: WorkerRoute | None) -> CaptionEngine:
     if settings.kind == "nats":
         from engine.nats_engine import NatsEngine
 

@@ -190,6 +190,13 @@ def _parser() -> argparse.ArgumentParser:
     bench_capacity.add_argument("--eager", action="store_true", help="no torch.compile (quicker)")
     bench_capacity.set_defaults(handler=_bench_capacity)
 
+    bench_heap = benches.add_parser("heap", help="longest GC pause with vLLM, before/after freeze")
+    bench_heap.add_argument("--model", default="tiny", help="engine.model")
+    bench_heap.add_argument("--quantization", help="e.g. fp8")
+    bench_heap.add_argument("--kv-cache-dtype", default="auto", help="e.g. fp8")
+    bench_heap.add_argument("--eager", action="store_true", help="no torch.compile (quicker)")
+    bench_heap.set_defaults(handler=_bench_heap)
+
     bench_snapshots = benches.add_parser("snapshots", help="snapshot bytes and store latency")
     bench_snapshots.add_argument("--media", type=Path, help="folder of .mp4 clips")
     bench_snapshots.add_argument("--quality", default="60,80,90", help="JPEG qualities")
@@ -379,6 +386,12 @@ def _bench_engine_settings(args: argparse.Namespace, max_num_seqs: int) -> Engin
         "engine_args": {"enforce_eager": True} if args.eager else {},
     }
     return parse_section(EngineConfig, settings, "vidcap bench")
+
+
+def _bench_heap(args: argparse.Namespace) -> int:
+    from stream.bench.heap import bench_heap
+
+    return asyncio.run(bench_heap(_bench_engine_settings(args, 4)))
 
 
 def _bench_ingest(args: argparse.Namespace) -> int:
