@@ -252,6 +252,23 @@ async def test_closing_the_server_ends_open_feeds_at_once(nats_server: EmbeddedN
     await client.close()
 
 
+async def test_a_connection_gone_before_the_feed_follows_it_is_no_error_at_close(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    """vidcap stopped within a second of starting (CI found it): its connection was closing
+    before the dashboard subscribed, and the server's close raised nats' ConnectionDrainingError
+    (here the connection is closed already: ConnectionClosedError, the same path)."""
+    client = await nats.connect(nats_server.url)
+    await client.close()
+    dashboard = Dashboard(NatsConfig(url=nats_server.url, jetstream=False), lambda: client)
+    server = HttpServer(HttpConfig(listen="127.0.0.1:0"))
+    dashboard.mount(server.app)
+    await server.start()
+    await asyncio.sleep(0.5)  # the feed's task found the client and tried to follow it
+    await server.close()  # raised before
+    assert not dashboard.feed.following
+
+
 # ---- history ----
 
 

@@ -98,9 +98,12 @@ class Dashboard:
         runner sets its client without an event to wait on, so this looks a few times a s)."""
         while (client := self._nats()) is None:  # noqa: ASYNC110
             await asyncio.sleep(CONNECT_POLL_S)
-        await self.feed.follow(client)
-        if self._config.jetstream:  # presence lives in JetStream
-            await watch_nodes(client.jetstream(), self._config.stream_name, self.feed.push_node)
+        try:
+            await self.feed.follow(client)
+            if self._config.jetstream:  # presence lives in JetStream
+                await watch_nodes(client.jetstream(), self._config.stream_name, self.feed.push_node)
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+            return  # vidcap is stopping: its connection went before the dashboard followed it
 
     async def _closing(self, app: web.Application) -> None:
         self.feed.close()
