@@ -20,7 +20,7 @@ from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, shot_frame, write_clip
-from stream.sources.ingest import model_image
+from stream.sources.model_picture import model_image
 from tests.conftest import engine_and_nats
 
 VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}

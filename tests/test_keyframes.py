@@ -18,7 +18,7 @@ from stream.keyframes.kernels import LUMA, NORMALISED, analyse_planes, mean_abs_
 from stream.keyframes.scan import detect_scenes
 from stream.keyframes.selector import KeyframeSelector, structure_change
 from stream.sample_clip import ClipSpec, write_clip
-from stream.sources.ingest import model_image
+from stream.sources.model_picture import model_image
 
 FPS = 25
 H, W = 36, 64

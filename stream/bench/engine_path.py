@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from engine.captioner import Captioner, CaptionOutcome
@@ -29,7 +28,7 @@ from engine.vllm_engine import VllmEngine
 from stream.delivery.events import CaptionEvent, Envelope, wire_json
 from stream.delivery.sequencer import Sequencer
 from stream.sources.frames import FrameTime
-from stream.sources.ingest import model_image
+from stream.sources.model_picture import ModelScaler, model_image
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +115,14 @@ async def vidcap_path(
     """Frame to event JSON as the pipeline does it, at most ``concurrency`` in flight."""
     captioner = Captioner(engine, max_tokens=settings.max_tokens, max_attempts=1, timeout_s=3600)
     sequencer: Sequencer[CaptionEvent] = Sequencer(concurrency)
-    scaler = VideoReformatter()
+    scale = ModelScaler(settings.image_size)
     ingest = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-ingest")
     tokens = 0
 
     async def caption(number: int, frame: av.VideoFrame) -> CaptionEvent:
         # On one thread of its own, as a stream's ingest thread scales its keyframes.
         loop = asyncio.get_running_loop()
-        picture = await loop.run_in_executor(
-            ingest, model_image, frame, settings.image_size, scaler
-        )
+        picture = await loop.run_in_executor(ingest, scale, frame)
         outcome: CaptionOutcome = await captioner.caption(picture, f"vidcap-{tag}-{number}")
         at = FrameTime(number, None, None, float(number), time.time())
         return CaptionEvent(number, at, "cut", 1.0, outcome, engine.model_id, 0.0)

@@ -12,7 +12,6 @@ from typing import TypeVar
 
 import av
 import orjson
-from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from engine.captioner import CaptionOutcome
@@ -27,7 +26,7 @@ from stream.keyframes.features import FeatureExtractor
 from stream.keyframes.selector import KeyframeSelector
 from stream.sample_clip import ClipSpec, write_clip
 from stream.sources.frames import FrameTime
-from stream.sources.ingest import model_image
+from stream.sources.model_picture import ModelScaler, model_image
 
 T = TypeVar("T")
 
@@ -78,9 +77,9 @@ async def keyframe_stages(keyframes: int, image_size: int) -> list[tuple[str, fl
     outcome = CaptionOutcome(CAPTION, None, 1, 0.5, 0.1, {"prompt": 300, "output": 90})
     at = FrameTime(250, 250, None, 10.0, time.time())
     events = [CaptionEvent(n, at, "cut", 40.0, outcome, "bench", 0.01) for n in range(keyframes)]
-    scaler = VideoReformatter()  # a stream's own, as the ingest thread has
+    scale = ModelScaler(image_size)  # a stream's own, as the ingest thread has
     return [
-        ("scale for the model", _per_item_us(frames, lambda f: model_image(f, image_size, scaler))),
+        ("scale for the model", _per_item_us(frames, scale)),
         ("snapshot JPEG", _per_item_us(pictures, lambda p: encode_jpeg(p, 80))),
         (
             "guard (parse, check)",

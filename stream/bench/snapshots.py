@@ -20,7 +20,7 @@ from stream.config import NatsConfig, SnapshotsConfig
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.snapshots import SnapshotStore, encode_jpeg
 from stream.keyframes.scan import detect_scenes
-from stream.sources.ingest import model_image
+from stream.sources.model_picture import model_image
 
 DEFAULT_MEDIA = Path("../shared/media/pyscenedetect")
 

@@ -250,7 +250,8 @@ async def _bind_or_create(
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # no copy of what is RGB
+    rgb.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
 
 

@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import av
-from av.video.reformatter import VideoReformatter
-from PIL import Image
 
 from engine.errors import VidcapError
 from stream.config import KeyframeConfig, StreamConfig
@@ -27,6 +25,7 @@ from stream.redact import Redactor
 from stream.sources.frames import FrameTime, Keyframe, SourceState, SourceStatus
 from stream.sources.handoff import KeyframeHandoff
 from stream.sources.health import SourceHealth, StatusReport
+from stream.sources.model_picture import ModelScaler
 from stream.sources.pyav import VideoSource
 
 logger = logging.getLogger(__name__)
@@ -45,34 +44,6 @@ class FrameSource(Protocol):
     ) -> Iterator[tuple[av.VideoFrame, FrameTime]]: ...
 
 
-# Counter-clockwise display rotation (degrees, from the stream's display matrix) -> the
-# transpose that shows the picture upright, as a player would (phones record sideways).
-_UPRIGHT = {
-    90: Image.Transpose.ROTATE_90,
-    180: Image.Transpose.ROTATE_180,
-    -90: Image.Transpose.ROTATE_270,
-    270: Image.Transpose.ROTATE_270,
-    -180: Image.Transpose.ROTATE_180,
-}
-
-
-def model_image(
-    frame: av.VideoFrame, max_side: int, scaler: VideoReformatter | None = None
-) -> Image.Image:
-    """Upright RGB at most ``max_side`` on its longer side, so big frames never cross into
-    the engine. A stream passes its own ``scaler``: a new one per frame (what
-    ``VideoFrame.reformat`` makes) costs about 3 ms more at 720p."""
-    scale = min(1.0, max_side / max(frame.width, frame.height))
-    width = max(2, round(frame.width * scale))
-    height = max(2, round(frame.height * scale))
-    rgb = (scaler or VideoReformatter()).reformat(
-        frame, width=width, height=height, format="rgb24", interpolation="BILINEAR"
-    )
-    image = rgb.to_image()
-    turn = _UPRIGHT.get(round(frame.rotation))
-    return image.transpose(turn) if turn is not None else image
-
-
 class Ingest:
     def __init__(
         self,
@@ -88,8 +59,7 @@ class Ingest:
         self._on_frame = on_frame
         self._skip_through = -1 if skip_through_frame is None else skip_through_frame
         self._keyframes = keyframes
-        self._image_size = image_size
-        self._scaler = VideoReformatter()  # the ingest thread's, for the pictures the model gets
+        self._model_picture = ModelScaler(image_size)  # the ingest thread's
         self._handoff = handoff
         self._source = source or VideoSource(config)
         self._stop = threading.Event()
@@ -171,7 +141,7 @@ class Ingest:
             if selection.index <= self._skip_through:
                 continue  # captioned in an earlier run of this file
             frame_time, frame = frames[selection.index]
-            image = model_image(frame, self._image_size, self._scaler)
+            image = self._model_picture(frame)
             keyframe = Keyframe(
                 self.config.id,
                 frame_time,
