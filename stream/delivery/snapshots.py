@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from engine.metrics import LATENCY_BUCKETS
 from stream.config import NatsConfig, SnapshotsConfig
+from stream.delivery.object_read import read_object
 from stream.delivery.story import find_event
 
 logger = logging.getLogger(__name__)
@@ -138,8 +139,10 @@ class SnapshotStore:
         name: str,
         config: SnapshotsConfig,
         metrics: SnapshotMetrics | None = None,
+        js: JetStreamContext | None = None,
     ) -> None:
         self._bucket = bucket
+        self._js = js  # for reads
         self.name = name
         self._config = config
         self.metrics = metrics or SnapshotMetrics()
@@ -180,7 +183,7 @@ class SnapshotStore:
                 exc,
             )
             return cls.unavailable(name, metrics)
-        return cls(bucket, name, config, metrics)
+        return cls(bucket, name, config, metrics, js)
 
     @property
     def enabled(self) -> bool:
@@ -217,13 +220,9 @@ class SnapshotStore:
 
     async def get(self, name: str) -> bytes | None:
         """A stored snapshot's JPEG, or None if there is none by that name."""
-        if self._bucket is None:
+        if self._js is None:
             return None
-        try:
-            result = await self._bucket.get(name)
-        except nats.js.errors.ObjectNotFoundError:
-            return None
-        return result.data
+        return await read_object(self._js, self.name, name)
 
 
 async def _bind_or_create(
@@ -282,10 +281,12 @@ async def read_snapshot(
         why = event.get("snapshot_error") or "its event predates snapshots"
         raise SnapshotNotFound(f"{stream} #{seq} has no snapshot ({why})")
     try:
-        result = await (await js.object_store(reference["bucket"])).get(reference["name"])
+        data = await read_object(js, reference["bucket"], reference["name"])
     except nats.js.errors.NotFoundError:
+        data = None  # the whole bucket
+    if data is None:
         raise SnapshotNotFound(
             f"{stream} #{seq}: {reference['bucket']}/{reference['name']} is gone "
             "(removed after snapshots.max_age_s?)"
-        ) from None
-    return result.data or b"", reference
+        )
+    return data, reference

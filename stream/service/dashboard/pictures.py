@@ -12,7 +12,8 @@ from typing import Final
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.object_store import ObjectStore
+
+from stream.delivery.object_read import ObjectTooLarge, read_object
 
 MAX_PICTURE_BYTES: Final = 4 * 1024 * 1024
 MAX_CONCURRENT_READS: Final = 8
@@ -34,26 +35,17 @@ class PictureUnavailable(Exception):
 class Pictures:
     def __init__(self, bucket: str) -> None:
         self._bucket = bucket
-        self._store: ObjectStore | None = None
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
     async def read(self, js: JetStreamContext, name: str) -> bytes:
         async with self._slots:
             try:
                 async with asyncio.timeout(READ_TIMEOUT_S):
-                    return await self._read(js, name)
-            except nats.js.errors.NotFoundError:
+                    data = await read_object(js, self._bucket, name, MAX_PICTURE_BYTES)
+            except (nats.js.errors.NotFoundError, ObjectTooLarge):
                 raise PictureMissing(name) from None
             except (nats.errors.Error, TimeoutError) as exc:
                 raise PictureUnavailable(f"the snapshot store did not answer: {exc!r}") from None
-
-    async def _read(self, js: JetStreamContext, name: str) -> bytes:
-        if self._store is None:
-            self._store = await js.object_store(self._bucket)
-        info = await self._store.get_info(name)
-        if (info.size or 0) > MAX_PICTURE_BYTES:
-            raise PictureMissing(name)
-        data = (await self._store.get(name)).data or b""
-        if not data.startswith(_JPEG_START):
+        if data is None or not data.startswith(_JPEG_START):
             raise PictureMissing(name)
         return data
