@@ -190,6 +190,12 @@ def _parser() -> argparse.ArgumentParser:
     bench_capacity.add_argument("--eager", action="store_true", help="no torch.compile (quicker)")
     bench_capacity.set_defaults(handler=_bench_capacity)
 
+    bench_dashboard = benches.add_parser("dashboard", help="the dashboard feed's CPU per browser")
+    bench_dashboard.add_argument("--browsers", default="0,1,8,32", help="browser counts")
+    bench_dashboard.add_argument("--rates", default="0.5,5", help="captions/s per stream")
+    bench_dashboard.add_argument("--seconds", type=float, default=30.0, help="measured per run")
+    bench_dashboard.set_defaults(handler=_bench_dashboard)
+
     bench_heap = benches.add_parser("heap", help="longest GC pause with vLLM, before/after freeze")
     bench_heap.add_argument("--model", default="tiny", help="engine.model")
     bench_heap.add_argument("--quantization", help="e.g. fp8")
@@ -386,6 +392,15 @@ def _bench_engine_settings(args: argparse.Namespace, max_num_seqs: int) -> Engin
         "engine_args": {"enforce_eager": True} if args.eager else {},
     }
     return parse_section(EngineConfig, settings, "vidcap bench")
+
+
+def _bench_dashboard(args: argparse.Namespace) -> int:
+    from stream.bench.dashboard import bench
+
+    browsers = [int(count) for count in args.browsers.split(",")]
+    rates = [float(rate) for rate in args.rates.split(",")]
+    asyncio.run(bench(browsers, rates, args.seconds))
+    return 0
 
 
 def _bench_heap(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""`python -m stream.bench.dashboard`: the CPU the dashboard's push channel costs vidcap.
+"""`vidcap bench dashboard`: the CPU the dashboard's push channel costs vidcap.
 
 This process plays vidcap's side: its NATS connection subscribed to ``<prefix>.>`` (the
 feed), the HTTP server and one server-sent event stream per browser. A second process
@@ -25,7 +25,7 @@ import orjson
 from stream.bench.publish import CAPTION
 from stream.config import HttpConfig, NatsConfig
 from stream.delivery.nats_server import EmbeddedNatsServer
-from stream.service.dashboard.routes import MAX_FEED_CLIENTS, Dashboard
+from stream.service.dashboard.routes import Dashboard
 from stream.service.http_server import HttpServer
 
 STREAMS = 16
@@ -183,19 +183,14 @@ async def bench(browsers: list[int], rates: list[float], seconds: float) -> None
 
 
 def main(argv: list[str]) -> None:
+    """The benchmark's helper processes (``vidcap bench dashboard`` runs the benchmark)."""
     parser = argparse.ArgumentParser(prog="python -m stream.bench.dashboard")
-    parser.add_argument("--browsers", default=f"0,1,8,{MAX_FEED_CLIENTS}")
-    parser.add_argument("--rates", default="0.5,5", help="captions per second per stream")
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--role", choices=("read", "publish"), help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=("read", "publish"), required=True)
     args, rest = parser.parse_known_args(argv)
     if args.role == "read":
         asyncio.run(read(rest[0], int(rest[1])))
-    elif args.role == "publish":
-        asyncio.run(publish(rest[0], float(rest[1]), float(rest[2])))
     else:
-        browsers = [int(n) for n in args.browsers.split(",")]
-        asyncio.run(bench(browsers, [float(r) for r in args.rates.split(",")], args.seconds))
+        asyncio.run(publish(rest[0], float(rest[1]), float(rest[2])))
 
 
 if __name__ == "__main__":
