@@ -232,6 +232,30 @@ def test_model_image_never_exceeds_the_configured_side() -> None:
     assert model_image(small, 896).size == (320, 240)
 
 
+@pytest.mark.parametrize("size", [(1280, 720), (1001, 701), (333, 197)])
+def test_model_image_keeps_the_colours_at_any_row_padding(size: tuple[int, int]) -> None:
+    """Rows of odd widths are padded in the converted plane; the picture must not be skewed."""
+    width, height = size
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[: height // 2, : width // 2] = (220, 30, 40)
+    rgb[: height // 2, width // 2 :] = (30, 200, 60)
+    rgb[height // 2 :, : width // 2] = (40, 50, 210)
+    rgb[height // 2 :, width // 2 :] = (240, 240, 240)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    image = model_image(frame, 896)
+    del frame  # the picture owns its pixels
+    got = np.asarray(image).astype(int)
+    assert image.mode == "RGB" and got.shape == (image.height, image.width, 3)
+    h, w = image.height, image.width
+    for (row, col), colour in {
+        (h // 4, w // 4): (220, 30, 40),
+        (h // 4, 3 * w // 4): (30, 200, 60),
+        (3 * h // 4, w // 4): (40, 50, 210),
+        (3 * h // 4, 3 * w // 4): (240, 240, 240),
+    }.items():
+        assert np.abs(got[row, col] - colour).max() <= 6, (row, col, got[row, col])
+
+
 def test_vidcap_scenes_json(tmp_path: Path) -> None:
     import json
     import subprocess
