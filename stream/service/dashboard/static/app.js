@@ -174,9 +174,11 @@ const timeline = {
   stream: null,
   before: undefined,
   seen: new Set(),
+  opened: 0, // a page answered after the timeline was opened again (filter, stream) is stale
 
   open(stream) {
     this.stream = stream;
+    this.opened += 1;
     this.before = undefined;
     this.seen = new Set();
     $("timeline").replaceChildren();
@@ -193,12 +195,12 @@ const timeline = {
 
   async older() {
     if (this.before === null) return;
-    const stream = this.stream;
+    const opened = this.opened;
     const query = new URLSearchParams({ limit: String(PAGE) });
     if (this.kind()) query.set("kind", this.kind());
     if (this.before) query.set("before", String(this.before));
-    const page = await getJson("/api/streams/" + stream + "/events?" + query);
-    if (!page || stream !== this.stream) return;
+    const page = await getJson("/api/streams/" + this.stream + "/events?" + query);
+    if (!page || opened !== this.opened) return;
     this.before = page.before;
     $("older").hidden = page.before === null;
     for (const stored of page.events.slice().reverse()) this.add(stored.event, false);
