@@ -15,12 +15,14 @@ import nats
 import numpy as np
 import orjson
 import pytest
+from nats.aio.msg import Msg
 from nats.js.api import ObjectStoreConfig
 from PIL import Image
 
 from engine.vllm_engine import VllmEngine
 from stream.config import NatsConfig, SnapshotsConfig, parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.delivery.object_read import CHUNK_WAIT_S
 from stream.delivery.snapshots import SnapshotStore, snapshot_bucket
 from stream.delivery.story import find_event
 from stream.runner import Runner
@@ -69,21 +71,50 @@ async def test_retention_by_age_removes_old_snapshots(nats_server: EmbeddedNatsS
     await client.close()
 
 
+@pytest.mark.parametrize("size", [(64, 64), (896, 504)])  # one chunk; 300 kB in three
 async def test_a_snapshot_half_aged_out_reads_as_gone_at_once(
-    nats_server: EmbeddedNatsServer,
+    nats_server: EmbeddedNatsServer, size: tuple[int, int]
 ) -> None:
     """Its chunks were written first, so they expire first: for a moment its description is
     there and its data is not. nats-py's get then waits for the data for ever (CI hung 10 min
     in the test above); the dashboard's read timed out as "store did not answer"."""
     client, store = await open_store(nats_server.url, wait_s=5)
-    stored = (await store.start(noise(64, 64), "cam/ab12/0").settle()).stored
+    stored = (await store.start(noise(*size), "cam/ab12/0").settle()).stored
     assert stored is not None
     bucket = await client.jetstream().object_store(stored.bucket)
     info = await bucket.get_info(stored.name)
     chunks = f"$O.{stored.bucket}.C.{info.nuid}"
     await client.jetstream().purge_stream(f"OBJ_{stored.bucket}", subject=chunks)
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(CHUNK_WAIT_S + 2):
         assert await store.get(stored.name) is None
+    await client.close()
+
+
+async def test_reading_a_snapshot_takes_two_jetstream_requests(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    """Every dashboard thumbnail is a read: nats-py's get makes four requests (stream info,
+    description, stream lookup, a consumer); vidcap's reader two."""
+    client, store = await open_store(nats_server.url, wait_s=5)
+    names = ["cam/ab12/0", "cam/ab12/10", "cam/ab12/100"]  # base64 with and without padding
+    for number, name in enumerate(names):
+        assert (await store.start(noise(320, 180, number), name).settle()).stored is not None
+    requests: list[str] = []
+
+    async def count(message: Msg) -> None:
+        requests.append(message.subject)
+
+    watcher = await nats.connect(nats_server.url)
+    await watcher.subscribe("$JS.API.>", cb=count)
+    await watcher.flush()
+    for name in names:
+        jpeg = await store.get(name)
+        assert jpeg is not None and Image.open(io.BytesIO(jpeg)).size == (320, 180)
+    await client.flush()
+    await watcher.flush()
+    await asyncio.sleep(0.2)
+    assert requests == ["$JS.API.STREAM.MSG.GET.OBJ_SNAP_SNAPSHOTS"] * 2 * len(names)
+    await watcher.close()
     await client.close()
 
 
