@@ -64,7 +64,8 @@ class VllmEngine:
         self._llm = llm
         self._prompt = prompt
         self.model_id = model_id
-        self._temperature = temperature
+        self.temperature = temperature
+        """Read per request: a change applies to the next one (benchmarks decode greedily)."""
         self._stop = list(stop)
         self._reaper: Reaper | None = None
         self._priority_scheduling = False
@@ -140,7 +141,7 @@ class VllmEngine:
         from vllm.sampling_params import SamplingParams, StructuredOutputsParams
 
         return SamplingParams(
-            temperature=self._temperature,
+            temperature=self.temperature,
             max_tokens=max_tokens,
             stop=self._stop or None,
             # Keep the stop string, so "}\n" leaves a complete object for the guard to judge.

@@ -148,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     bench_engine.add_argument(
         "--compare", default="1,8,16", help="levels for vidcap vs raw AsyncLLM ('' for none)"
     )
+    bench_engine.add_argument(
+        "--compare-tokens", type=int, default=128, help="token budget of the compared requests"
+    )
     bench_engine.add_argument("--eager", action="store_true", help="no torch.compile (quicker)")
     bench_engine.set_defaults(handler=_bench_engine)
 
@@ -364,7 +367,7 @@ def _bench_engine(args: argparse.Namespace) -> int:
     levels = [int(level) for level in args.concurrency.split(",")]
     compared = [int(level) for level in args.compare.split(",") if level]
     settings = _bench_engine_settings(args, max(args.max_num_seqs, *levels, *compared))
-    return asyncio.run(bench_engine(settings, levels, args.requests, compared))
+    return asyncio.run(bench_engine(settings, levels, args.requests, compared, args.compare_tokens))
 
 
 def _bench_capacity(args: argparse.Namespace) -> int:

@@ -73,7 +73,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def bench_engine(
-    settings: EngineConfig, levels: list[int], requests: int, compared: list[int]
+    settings: EngineConfig,
+    levels: list[int],
+    requests: int,
+    compared: list[int],
+    compare_tokens: int = 128,
 ) -> int:
     engine = await start_engine(settings)
     captioner = Captioner(
@@ -99,7 +103,7 @@ async def bench_engine(
                 f"{percentile(result.first_tokens, 50):9.3f} {result.ok:>3}/{result.requests}"
             )
         if compared and isinstance(engine, VllmEngine):
-            await compare_paths(engine, settings, compared, requests)
+            await compare_paths(engine, settings.image_size, compared, requests, compare_tokens)
         await print_keyframe_cpu(image_size=settings.image_size)
     finally:
         await engine.close()

@@ -5,14 +5,18 @@ Same pictures, prompt and sampling in every run. The raw path hands vLLM picture
 beforehand and reads the completions; vidcap's path starts from decoded 720p frames: it scales
 each for the model, captions it through the guard (one attempt, so both paths do the same
 number of generations), puts it in order through the sequencer and writes its event's JSON.
-Throughput is compared in output tokens/s as well as requests/s: the model writes captions
-of different lengths from run to run, so tokens/s is the fairer ratio.
+Decoding is greedy during the comparison, so a picture gives the same tokens on both paths
+and both do the same work (the sampled temperature made captions of different lengths from
+run to run, and the ratio swung 0.85-1.21x). Runs alternate raw, vidcap, vidcap, raw in
+several blocks, so a drift of the machine's speed weighs on both alike; each block gives a
+ratio, and the table shows their median and range.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +27,6 @@ import numpy as np
 from PIL import Image
 
 from engine.captioner import Captioner, CaptionOutcome
-from engine.config import EngineConfig
 from engine.vllm_engine import VllmEngine
 from stream.delivery.events import CaptionEvent, Envelope, wire_json
 from stream.delivery.sequencer import Sequencer
@@ -36,12 +39,15 @@ class PathResult:
     requests: int
     seconds: float
     output_tokens: int
+    cpu_s: float
+    """This process's CPU time (all its threads; vLLM's engine core runs in another)."""
 
     def __add__(self, other: PathResult) -> PathResult:
         return PathResult(
             self.requests + other.requests,
             self.seconds + other.seconds,
             self.output_tokens + other.output_tokens,
+            self.cpu_s + other.cpu_s,
         )
 
     @property
@@ -102,20 +108,23 @@ async def raw_path(
         return generate
 
     jobs = [job(number, picture) for number, picture in enumerate(pictures)]
-    return PathResult(len(jobs), await _at_most(concurrency, jobs), tokens)
+    cpu_started = time.process_time()
+    seconds = await _at_most(concurrency, jobs)
+    return PathResult(len(jobs), seconds, tokens, time.process_time() - cpu_started)
 
 
 async def vidcap_path(
     engine: VllmEngine,
     frames: list[av.VideoFrame],
-    settings: EngineConfig,
+    image_size: int,
+    max_tokens: int,
     concurrency: int,
     tag: str,
 ) -> PathResult:
     """Frame to event JSON as the pipeline does it, at most ``concurrency`` in flight."""
-    captioner = Captioner(engine, max_tokens=settings.max_tokens, max_attempts=1, timeout_s=3600)
+    captioner = Captioner(engine, max_tokens=max_tokens, max_attempts=1, timeout_s=3600)
     sequencer: Sequencer[CaptionEvent] = Sequencer(concurrency)
-    scale = ModelScaler(settings.image_size)
+    scale = ModelScaler(image_size)
     ingest = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-ingest")
     tokens = 0
 
@@ -138,42 +147,83 @@ async def vidcap_path(
             wire_json(Envelope("bench", tag, event.keyframe_no), event)
             tokens += event.outcome.tokens.get("output", 0)
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         await asyncio.gather(submit_all(), publish_in_order())
     finally:
         ingest.shutdown()
-    return PathResult(len(frames), time.perf_counter() - started, tokens)
+    cpu_s = time.process_time() - cpu_started
+    return PathResult(len(frames), time.perf_counter() - started, tokens, cpu_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """What both paths are given: the same frames, budget and concurrency."""
+
+    frames: list[av.VideoFrame]
+    pictures: list[Image.Image]  # the frames as the model gets them, for the raw path
+    image_size: int
+    max_tokens: int
 
 
 async def compare_paths(
-    engine: VllmEngine, settings: EngineConfig, levels: list[int], requests: int
+    engine: VllmEngine,
+    image_size: int,
+    levels: list[int],
+    requests: int,
+    max_tokens: int,
+    blocks: int = 3,
 ) -> None:
     frames = video_frames(requests)
-    pictures = [model_image(frame, settings.image_size) for frame in frames]
+    pictures = [model_image(frame, image_size) for frame in frames]
+    same = Comparison(frames, pictures, image_size, max_tokens)
     print(
-        f"\nvidcap's path vs AsyncLLM.generate, {requests} requests per run, "
-        "same pictures, prompt and sampling (output tokens/s, the fair ratio, in brackets)"
+        f"\nvidcap's path vs AsyncLLM.generate, {requests} requests per run, same pictures, "
+        f"prompt and structured output, greedy decoding, at most {max_tokens} tokens; "
+        f"{blocks} blocks of raw, vidcap, vidcap, raw per level"
     )
     print(
-        f"{'concurrency':>11} {'raw req/s':>10} {'vidcap req/s':>13} {'ratio':>14} "
-        f"{'tok/s schema':>13} {'tok/s free':>11} {'schema/free':>12}"
+        f"{'concurrency':>11} {'raw req/s':>10} {'vidcap req/s':>13} {'ratio':>6} "
+        f"{'median':>7} {'range':>12} {'tokens':>7} {'+CPU ms/req':>12} {'schema/free':>12}"
     )
-    for level in levels:
-        # raw, vidcap, vidcap, raw: a drift of the machine's speed weighs on both alike.
-        raw = await raw_path(engine, pictures, level, settings.max_tokens, f"a{level}")
-        ours = await vidcap_path(engine, frames, settings, level, f"a{level}")
-        ours += await vidcap_path(engine, frames, settings, level, f"b{level}")
-        raw += await raw_path(engine, pictures, level, settings.max_tokens, f"b{level}")
-        free = await raw_path(engine, pictures, level, settings.max_tokens, f"f{level}", False)
-        print(
-            f"{level:>11} {raw.requests_per_s:>10.2f} {ours.requests_per_s:>13.2f} "
-            f"{ours.requests_per_s / raw.requests_per_s:>6.2f}x "
-            f"[{ours.tokens_per_s / raw.tokens_per_s:.2f}x] "
-            f"{raw.tokens_per_s:>13.1f} {free.tokens_per_s:>11.1f} "
-            f"{raw.tokens_per_s / free.tokens_per_s:>11.2f}x"
-        )
+    sampled, engine.temperature = engine.temperature, 0.0
+    try:
+        for level in levels:
+            await _compare_level(engine, same, level, blocks)
+    finally:
+        engine.temperature = sampled
     print(
-        "ratio: vidcap / raw, req/s [output tok/s]; schema/free: raw output tok/s with the "
-        "caption's JSON schema constraint / without it (< 1: the constraint costs speed)"
+        "ratio: vidcap / raw requests/s over all runs, then the median and range of the "
+        "blocks' ratios; tokens: vidcap's output tokens / raw's (1.00: the same work); "
+        "+CPU ms/req: this process's CPU per request on vidcap's path minus on the raw path "
+        "(vLLM's engine core, the same for both, runs apart); schema/free: raw output tok/s "
+        "with the caption's JSON schema constraint / without it (< 1: the constraint costs)"
+    )
+
+
+async def _compare_level(engine: VllmEngine, same: Comparison, level: int, blocks: int) -> None:
+    def raw(tag: str, structured: bool = True) -> Awaitable[PathResult]:
+        return raw_path(engine, same.pictures, level, same.max_tokens, tag, structured)
+
+    def ours(tag: str) -> Awaitable[PathResult]:
+        return vidcap_path(engine, same.frames, same.image_size, same.max_tokens, level, tag)
+
+    raw_all = vidcap_all = PathResult(0, 0.0, 0, 0.0)
+    ratios = []
+    for block in range(blocks):
+        tag = f"{level}-{block}"
+        raw_block = await raw(f"a{tag}")
+        vidcap_block = await ours(f"a{tag}")
+        vidcap_block += await ours(f"b{tag}")
+        raw_block += await raw(f"b{tag}")
+        ratios.append(vidcap_block.requests_per_s / raw_block.requests_per_s)
+        raw_all, vidcap_all = raw_all + raw_block, vidcap_all + vidcap_block
+    free = await raw(f"f{level}", structured=False)
+    extra_cpu_ms = (vidcap_all.cpu_s - raw_all.cpu_s) / raw_all.requests * 1000
+    print(
+        f"{level:>11} {raw_all.requests_per_s:>10.2f} {vidcap_all.requests_per_s:>13.2f} "
+        f"{vidcap_all.requests_per_s / raw_all.requests_per_s:>5.2f}x "
+        f"{statistics.median(ratios):>6.2f}x {min(ratios):>5.2f}-{max(ratios):.2f}x "
+        f"{vidcap_all.output_tokens / raw_all.output_tokens:>7.2f} {extra_cpu_ms:>12.1f} "
+        f"{raw_all.tokens_per_s / free.tokens_per_s:>11.2f}x"
     )

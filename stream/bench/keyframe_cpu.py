@@ -138,6 +138,12 @@ async def print_keyframe_cpu(keyframes: int = 200, image_size: int = 896) -> Non
     for row, name in enumerate(names):
         print(f"  {name:<24}" + "".join(f"{us[row]:>10.0f}" for us in costs.values()))
     print(f"  {'total':<24}" + "".join(f"{sum(us):>10.0f}" for us in costs.values()))
+    jpeg = names.index("snapshot JPEG")
+    print(
+        f"  {'without snapshots':<24}"
+        + "".join(f"{sum(us) - us[jpeg]:>10.0f}" for us in costs.values())
+        + "  (snapshots.enabled: false)"
+    )
     frame_us = frame_cost_us()
     print("  (target: at most 2000 µs)")
     print(
