@@ -10,7 +10,6 @@ good (a missing file, or a refusing camera after ``reconnect_max_attempts``) pub
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,10 @@ import pytest
 from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
-from tests.conftest import engine_and_nats
+from tests.conftest import engine_and_nats, free_port
 from tests.test_exit_status import GoodEngine, clip
 
 __all__ = ["clip"]  # the module-scoped fixture, shared
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("camera", ["missing file", "refusing camera"])
@@ -39,7 +32,7 @@ async def test_a_failed_camera_exits_1(
         if camera == "missing file"
         else {
             "id": "bad",
-            "url": f"rtsp://127.0.0.1:{closed_port()}/cam",
+            "url": f"rtsp://127.0.0.1:{free_port()}/cam",
             "reconnect_initial_s": 0.05,
             "reconnect_max_attempts": 1,
         }

@@ -5,7 +5,6 @@ video and an unreachable camera get status events; nobody disturbs anybody else.
 from __future__ import annotations
 
 import asyncio
-import socket
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from stream.delivery.schemas import EVENT_SCHEMAS
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, shot_frame, write_clip
 from stream.sources.model_picture import model_image
-from tests.conftest import engine_and_nats
+from tests.conftest import engine_and_nats, free_port
 
 VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
 SPEC = ClipSpec(shots=2, shot_frames=12)
@@ -80,12 +79,6 @@ def corrupt_copy(source: Path, target: Path) -> Path:
     return target
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_a_rotated_source_reaches_the_model_upright(tmp_path: Path) -> None:
     pixels = np.zeros((240, 320, 3), np.uint8)
     pixels[:, :40] = 255  # a white band down the left edge, as stored
@@ -116,7 +109,7 @@ async def test_eight_streams_over_the_fault_matrix(
     }
     bad = {
         "audio-only": str(write_audio_only(tmp_path / "talk.m4a")),
-        "unreachable": f"rtsp://127.0.0.1:{closed_port()}/cam",
+        "unreachable": f"rtsp://127.0.0.1:{free_port()}/cam",
     }
     config = parse_config(
         {

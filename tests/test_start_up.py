@@ -5,7 +5,6 @@ stops before it would start one.)"""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,15 +15,9 @@ import orjson
 import pytest
 
 from stream.delivery.nats_server import EmbeddedNatsServer
-from tests.conftest import kill_tree
+from tests.conftest import free_port, kill_tree
 
 SIGNAL_ACTS_WITHIN_S = 2.0
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_vidcap(
@@ -83,7 +76,7 @@ def test_a_signal_stops_a_start_up_waiting_for_jetstream(tmp_path: Path, signum:
 
 
 def test_a_signal_stops_a_start_up_that_cannot_reach_nats(tmp_path: Path) -> None:
-    process, lines = start_vidcap(tmp_path, f"nats://127.0.0.1:{closed_port()}")
+    process, lines = start_vidcap(tmp_path, f"nats://127.0.0.1:{free_port()}")
     try:
         # Its HTTP line comes once the signal handlers are set (a loaded machine took over 3 s
         # to get there: a fixed wait sent the signal before them); then a while of failing.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,13 +24,7 @@ from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
-from tests.conftest import engine_and_nats
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import engine_and_nats, free_port
 
 
 async def test_bad_streams_get_status_events_and_never_stop_the_good_one(
@@ -52,7 +45,7 @@ async def test_bad_streams_get_status_events_and_never_stop_the_good_one(
                 {"id": "garbage", "url": str(not_video)},
                 {
                     "id": "refused",
-                    "url": f"rtsp://127.0.0.1:{closed_port()}/cam",
+                    "url": f"rtsp://127.0.0.1:{free_port()}/cam",
                     "open_timeout_s": 1,
                     "reconnect_initial_s": 0.2,
                     "reconnect_max_s": 0.4,
