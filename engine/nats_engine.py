@@ -175,7 +175,7 @@ def granted_tokens(requested: str | None, limits: RequestLimits) -> int:
     """The requested token budget, clamped to the worker's maximum."""
     if requested is None:
         return min(DEFAULT_MAX_TOKENS, limits.max_tokens)
-    if not requested.isdigit() or int(requested) < 1:
+    if not (requested.isascii() and requested.isdigit()) or int(requested) < 1:
         raise RequestRefused(f"Vidcap-Max-Tokens {requested[:20]!r} is not a positive integer")
     return min(int(requested), limits.max_tokens)
 

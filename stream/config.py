@@ -30,7 +30,9 @@ URL_SCHEMES = sorted(
     """rtsp rtsps rtmp rtmps rtmpe rtmpt rtmpte rtmpts http https hls srt rist rtp srtp udp
     udplite tcp tls file ftp sftp smb mmsh mmst icecast data unix whip""".split()
 )
-_PROTOCOL_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_PROTOCOL_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(?::|,.*:)", re.DOTALL)
+"""How FFmpeg tells a protocol from a file name: scheme characters, then ':' ("concat:a|b"),
+or ',' with a ':' later ("subfile,,start,0,end,0,,:/etc/passwd", protocol options)."""
 API_URL_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "hls", "srt"})
 """Schemes a stream added through the API may use (or a file path): network video sources,
 none that reaches local files or raw sockets (file, data, tcp, udp, unix, ...)."""
@@ -99,7 +101,7 @@ class StreamConfig(_Section):
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
             raise ValueError("control characters in a URL")
         if "://" not in url and _PROTOCOL_PREFIX.match(url):
-            # FFmpeg reads "concat:a|b", "subfile:..." as protocols, not as file names.
+            # FFmpeg reads "concat:a|b", "subfile,,...:" as protocols, not as file names.
             raise ValueError("a protocol prefix without //; write a file path as ./name")
         scheme = url.split("://", 1)[0].lower() if "://" in url else None
         if scheme is not None and scheme not in URL_SCHEMES:
@@ -302,7 +304,7 @@ class HttpConfig(_Section):
         if listen is None:
             return None
         _, colon, port = listen.rpartition(":")
-        if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not colon or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
             raise ValueError(f"{listen!r}: expected host:port")
         return listen
 

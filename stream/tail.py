@@ -62,7 +62,7 @@ def _readable(event: dict[str, Any]) -> str:
     return f"{head} caption {where} {why} FAILED {took}: {error['reason']} ({error['detail']})"
 
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$", re.ASCII)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 

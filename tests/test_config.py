@@ -28,6 +28,7 @@ def test_minimal_config_gets_documented_defaults() -> None:
     [
         ({"streams": []}, "nothing to caption"),
         ({"streams": [{"id": "a", "url": "concat:/a|/b"}]}, "protocol prefix"),
+        ({"streams": [{"id": "a", "url": "subfile,,start,0,end,0,,:/a"}]}, "protocol prefix"),
         ({"streams": [{"id": "a", "url": "/a\x1b[31m.mp4"}]}, "control characters"),
         (
             {
@@ -67,6 +68,12 @@ def test_bad_values_name_key_and_value(change: dict, expected: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_config({**MINIMAL, **change})
     assert expected in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["clip,1.mp4", "./subfile,,:x.mp4", "/data/a:b.mp4", "a"])
+def test_file_names_with_commas_and_colons_stay_file_names(name: str) -> None:
+    """Only what FFmpeg would read as a protocol is refused."""
+    assert parse_config({"streams": [{"id": "a", "url": name}]}).streams[0].url == name
 
 
 def test_duplicate_stream_ids_are_named() -> None:

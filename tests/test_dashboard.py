@@ -315,6 +315,11 @@ async def test_history_pages_back_through_jetstream_without_gaps(served: Served)
         "before=1e3",
         "before=99999999999999999999",
         "colour=red",
+        "limit=%C2%B2",  # "²": str.isdigit() says yes and int() refuses it (was a 500)
+        "before=%E2%91%A0",  # "①"
+        "limit=%D9%A5",  # an Arabic-Indic 5, read as 5 before
+        "limit=2&limit=50",
+        "kind=status&kind=caption",
     ],
 )
 async def test_history_parameters_are_bounded(served: Served, query: str) -> None:

@@ -151,6 +151,8 @@ async def test_metrics_carry_vidcap_and_vllm_and_the_api_refuses_bad_requests(
                 "file path",
             ),
             ("POST", "/api/streams", AUTH, {"id": "a", "url": "concat:/a|/b"}, 422, "prefix"),
+            # FFmpeg's protocol-with-options form, which got past the check before
+            ("POST", "/api/streams", AUTH, {"id": "a", "url": "subfile,,:/x"}, 422, "prefix"),
             ("POST", "/api/streams", AUTH, {"id": "a", "url": "/x\u001b[31m"}, 422, "control"),
             (
                 "POST",

@@ -99,6 +99,12 @@ async def test_reads_are_open_like_the_other_api_reads(base: str) -> None:
         ("airtime", {}, "since is required"),
         ("airtime", {"since": "1h", "limit": "5"}, "unknown parameter(s) limit"),
         ("segments", {**WINDOW, "limit": "5001"}, "from 1 to 5000"),
+        ("search", {"limit": "\u00b2"}, "limit must be"),  # isdigit() says yes, int() no
+        ("search", {"limit": "\u0665"}, "limit must be"),  # an Arabic-Indic 5
+        ("segments", {**WINDOW, "limit": "\u2460"}, "limit must be"),
+        ("search", {"since": "\u0665m"}, "use an ISO time"),
+        ("search", {"q": "a\u0000b"}, "q contains a control character"),
+        ("search", {"stream": "../x"}, "stream id"),
     ],
 )
 async def test_every_parameter_is_bounded(base: str, path: str, params: Any, message: str) -> None:

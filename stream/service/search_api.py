@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from engine.errors import VidcapError
+from stream.ids import validate_stream_id
 from stream.search.queries import MAX_LIMIT, SearchQuery, iso, parse_moment, search
 from stream.search.query_text import MAX_QUERY_CHARS, QueryError
 from stream.search.reports import DEFAULT_SEGMENTS, MAX_SEGMENTS, airtime, segments
@@ -131,6 +132,13 @@ def _params(request: web.Request, allowed: frozenset[str]) -> Mapping[str, str]:
         bound = MAX_QUERY_CHARS if name == "q" else MAX_PARAM_CHARS
         if len(query[name]) > bound:
             raise _error(web.HTTPBadRequest, f"{name} is longer than {bound} characters")
+        if any(ord(character) < 0x20 or ord(character) == 0x7F for character in query[name]):
+            raise _error(web.HTTPBadRequest, f"{name} contains a control character")
+    if "stream" in query:
+        try:
+            validate_stream_id(query["stream"])
+        except ValueError as exc:  # no stream can have that id: say so, as the other routes do
+            raise _error(web.HTTPBadRequest, str(exc)) from None
     return query
 
 
@@ -145,7 +153,7 @@ def _limit(params: Mapping[str, str], default: int, most: int) -> int:
     text = params.get("limit")
     if text is None:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= most:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= most:
         raise _error(web.HTTPBadRequest, f"limit must be an integer from 1 to {most}")
     return int(text)
 

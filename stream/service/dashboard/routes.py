@@ -192,6 +192,9 @@ def _history_params(query: Any) -> tuple[str | None, int | None, int]:
     unknown = sorted(set(query) - {"kind", "before", "limit"})
     if unknown:
         raise _error(web.HTTPBadRequest, f"unknown parameter {unknown[0][:40]!r}")
+    repeated = sorted(name for name in query if len(query.getall(name)) > 1)
+    if repeated:
+        raise _error(web.HTTPBadRequest, f"{repeated[0]} given more than once")
     kind = query.get("kind") or None
     if kind is not None and kind not in KINDS:
         raise _error(web.HTTPBadRequest, f"kind is one of {', '.join(sorted(KINDS))}")
@@ -205,7 +208,8 @@ def _integer(query: Any, name: str, default: int | None, least: int, most: int) 
     text = query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 19 or not least <= int(text) <= most:
+    # ASCII digits only: str.isdigit() also takes "²" (int() refuses it) and "٥" (int() reads 5).
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not least <= int(text) <= most:
         raise _error(web.HTTPBadRequest, f"{name} must be an integer from {least} to {most}")
     return int(text)
 
