@@ -311,7 +311,11 @@ def _snapshot_get(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    args.output.write_bytes(jpeg)
+    try:
+        args.output.write_bytes(jpeg)
+    except OSError as exc:
+        print(f"vidcap snapshot: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 1
     size = f"{reference['width']}x{reference['height']}, {len(jpeg)} bytes"
     print(f"{args.output}: {size}, from {reference['bucket']} {reference['name']}")
     return 0

@@ -205,6 +205,9 @@ async def test_every_caption_names_its_snapshot_and_vidcap_snapshot_get_fetches_
     refused = await snapshot_get(9999, tmp_path / "y.jpg")
     assert refused.returncode == 1 and "holds no event cam #9999" in refused.stderr
     assert not (tmp_path / "x.jpg").exists() and not (tmp_path / "y.jpg").exists()
+    refused = await snapshot_get(last["seq"], tmp_path / "no-such-folder" / "z.jpg")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "cannot write" in refused.stderr and "No such file or directory" in refused.stderr
 
 
 async def test_a_full_bucket_stops_no_event(
