@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from uuid import uuid4
 
 import orjson
@@ -33,6 +33,15 @@ logger = logging.getLogger(__name__)
 
 PublishedCallback = Callable[[dict[str, Any]], None]
 """Called with each event's published JSON, decoded (for printing and observing)."""
+
+
+_HOW_IT_ENDED: Final = {
+    "stopped": "was stopped",
+    "ended": "reached the end of its source",
+    "failed": "failed",
+    "interrupted": "was interrupted (vidcap died)",
+}
+"""A ``resumed`` event's words for the earlier session's ``previous_end``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +199,8 @@ class StreamPipeline:
         self._keyframes_numbered = max(self._keyframes_numbered, story.next_keyframe)
         now = time.time()
         gap = max(0.0, now - story.stored_at) if story.stored_at is not None else None
-        detail = f"session {story.session} ended {story.ended} at seq {story.last_seq}"
+        how = _HOW_IT_ENDED.get(story.ended, f"ended ({story.ended})")
+        detail = f"session {story.session} {how} at seq {story.last_seq}"
         if gap is not None:
             detail += f", {gap:.1f} s ago"
         fields: dict[str, Any] = {

@@ -185,8 +185,20 @@ class Runner:
             if owns_engine:
                 await engine.close()
             undelivered = await publisher.close()
-        ok = not self._failed and not self.engine_died and not undelivered
-        return 0 if ok else 1
+        return self._exit_status(undelivered)
+
+    def _exit_status(self, undelivered: int) -> int:
+        """0 when all went well; else 1, with a last line that says why."""
+        reasons = []
+        if self._failed:
+            reasons.append(f"stream(s) failed: {', '.join(sorted(self._failed))}")
+        if self.engine_died:
+            reasons.append("the engine died")
+        if undelivered:
+            reasons.append(f"{undelivered} event(s) not delivered")
+        if reasons:
+            self._announce(f"exit status 1: {'; '.join(reasons)}")
+        return 1 if reasons else 0
 
     def _engine_settings(self) -> EngineConfig:
         """The engine settings, with vLLM's priority scheduler when a stream has a priority

@@ -44,7 +44,9 @@ async def test_a_failed_camera_exits_1(
         }
     )
     states: list[str] = []
-    runner = Runner(config, lambda e: states.append(e.get("state", "")))
+    said: list[str] = []
+    runner = Runner(config, lambda e: states.append(e.get("state", "")), announce=said.append)
     status = await asyncio.wait_for(runner.run(nats_server.url, engine=GoodEngine()), 60)
     assert "failed" in states  # the camera did fail ...
     assert status == 1  # ... and README: "1 means a stream stopped with an error"
+    assert said[-1] == "exit status 1: stream(s) failed: bad"  # the last line says which

@@ -85,6 +85,7 @@ async def test_the_standby_takes_over_a_killed_owners_stream_and_its_seq(tmp_pat
     resumed = next(e for e in events if e["session"] == second)
     assert resumed["state"] == "resumed" and resumed["previous_session"] == first
     assert resumed["previous_end"] == "interrupted"
+    assert f"session {first} was interrupted (vidcap died) at seq" in resumed["detail"]
     assert events[-1]["session"] == second and events[-1]["state"] == "stopped"
 
 
