@@ -134,7 +134,7 @@ def _params(request: web.Request, allowed: frozenset[str]) -> Mapping[str, str]:
             raise _error(web.HTTPBadRequest, f"{name} is longer than {bound} characters")
         if any(ord(character) < 0x20 or ord(character) == 0x7F for character in query[name]):
             raise _error(web.HTTPBadRequest, f"{name} contains a control character")
-    if "stream" in query:
+    if query.get("stream"):  # empty: no filter
         try:
             validate_stream_id(query["stream"])
         except ValueError as exc:  # no stream can have that id: say so, as the other routes do
