@@ -158,7 +158,7 @@ async def vidcap_path(
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """What both paths are given: the same frames, budget and concurrency."""
+    """What both paths are given at every level: the same frames and token budget."""
 
     frames: list[av.VideoFrame]
     pictures: list[Image.Image]  # the frames as the model gets them, for the raw path

@@ -20,6 +20,7 @@ import orjson
 from engine.captioner import CaptionOutcome
 from engine.guard import check_output
 from stream.bench.engine_path import video_frames
+from stream.bench.snapshots import DEFAULT_MEDIA
 from stream.config import KeyframeConfig, NatsConfig
 from stream.delivery.events import CaptionEvent, Envelope, wire_json
 from stream.delivery.nats_server import EmbeddedNatsServer
@@ -33,7 +34,7 @@ from stream.sources.model_picture import ModelScaler
 
 T = TypeVar("T")
 
-FOOTAGE = Path("../shared/media/pyscenedetect/testvideo.mp4")
+FOOTAGE = DEFAULT_MEDIA / "testvideo.mp4"
 
 CAPTION = {
     "description": "A news anchor in a grey suit sits at a glass desk in a bright studio. "
