@@ -235,7 +235,13 @@ async def _search_box(page: DevTools) -> None:
     """The index follows the run; a search for one stream's captions lists them, each with
     its keyframe's snapshot, and only that stream's."""
     hits = "document.querySelectorAll('#search-results .hit')"
+    # Each hit's picture from the server, not from the cards' cache, and the search form in
+    # view, where a user types: the pictures load lazily. In CI none of the hits, 1500 px
+    # below the fold, had loaded within 15 s; here, with the cache off, none ever did.
+    await page.call("Network.enable")
+    await page.call("Network.setCacheDisabled", cacheDisabled=True)
     await page.evaluate(
+        "document.getElementById('search-form').scrollIntoView();"
         "document.getElementById('search-stream').value = 'steady';"
         "document.getElementById('search-form').requestSubmit()"
     )
