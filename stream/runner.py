@@ -65,7 +65,7 @@ async def nats_url(
     if config.nats.url:
         yield config.nats.url
         return
-    server = EmbeddedNatsServer(data_dir)
+    server = EmbeddedNatsServer(data_dir, tethered=True)  # it dies with vidcap
     url = await asyncio.to_thread(server.start)
     announce(f"no nats.url configured; started embedded nats-server at {url}")
     try:

