@@ -229,6 +229,37 @@ def test_the_openapi_document_describes_exactly_the_routes() -> None:
     assert served == documented
 
 
+async def test_every_api_error_is_json_the_routers_own_too() -> None:
+    """aiohttp answers an unknown route, a wrong method and an oversize body in plain text;
+    a client of the JSON API gets ``{"error": ...}`` for those as for vidcap's own refusals."""
+    config = HttpConfig(listen="127.0.0.1:0", token=TOKEN)
+    http = HttpServer(config)
+    StreamApi(config, None).mount(http.app)  # type: ignore[arg-type]
+    SearchApi(None).mount(http.app)
+    base = await http.start()
+    oversize = b"{" + b" " * (70 * 1024) + b"}"
+    try:
+        async with aiohttp.ClientSession() as client:
+            for method, path, body, status, says in [
+                ("GET", "/api/nope", None, 404, "no such API route"),
+                ("GET", "/api/streams/a/b/c", None, 404, "no such API route"),
+                ("PUT", "/api/streams", None, 405, "PUT is not allowed here (GET, HEAD, POST)"),
+                ("POST", "/api/streams", oversize, 413, "body size"),
+            ]:
+                headers = {**AUTH, "Content-Type": "application/json"}
+                async with client.request(method, base + path, data=body, headers=headers) as r:
+                    assert r.status == status, (method, path, r.status)
+                    assert r.content_type == "application/json", (path, await r.text())
+                    assert says in (await r.json())["error"]
+                    assert r.headers["X-Content-Type-Options"] == "nosniff"
+            async with client.put(base + "/api/streams") as r:
+                assert set(r.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
+            async with client.get(base + "/nope") as r:  # not the API: aiohttp's own answer
+                assert (r.status, r.content_type) == (404, "text/plain")
+    finally:
+        await http.close()
+
+
 def _collect(resource: Any, into: set[tuple[str, str]]) -> None:
     app = getattr(resource, "_app", None)
     if app is not None:  # a mounted sub-application (WHIP): its paths carry the prefix

@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 
 from engine.errors import VidcapError
 from stream.config import HttpConfig
+from stream.service.json_errors import api_errors_in_json
 from stream.service.listener import Listener
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ class HttpServer:
         assert config.listen is not None
         self._config = config
         self.app = web.Application(
-            client_max_size=MAX_BODY_BYTES, middlewares=[_arrived, _hardened]
+            client_max_size=MAX_BODY_BYTES, middlewares=[_arrived, _hardened, api_errors_in_json]
         )
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None

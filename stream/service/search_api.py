@@ -25,6 +25,7 @@ from stream.search.queries import MAX_LIMIT, SearchQuery, iso, parse_moment, sea
 from stream.search.query_text import MAX_QUERY_CHARS, QueryError
 from stream.search.reports import DEFAULT_SEGMENTS, MAX_SEGMENTS, airtime, segments
 from stream.search.store import reading
+from stream.service.json_errors import json_error
 
 MAX_CONCURRENT_QUERIES: Final = 4
 QUERY_TIMEOUT_S: Final = 5.0
@@ -88,7 +89,7 @@ class SearchApi:
 
     async def _run(self, query: Query) -> Any:
         if self._db is None or not self._db.exists():
-            raise _error(
+            raise json_error(
                 web.HTTPServiceUnavailable,
                 "no search index: run `vidcap index` (or enable the index) and try again",
             )
@@ -96,16 +97,16 @@ class SearchApi:
             try:
                 return await asyncio.to_thread(_bounded, self._db, query)
             except QueryError as exc:
-                raise _error(web.HTTPBadRequest, str(exc)) from None
+                raise json_error(web.HTTPBadRequest, str(exc)) from None
             except VidcapError as exc:  # the file cannot be opened
-                raise _error(web.HTTPServiceUnavailable, str(exc)) from None
+                raise json_error(web.HTTPServiceUnavailable, str(exc)) from None
             except sqlite3.OperationalError as exc:
                 if "interrupted" in str(exc):
-                    raise _error(
+                    raise json_error(
                         web.HTTPServiceUnavailable,
                         f"the query ran longer than {QUERY_TIMEOUT_S:g} s: narrow it",
                     ) from None
-                raise _error(
+                raise json_error(
                     web.HTTPServiceUnavailable, f"the index is unavailable: {exc}"
                 ) from None
 
@@ -121,24 +122,24 @@ def _params(request: web.Request, allowed: frozenset[str]) -> Mapping[str, str]:
     query = request.rel_url.query
     unknown = sorted(set(query) - allowed)
     if unknown:
-        raise _error(
+        raise json_error(
             web.HTTPBadRequest,
             f"unknown parameter(s) {', '.join(unknown)[:MAX_PARAM_CHARS]}; "
             f"allowed: {', '.join(sorted(allowed))}",
         )
     for name in query:
         if len(query.getall(name)) > 1:
-            raise _error(web.HTTPBadRequest, f"{name} given more than once")
+            raise json_error(web.HTTPBadRequest, f"{name} given more than once")
         bound = MAX_QUERY_CHARS if name == "q" else MAX_PARAM_CHARS
         if len(query[name]) > bound:
-            raise _error(web.HTTPBadRequest, f"{name} is longer than {bound} characters")
+            raise json_error(web.HTTPBadRequest, f"{name} is longer than {bound} characters")
         if any(ord(character) < 0x20 or ord(character) == 0x7F for character in query[name]):
-            raise _error(web.HTTPBadRequest, f"{name} contains a control character")
+            raise json_error(web.HTTPBadRequest, f"{name} contains a control character")
     if query.get("stream"):  # empty: no filter
         try:
             validate_stream_id(query["stream"])
         except ValueError as exc:  # no stream can have that id: say so, as the other routes do
-            raise _error(web.HTTPBadRequest, str(exc)) from None
+            raise json_error(web.HTTPBadRequest, str(exc)) from None
     return query
 
 
@@ -146,7 +147,7 @@ def _checked(build: Callable[[], SearchQuery]) -> SearchQuery:
     try:
         return build()
     except QueryError as exc:
-        raise _error(web.HTTPBadRequest, str(exc)) from None
+        raise json_error(web.HTTPBadRequest, str(exc)) from None
 
 
 def _limit(params: Mapping[str, str], default: int, most: int) -> int:
@@ -154,7 +155,7 @@ def _limit(params: Mapping[str, str], default: int, most: int) -> int:
     if text is None:
         return default
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= most:
-        raise _error(web.HTTPBadRequest, f"limit must be an integer from 1 to {most}")
+        raise json_error(web.HTTPBadRequest, f"limit must be an integer from 1 to {most}")
     return int(text)
 
 
@@ -162,23 +163,19 @@ def _moment(params: Mapping[str, str], name: str) -> float | None:
     try:
         return parse_moment(name, params.get(name))
     except QueryError as exc:
-        raise _error(web.HTTPBadRequest, str(exc)) from None
+        raise json_error(web.HTTPBadRequest, str(exc)) from None
 
 
 def _window(params: Mapping[str, str]) -> tuple[float, float]:
     since = _moment(params, "since")
     if since is None:
-        raise _error(web.HTTPBadRequest, "since is required (ISO time or 90s / 10m / 2h / 1d)")
+        raise json_error(web.HTTPBadRequest, "since is required (ISO time or 90s / 10m / 2h / 1d)")
     until = _moment(params, "until")
     until = time.time() if until is None else until
     if since >= until:
-        raise _error(web.HTTPBadRequest, "the time window is empty: since must be before until")
+        raise json_error(web.HTTPBadRequest, "the time window is empty: since must be before until")
     return since, until
 
 
 def _json(data: Any) -> web.Response:
     return web.Response(body=orjson.dumps(data), content_type="application/json")
-
-
-def _error(kind: type[web.HTTPException], message: str) -> web.HTTPException:
-    return kind(text=orjson.dumps({"error": message}).decode(), content_type="application/json")

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from stream.config import API_URL_SCHEMES, ConfigError, HttpConfig, StreamConfig, parse_section
 from stream.service.bearer import BearerToken
+from stream.service.json_errors import json_error
 from stream.service.openapi import OPENAPI
 
 
@@ -69,7 +70,7 @@ class StreamApi:
         try:
             created = await self._control.add(stream)
         except ValueError as exc:
-            raise _error(web.HTTPConflict, str(exc)) from None
+            raise json_error(web.HTTPConflict, str(exc)) from None
         return _json(created, status=201, headers={"Location": f"/api/streams/{stream.id}"})
 
     async def _remove(self, request: web.Request) -> web.Response:
@@ -78,7 +79,7 @@ class StreamApi:
         try:
             ok = await self._control.remove(stream_id)
         except ValueError as exc:
-            raise _error(web.HTTPConflict, str(exc)) from None
+            raise json_error(web.HTTPConflict, str(exc)) from None
         return _json({"id": stream_id, "removed": True, "ended_cleanly": ok})
 
     async def _pause(self, request: web.Request) -> web.Response:
@@ -93,21 +94,21 @@ class StreamApi:
         try:
             return _json(await self._control.pause(stream_id, pause))
         except ValueError as exc:
-            raise _error(web.HTTPConflict, str(exc)) from None
+            raise json_error(web.HTTPConflict, str(exc)) from None
 
     def _known(self, request: web.Request) -> dict[str, Any]:
         snapshot = self._control.snapshot(request.match_info["id"])
         if snapshot is None:
-            raise _error(web.HTTPNotFound, "no such stream")
+            raise json_error(web.HTTPNotFound, "no such stream")
         return snapshot
 
     def _authorise(self, request: web.Request) -> None:
         if self._token is None:
-            raise _error(
+            raise json_error(
                 web.HTTPForbidden, "the API is read-only: set http.token to change streams"
             )
         if not self._token.matches(request.headers.get("Authorization", "")):
-            raise _error(
+            raise json_error(
                 web.HTTPUnauthorized,
                 "missing or wrong bearer token",
                 headers={"WWW-Authenticate": "Bearer"},
@@ -117,40 +118,32 @@ class StreamApi:
 def parse_stream(data: Any) -> StreamConfig:
     """A stream's settings from a request, validated as the config file's ``streams[]``."""
     if not isinstance(data, dict):
-        raise _error(web.HTTPBadRequest, "expected a JSON object: a streams[] entry")
+        raise json_error(web.HTTPBadRequest, "expected a JSON object: a streams[] entry")
     try:
         stream = parse_section(StreamConfig, data, "stream")
     except ConfigError as exc:
-        raise _error(web.HTTPUnprocessableEntity, str(exc)) from None
+        raise json_error(web.HTTPUnprocessableEntity, str(exc)) from None
     scheme = stream.url.split("://", 1)[0].lower() if "://" in stream.url else None
     if scheme is not None and scheme not in API_URL_SCHEMES:
         allowed = ", ".join(f"{s}://" for s in sorted(API_URL_SCHEMES))
-        raise _error(web.HTTPUnprocessableEntity, f"the API takes {allowed} or a file path")
+        raise json_error(web.HTTPUnprocessableEntity, f"the API takes {allowed} or a file path")
     if stream.options:
-        raise _error(web.HTTPUnprocessableEntity, "options (FFmpeg's) are for the config file only")
+        raise json_error(
+            web.HTTPUnprocessableEntity, "options (FFmpeg's) are for the config file only"
+        )
     return stream
 
 
 async def _json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
-        raise _error(web.HTTPUnsupportedMediaType, "send application/json")
+        raise json_error(web.HTTPUnsupportedMediaType, "send application/json")
     try:
         return orjson.loads(await request.read())
     except orjson.JSONDecodeError:
-        raise _error(web.HTTPBadRequest, "the body is not JSON") from None
+        raise json_error(web.HTTPBadRequest, "the body is not JSON") from None
 
 
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
-    )
-
-
-def _error(
-    kind: type[web.HTTPException], message: str, headers: dict[str, str] | None = None
-) -> web.HTTPException:
-    return kind(
-        text=orjson.dumps({"error": message}).decode(),
-        content_type="application/json",
-        headers=headers,
     )

@@ -31,6 +31,7 @@ from stream.service.dashboard.pictures import (
     Pictures,
     PictureUnavailable,
 )
+from stream.service.json_errors import json_error
 
 MAX_FEED_CLIENTS: Final = 32
 HEARTBEAT_S: Final = 15.0
@@ -116,7 +117,7 @@ class Dashboard:
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in _ASSETS or name == "index.html":
-            raise _error(web.HTTPNotFound, "no such file")
+            raise json_error(web.HTTPNotFound, "no such file")
         return self._asset_response(name)
 
     def _asset_response(self, name: str) -> web.Response:
@@ -125,7 +126,7 @@ class Dashboard:
     async def _feed(self, request: web.Request) -> web.StreamResponse:
         client = self.feed.join()
         if client is None:
-            raise _error(
+            raise json_error(
                 web.HTTPServiceUnavailable,
                 "too many dashboards are open already",
                 {"Retry-After": "30"},
@@ -147,7 +148,9 @@ class Dashboard:
             async with asyncio.timeout(HISTORY_TIMEOUT_S):
                 page = await page_back(js, self._config.stream_name, subject, before, limit)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise _error(web.HTTPServiceUnavailable, f"JetStream did not answer: {exc!r}") from None
+            raise json_error(
+                web.HTTPServiceUnavailable, f"JetStream did not answer: {exc!r}"
+            ) from None
         events = [{"js_seq": stored.js_seq, "event": stored.event} for stored in page.events]
         return _json({"stream": stream, "events": events, "before": page.before})
 
@@ -157,19 +160,21 @@ class Dashboard:
         try:
             jpeg = await self._pictures.read(self._jetstream(), name)
         except PictureMissing:
-            raise _error(web.HTTPNotFound, "no such snapshot") from None
+            raise json_error(web.HTTPNotFound, "no such snapshot") from None
         except PictureUnavailable as exc:
-            raise _error(web.HTTPServiceUnavailable, str(exc)) from None
+            raise json_error(web.HTTPServiceUnavailable, str(exc)) from None
         return web.Response(
             body=jpeg, content_type="image/jpeg", headers={"Cache-Control": _SNAPSHOT_CACHE}
         )
 
     def _jetstream(self) -> JetStreamContext:
         if not self._config.jetstream:
-            raise _error(web.HTTPNotFound, "nothing is stored: nats.jetstream is false")
+            raise json_error(web.HTTPNotFound, "nothing is stored: nats.jetstream is false")
         client = self._nats()
         if client is None or not client.is_connected:
-            raise _error(web.HTTPServiceUnavailable, "NATS is not connected", {"Retry-After": "5"})
+            raise json_error(
+                web.HTTPServiceUnavailable, "NATS is not connected", {"Retry-After": "5"}
+            )
         return client.jetstream()
 
 
@@ -191,13 +196,13 @@ async def _pump(client: FeedClient, response: web.StreamResponse) -> None:
 def _history_params(query: Any) -> tuple[str | None, int | None, int]:
     unknown = sorted(set(query) - {"kind", "before", "limit"})
     if unknown:
-        raise _error(web.HTTPBadRequest, f"unknown parameter {unknown[0][:40]!r}")
+        raise json_error(web.HTTPBadRequest, f"unknown parameter {unknown[0][:40]!r}")
     repeated = sorted(name for name in query if len(query.getall(name)) > 1)
     if repeated:
-        raise _error(web.HTTPBadRequest, f"{repeated[0]} given more than once")
+        raise json_error(web.HTTPBadRequest, f"{repeated[0]} given more than once")
     kind = query.get("kind") or None
     if kind is not None and kind not in KINDS:
-        raise _error(web.HTTPBadRequest, f"kind is one of {', '.join(sorted(KINDS))}")
+        raise json_error(web.HTTPBadRequest, f"kind is one of {', '.join(sorted(KINDS))}")
     before = _integer(query, "before", None, 1, 2**63)
     limit = _integer(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     assert limit is not None
@@ -210,7 +215,7 @@ def _integer(query: Any, name: str, default: int | None, least: int, most: int) 
         return default
     # ASCII digits only: str.isdigit() also takes "²" (int() refuses it) and "٥" (int() reads 5).
     if not (text.isascii() and text.isdigit()) or len(text) > 19 or not least <= int(text) <= most:
-        raise _error(web.HTTPBadRequest, f"{name} must be an integer from {least} to {most}")
+        raise json_error(web.HTTPBadRequest, f"{name} must be an integer from {least} to {most}")
     return int(text)
 
 
@@ -218,7 +223,7 @@ def _stream_id(text: str) -> str:
     try:
         return validate_stream_id(text)
     except ValueError as exc:
-        raise _error(web.HTTPBadRequest, str(exc)) from None
+        raise json_error(web.HTTPBadRequest, str(exc)) from None
 
 
 def _asset(name: str) -> bytes:
@@ -227,13 +232,3 @@ def _asset(name: str) -> bytes:
 
 def _json(data: Any) -> web.Response:
     return web.Response(body=orjson.dumps(data), content_type="application/json")
-
-
-def _error(
-    kind: type[web.HTTPException], message: str, headers: dict[str, str] | None = None
-) -> web.HTTPException:
-    return kind(
-        text=orjson.dumps({"error": message}).decode(),
-        content_type="application/json",
-        headers=headers,
-    )
