@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
-# vidcap's side: `vidcap run`'s embedded server (no nats.url); Ctrl-C is vidcap's to handle
-# (here: ignored), and the server stops when the block ends (here: when stdin closes).
+# vidcap's side: `vidcap run`'s embedded server (no nats.url); Ctrl-C and SIGTERM are vidcap's
+# to handle (here: ignored), and the server stops when the block ends (here: when stdin closes).
 VIDCAP = """
 import asyncio, signal, sys
 from stream.config import parse_config
@@ -28,6 +29,7 @@ async def main():
     print("stopped", flush=True)
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 asyncio.run(main())
 """
 
@@ -89,12 +91,14 @@ def test_a_killed_vidcap_leaves_no_nats_server_and_no_folder() -> None:
     assert wait_until(lambda: not servers_on(folder) and not folder.exists(), 10), folder
 
 
-def test_ctrl_c_leaves_the_server_to_vidcap_which_stops_it() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_group_leaves_the_server_to_vidcap_which_stops_it(signum: int) -> None:
+    """SIGINT: a terminal's Ctrl-C; SIGTERM: a supervisor stopping the group."""
     vidcap, port, folder = start_vidcap()
     try:
-        os.killpg(vidcap.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        os.killpg(vidcap.pid, signum)
         time.sleep(1.5)
-        assert answers(port), "Ctrl-C stopped the server before vidcap was done with it"
+        assert answers(port), "the signal stopped the server before vidcap was done with it"
         assert vidcap.stdout is not None
         vidcap.stdin.close()  # type: ignore[union-attr]
         assert vidcap.stdout.readline().strip() == "stopped"

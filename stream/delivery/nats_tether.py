@@ -4,9 +4,10 @@ vidcap starts this small process, which starts nats-server and waits on a pipe f
 When the pipe closes (vidcap stops the server, exits, or is killed: SIGKILL, the OOM killer)
 or vidcap's process is gone (a process vLLM forked from vidcap may hold the pipe open), it
 stops nats-server (SIGTERM: JetStream syncs and exits), waits for it, and removes the
-server's folder when vidcap made it. Ctrl-C in a terminal signals vidcap's whole process
-group: this process ignores it and runs nats-server in a session of its own, so the server
-stays up while vidcap publishes its last events, and vidcap stops it after them.
+server's folder when vidcap made it. Ctrl-C in a terminal, or a supervisor's SIGTERM to the
+group, signals vidcap's whole process group: this process ignores both and runs nats-server
+in a session of its own, so the server stays up while vidcap publishes its last events, and
+vidcap stops it after them.
 
     python -m stream.delivery.nats_tether <folder to remove, or -> <nats-server command ...>
 """
@@ -43,14 +44,10 @@ def stop(server: subprocess.Popen[bytes]) -> None:
             server.wait()
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # through the finally below: the server stops too
-
-
 def main(folder: str, command: list[str]) -> int:
     parent_pid = os.getppid()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # vidcap's to act on; it ends us after
+        signal.signal(signum, signal.SIG_IGN)
     server = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         while server.poll() is None and not vidcap_is_gone(parent_pid):
