@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from typing import Any
 
 from PIL import Image
@@ -57,6 +61,23 @@ def engine_args(
     return args
 
 
+@contextmanager
+def _deaf_to_ctrl_c() -> Iterator[None]:
+    """Processes started in this block, vLLM's engine core and (through it) its workers, have
+    SIGINT blocked: children inherit the starting thread's signal mask, spawned or forked. A
+    terminal's Ctrl-C goes to vidcap's whole process group, and vLLM's engine core stops on
+    it, failing the captions in flight that vidcap was about to drain; vidcap closes the
+    engine itself after them (vLLM stops its processes with SIGTERM, which stays open)."""
+    # Started first: multiprocessing's resource tracker, started on the first spawn, unblocks
+    # SIGINT and SIGTERM in the starting thread when it is up.
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class VllmEngine:
     """CaptionEngine over vLLM's AsyncLLM. All streams share one instance."""
 
@@ -78,7 +99,7 @@ class VllmEngine:
         # must drop the last reference so vLLM's __del__ runs before interpreter exit.
         reaper = Reaper()  # before vLLM starts its processes: they die with vidcap
         try:
-            with reaper.marking():
+            with reaper.marking(), _deaf_to_ctrl_c():
                 engine = cls(_new_async_llm(args), "", model_id, temperature, stop)
         except BaseException:
             reaper.close()
