@@ -8,11 +8,14 @@ import hmac
 
 class BearerToken:
     def __init__(self, token: str) -> None:
-        self._expected = _digest(f"Bearer {token}")
+        self._expected = _digest(token)
 
     def matches(self, authorization: str) -> bool:
-        """Compared as SHA-256 digests: constant time in the content and the length."""
-        return hmac.compare_digest(_digest(authorization), self._expected)
+        """The scheme in any case (RFC 9110: case-insensitive); the token compared as SHA-256
+        digests, constant time in its content and length."""
+        scheme, _, token = authorization.partition(" ")
+        matched = hmac.compare_digest(_digest(token.lstrip(" ")), self._expected)
+        return matched and scheme.lower() == "bearer"
 
 
 def _digest(text: str) -> bytes:
