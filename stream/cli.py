@@ -457,13 +457,18 @@ def _bench_snapshots(args: argparse.Namespace) -> int:
 def _schemas(args: argparse.Namespace) -> int:
     from stream.delivery.schemas import EVENT_SCHEMAS
 
-    args.directory.mkdir(parents=True, exist_ok=True)
-    for name, schema in EVENT_SCHEMAS.items():
-        path = args.directory / f"{name}.schema.json"
-        path.write_bytes(
-            orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
-        )
-        print(path)
+    try:
+        args.directory.mkdir(parents=True, exist_ok=True)
+        for name, schema in EVENT_SCHEMAS.items():
+            path = args.directory / f"{name}.schema.json"
+            path.write_bytes(
+                orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+            )
+            print(path)
+    except OSError as exc:
+        where = exc.filename or args.directory
+        print(f"vidcap schemas: cannot write {where}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -70,7 +70,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     """An ISO 8601 time (UTC if no zone) or a duration back from now: 90s, 10m, 2h, 1d."""
     if match := _RELATIVE.match(text.strip()):
         amount, unit = float(match[1]), _UNITS[match[2]]
-        return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
+        except OverflowError:
+            raise ValueError(f"--since {text!r}: before the year 1") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:

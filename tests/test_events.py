@@ -168,3 +168,18 @@ def test_schemas_refuse_contradictions_and_drops_without_a_count() -> None:
 
 def test_msg_id_names_stream_session_and_seq() -> None:
     assert Envelope("cam-2", "abc", 17).msg_id == "cam-2:abc:17"
+
+
+def test_vidcap_schemas_into_a_folder_it_cannot_make_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["schemas", str(blocker / "schemas")]) == 1  # a traceback before
+    assert capsys.readouterr().err.startswith(f"vidcap schemas: cannot write {blocker / 'schemas'}")
+    assert main(["schemas", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"{name}.schema.json" for name in EVENT_SCHEMAS
+    )

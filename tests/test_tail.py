@@ -125,3 +125,6 @@ def test_since_accepts_durations_and_iso_times() -> None:
     assert parse_since("2026-11-25T13:00:00") == datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
     with pytest.raises(ValueError, match="90s"):
         parse_since("yesterday")
+    for too_far in ("99999999d", "9" * 40 + "s"):  # OverflowError with a traceback before
+        with pytest.raises(ValueError, match="before the year 1"):
+            parse_since(too_far, now)
