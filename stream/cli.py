@@ -25,6 +25,7 @@ from stream.config import (
     parse_config,
     parse_section,
 )
+from stream.console import print_line
 from stream.ids import stream_id_from_source
 from stream.log_format import configure_logging
 from stream.redact import redact
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def announce(line: str) -> None:
     """A line for the person running vidcap (where NATS and WHIP listen, ...)."""
-    print(f"vidcap: {line}", flush=True)
+    print_line(f"vidcap: {line}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -249,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
     config = build_run_config(args)
     if args.vllm_log is not None and config.engine.kind == "vllm":
         announce(f"vLLM's own log goes to {args.vllm_log}")
-    printer = None if args.quiet else (lambda event: print(format_event(event), flush=True))
+    printer = None if args.quiet else (lambda event: print_line(format_event(event)))
     status = asyncio.run(run_with_signals(config, printer, announce, show_replay_progress))
     if status == STOPPED_DURING_START_UP:
         # An engine load may still run on its thread, and vLLM's own threads would hold up
@@ -266,7 +267,7 @@ def _worker(args: argparse.Namespace) -> int:
     from stream.worker import run_worker
 
     config = parse_section(WorkerConfig, load_yaml(args.config), str(args.config))
-    return asyncio.run(run_worker(config, lambda line: print(f"vidcap worker: {line}", flush=True)))
+    return asyncio.run(run_worker(config, lambda line: print_line(f"vidcap worker: {line}")))
 
 
 def _tail(args: argparse.Namespace) -> int:

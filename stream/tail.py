@@ -17,6 +17,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from engine.guard import printable
 from stream.config import NatsConfig
+from stream.console import print_line
 from stream.delivery.publisher import connect
 from stream.redact import redact
 
@@ -135,6 +136,6 @@ async def tail(
             line = raw_line(data) if raw else format_event(event)
             if position is not None and not raw:
                 line += f"  [js {position}]"
-            print(line, flush=True)
+            print_line(line)
     finally:
         await client.drain()
