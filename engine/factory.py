@@ -150,9 +150,20 @@ def check_quantization(name: str | None) -> None:
         raise EngineSettingsError(f"engine.quantization {name!r} is not one vLLM knows{hint}")
 
 
+def check_model_path(model: str) -> None:
+    """A local path that is not there fails here, in one line (vLLM reads it as a Hugging Face
+    id and ends in a long traceback)."""
+    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
+        raise EngineSettingsError(
+            f"engine.model {model!r} does not exist (a local checkpoint folder, or a Hugging "
+            "Face id such as wynd/wynd-vidcap-12b)"
+        )
+
+
 def start_vllm_engine(settings: EngineConfig) -> VllmEngine:
     """Start vLLM in process (blocking: tens of seconds; before any stream starts)."""
     check_quantization(settings.quantization)
+    check_model_path(settings.model)
     model = resolve_model(settings.model)
     args = engine_args(
         model,
@@ -171,4 +182,11 @@ def start_vllm_engine(settings: EngineConfig) -> VllmEngine:
     )
     model_id = settings.model_id or settings.model.rstrip("/").rsplit("/", 1)[-1]
     logger.info("starting vLLM engine for %s", model)
-    return VllmEngine.start(args, model_id, settings.temperature, settings.stop)
+    try:
+        return VllmEngine.start(args, model_id, settings.temperature, settings.stop)
+    except (OSError, ValueError) as exc:  # vLLM's own checks: the model, the settings
+        logger.debug("the engine did not start", exc_info=True)
+        said = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise EngineSettingsError(
+            f"engine.model {settings.model!r}: vLLM could not start it: {said[:400]}"
+        ) from None

@@ -162,7 +162,11 @@ class Runner:
         self._publisher = publisher
         if engine is None:
             route = WorkerRoute(client, engine_subject(self.config.nats.subject_prefix))
-            engine = await start_engine(self._engine_settings(), route)
+            try:
+                engine = await start_engine(self._engine_settings(), route)
+            except BaseException:  # bad settings, a signal during the load
+                await publisher.close()  # before an embedded server goes: no lost-link warnings
+                raise
         self._engine_loaded = True
         captioner = Captioner(
             engine,

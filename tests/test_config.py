@@ -207,6 +207,18 @@ def test_an_unknown_quantization_fails_before_the_model_loads() -> None:
         start_vllm_engine(EngineConfig(model="/nonexistent/model", quantization="fp-8"))
 
 
+def test_a_model_that_is_not_there_or_not_a_model_is_one_line(tmp_path: Path) -> None:
+    """Each ended in a traceback of 80-130 lines (found by a fresh-clone trial)."""
+    from engine.errors import EngineSettingsError
+    from engine.factory import start_vllm_engine
+
+    with pytest.raises(EngineSettingsError, match="'/nonexistent/model' does not exist"):
+        start_vllm_engine(EngineConfig(model="/nonexistent/model"))
+    with pytest.raises(EngineSettingsError, match="vLLM could not start it: .*") as refused:
+        start_vllm_engine(EngineConfig(model=str(tmp_path)))  # a folder, but no model in it
+    assert "\n" not in str(refused.value) and str(tmp_path) in str(refused.value)
+
+
 def test_a_duplicate_window_longer_than_retention_is_refused_by_name() -> None:
     # nats-server refuses such a stream (error 10052) only once vidcap has started.
     streams = [{"id": "cam", "url": "c.mp4"}]

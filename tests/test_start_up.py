@@ -4,6 +4,7 @@ stops before it would start one.)"""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -110,3 +111,21 @@ def test_log_lines_can_be_json(tmp_path: Path) -> None:
     waiting = next(entry for entry in logged if "JetStream does not answer" in entry["message"])
     assert waiting["level"] == "WARNING" and waiting["logger"] == "stream.delivery.publisher"
     assert set(waiting) == {"time", "level", "logger", "message"}
+
+
+def test_a_model_that_is_not_there_ends_in_one_line_on_the_defaults(tmp_path: Path) -> None:
+    """The README's quick form with a wrong --model: the embedded NATS is started, the engine
+    settings are refused in one line (exit 2), and the NATS connection closes before the
+    server goes (three warnings of a lost connection came before the error)."""
+    vidcap = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "run", "--model", "/no/such/model", "a.mp4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "VIDCAP_HTTP_LISTEN": "127.0.0.1:0"},
+    )
+    lines = (vidcap.stdout + vidcap.stderr).splitlines()
+    assert vidcap.returncode == 2, lines
+    assert lines[-1].startswith("vidcap: engine.model '/no/such/model' does not exist"), lines
+    assert not [line for line in lines if "WARNING" in line or "Traceback" in line], lines
