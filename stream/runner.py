@@ -25,6 +25,7 @@ from engine.factory import WorkerRoute, cache_dir, start_engine
 from engine.metrics import Metrics
 from engine.nats_engine import engine_subject
 from stream.config import Config, StreamConfig
+from stream.delivery import embedded_address
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import DeliveryMetrics, EventPublisher, connect
 from stream.delivery.spool import Recovery, Spool, open_spool, spool_root
@@ -68,9 +69,11 @@ async def nats_url(
     server = EmbeddedNatsServer(data_dir, tethered=True)  # it dies with vidcap
     url = await asyncio.to_thread(server.start)
     announce(f"no nats.url configured; started embedded nats-server at {url}")
+    embedded_address.remember(url)  # for `vidcap tail` here
     try:
         yield url
     finally:
+        embedded_address.forget()
         await asyncio.to_thread(server.stop)
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import nats
 import orjson
 import pytest
 
-from stream.config import NatsConfig
+from stream.config import NatsConfig, parse_config
+from stream.delivery import embedded_address
 from stream.delivery.events import (
     Envelope,
     Event,
@@ -20,6 +24,7 @@ from stream.delivery.events import (
 )
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
+from stream.runner import nats_url
 from stream.sources.frames import SourceState
 from stream.tail import format_event
 
@@ -128,3 +133,32 @@ def test_since_accepts_durations_and_iso_times() -> None:
     for too_far in ("99999999d", "9" * 40 + "s"):  # OverflowError with a traceback before
         with pytest.raises(ValueError, match="before the year 1"):
             parse_since(too_far, now)
+
+
+async def test_tail_without_nats_follows_the_embedded_server_of_the_vidcap_running_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's quick start: `vidcap run` on the defaults starts nats-server on a random
+    port; `vidcap tail` with no --nats found nothing at 4222 and warned every 2 s forever."""
+    monkeypatch.setenv("VIDCAP_CACHE", str(tmp_path))  # the test's own: no real vidcap's file
+    config = parse_config({"streams": [{"id": "a", "url": "a.mp4"}]})
+    async with nats_url(config) as url:
+        tail = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "stream.cli", "tail", "--json"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert tail.stdout is not None and tail.stderr is not None
+        said = [(await asyncio.wait_for(tail.stderr.readline(), 30)).decode() for _ in range(2)]
+        assert said[0].strip() == (
+            f"vidcap tail: the embedded nats-server of vidcap (pid {os.getpid()}) at {url}"
+        )
+        assert said[1].startswith(f"vidcap tail: listening on vidcap.*.* at {url}")
+        client = await nats.connect(url)
+        event = wire_object(*status("cam", 0, "live"))
+        await client.publish("vidcap.cam.status", orjson.dumps(event))
+        await client.close()
+        assert orjson.loads(await asyncio.wait_for(tail.stdout.readline(), 10)) == event
+        tail.terminate()
+        await tail.wait()
+    assert embedded_address.running_vidcap() is None  # stopped: forgotten

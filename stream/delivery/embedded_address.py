@@ -1,0 +1,62 @@
+"""Where the embedded nats-server of a vidcap running on this machine listens (a random port),
+for `vidcap tail` and `vidcap snapshot get` without ``--nats``: a small file in vidcap's cache
+folder, written when the server is up and removed when it stops. A killed vidcap's file is
+ignored (its process is gone); with several vidcaps, the last one started is found."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Final
+
+import orjson
+
+from engine.factory import cache_dir
+
+DEFAULT_URL: Final = "nats://127.0.0.1:4222"
+
+
+def _file() -> Path:
+    return cache_dir() / "embedded-nats.json"
+
+
+def remember(url: str) -> None:
+    path = _file()
+    with contextlib.suppress(OSError):  # a read-only home: the tools then need --nats
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = path.with_suffix(f".{os.getpid()}.tmp")
+        written.write_bytes(orjson.dumps({"url": url, "pid": os.getpid()}))
+        written.replace(path)
+
+
+def forget() -> None:
+    """Only this process's: a vidcap started since has written its own."""
+    if (found := _read()) is not None and found[1] == os.getpid():
+        with contextlib.suppress(OSError):
+            _file().unlink()
+
+
+def running_vidcap() -> tuple[str, int] | None:
+    """The URL and process of the embedded server of a vidcap that is running."""
+    found = _read()
+    if found is None:
+        return None
+    try:
+        os.kill(found[1], 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # another user's vidcap: running
+        pass
+    return found
+
+
+def _read() -> tuple[str, int] | None:
+    try:
+        data = orjson.loads(_file().read_bytes())
+        url, pid = data["url"], data["pid"]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not (isinstance(url, str) and url.startswith("nats://") and isinstance(pid, int)):
+        return None
+    return url, pid
