@@ -278,6 +278,10 @@ class HttpConfig(_Section):
     token: SecretStr | None = None
     """Bearer token for the routes that change streams (POST, DELETE); unset: the API is
     read-only. 16+ characters."""
+    api_files: list[Path] = []
+    """Folders (with their subfolders) whose files ``POST /api/streams`` may add; empty: the
+    API adds network sources only. A file added is read and a picture of it stored as a
+    snapshot, which the open routes serve: list media folders only."""
     max_connections: int = Field(256, ge=1, le=100_000)
     """HTTP connections at once (any state, authenticated or not); more are closed at once."""
     request_timeout_s: float = Field(10.0, gt=0, le=300)

@@ -109,10 +109,16 @@ async def test_readiness_names_a_missing_jetstream_stream(
 
 
 async def test_metrics_carry_vidcap_and_vllm_and_the_api_refuses_bad_requests(
-    nats_server: EmbeddedNatsServer, vllm_engine: VllmEngine, tiny_model: Path, sample_clip: Path
+    nats_server: EmbeddedNatsServer,
+    vllm_engine: VllmEngine,
+    tiny_model: Path,
+    sample_clip: Path,
+    tmp_path: Path,
 ) -> None:
+    (tmp_path / "elsewhere.mp4").symlink_to("/etc/passwd")  # in an allowed folder, to outside
+    files = [str(sample_clip.parent), str(tmp_path)]
     config = {
-        "http": {"listen": "127.0.0.1:0", "token": TOKEN},
+        "http": {"listen": "127.0.0.1:0", "token": TOKEN, "api_files": files},
         "pipeline": {"max_streams": 1},
         **engine_and_nats(nats_server.url, "m", tiny_model, stream_name="M"),
     }
@@ -154,6 +160,25 @@ async def test_metrics_carry_vidcap_and_vllm_and_the_api_refuses_bad_requests(
             # FFmpeg's protocol-with-options form, which got past the check before
             ("POST", "/api/streams", AUTH, {"id": "a", "url": "subfile,,:/x"}, 422, "prefix"),
             ("POST", "/api/streams", AUTH, {"id": "a", "url": "/x\u001b[31m"}, 422, "control"),
+            # The token is no key to every file the process can read (a fresh-clone trial
+            # added a PNG of a password from /root and read it back as a snapshot)
+            ("POST", "/api/streams", AUTH, {"id": "a", "url": "/etc/passwd"}, 422, "api_files"),
+            (
+                "POST",
+                "/api/streams",
+                AUTH,
+                {"id": "a", "url": f"{sample_clip.parent}/../../../../../etc/passwd"},
+                422,
+                "not under http.api_files",
+            ),
+            (
+                "POST",
+                "/api/streams",
+                AUTH,
+                {"id": "a", "url": str(tmp_path / "elsewhere.mp4")},
+                422,
+                "not under http.api_files",
+            ),
             (
                 "POST",
                 "/api/streams",
@@ -245,6 +270,14 @@ async def test_every_api_error_is_json_the_routers_own_too() -> None:
                 ("GET", "/api/streams/a/b/c", None, 404, "no such API route"),
                 ("PUT", "/api/streams", None, 405, "PUT is not allowed here (GET, HEAD, POST)"),
                 ("POST", "/api/streams", oversize, 413, "body size"),
+                # the default: no file path through the API
+                (
+                    "POST",
+                    "/api/streams",
+                    b'{"id": "a", "url": "/etc/passwd"}',
+                    422,
+                    "needs http.api_files",
+                ),
             ]:
                 headers = {**AUTH, "Content-Type": "application/json"}
                 async with client.request(method, base + path, data=body, headers=headers) as r:

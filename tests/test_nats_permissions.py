@@ -159,7 +159,8 @@ async def test_run_keeps_api_changes_in_its_bucket_with_its_least_privileges(
     token = "api-token-0123456789"
     config = parse_config(
         {
-            "http": {"listen": "127.0.0.1:0", "token": token},  # streams may come at run time
+            # streams may come at run time; a file from this folder
+            "http": {"listen": "127.0.0.1:0", "token": token, "api_files": [str(tmp_path)]},
             "engine": {"kind": "nats", "worker_timeout_s": 10},
             "nats": as_user(url, "vidcap_run").model_dump(mode="json")
             | {"password": PASSWORDS["vidcap_run"]},

@@ -7,6 +7,7 @@ read-only. A new stream is validated exactly as in the config file. Errors are J
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
@@ -39,6 +40,7 @@ class StreamControl(Protocol):
 class StreamApi:
     def __init__(self, config: HttpConfig, control: StreamControl) -> None:
         self._control = control
+        self._file_folders = [folder.expanduser().resolve() for folder in config.api_files]
         token = config.token.get_secret_value() if config.token else None
         self._token = BearerToken(token) if token else None
 
@@ -67,6 +69,8 @@ class StreamApi:
     async def _add(self, request: web.Request) -> web.Response:
         self._authorise(request)
         stream = parse_stream(await _json_body(request))
+        if "://" not in stream.url:
+            self._check_file(stream.url)
         try:
             created = await self._control.add(stream)
         except ValueError as exc:
@@ -101,6 +105,17 @@ class StreamApi:
         if snapshot is None:
             raise json_error(web.HTTPNotFound, "no such stream")
         return snapshot
+
+    def _check_file(self, path: str) -> None:
+        """Only under ``http.api_files``, links and ``..`` resolved: the token is not a key
+        to every picture and video the process can read."""
+        resolved = Path(path).expanduser().resolve()
+        if not any(resolved.is_relative_to(folder) for folder in self._file_folders):
+            where = "is not under http.api_files" if self._file_folders else "needs http.api_files"
+            raise json_error(
+                web.HTTPUnprocessableEntity,
+                f"a file path through the API {where} (the folders it may read from)",
+            )
 
     def _authorise(self, request: web.Request) -> None:
         if self._token is None:
