@@ -144,7 +144,7 @@ class Runner:
             return
         self._stop_requested = True
         self._stopped.set()
-        logger.info("stopping: finishing captions in flight")
+        self._announce("stopping: finishing the captions in flight, then publishing them")
         for running in self._streams.values():
             running.pipeline.stop()
 

@@ -55,6 +55,7 @@ def test_ctrl_c_to_the_group_drains_the_captions_in_flight_and_exits_zero(
     assert any("VLLM" in name for name in family), (family, text)  # signalled with them up
     assert exit_status == 0, text
     assert "engine_dead" not in text and "Traceback" not in text, text
+    assert "vidcap: stopping: finishing the captions in flight" in text, text  # said at once
     printed = [line for line in output if line.startswith("looped #")]
     assert " status  stopped" in printed[-1], text
 
