@@ -68,9 +68,6 @@ def _deaf_to_ctrl_c() -> Iterator[None]:
     terminal's Ctrl-C goes to vidcap's whole process group, and vLLM's engine core stops on
     it, failing the captions in flight that vidcap was about to drain; vidcap closes the
     engine itself after them (vLLM stops its processes with SIGTERM, which stays open)."""
-    # Started first: multiprocessing's resource tracker, started on the first spawn, unblocks
-    # SIGINT and SIGTERM in the starting thread when it is up.
-    resource_tracker.ensure_running()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
@@ -98,6 +95,10 @@ class VllmEngine:
         # No local may hold the AsyncLLM: this frame outlives the call (seen here), and close()
         # must drop the last reference so vLLM's __del__ runs before interpreter exit.
         reaper = Reaper()  # before vLLM starts its processes: they die with vidcap
+        # Before the block below, and unmarked (the reaper would end it with the engine):
+        # multiprocessing's resource tracker, started on the first spawn, unblocks SIGINT in
+        # the thread that starts it, which would undo _deaf_to_ctrl_c.
+        resource_tracker.ensure_running()
         try:
             with reaper.marking(), _deaf_to_ctrl_c():
                 engine = cls(_new_async_llm(args), "", model_id, temperature, stop)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import numpy as np
+import psutil
 from PIL import Image
 
 from engine.captioner import Captioner
@@ -57,6 +60,35 @@ async def test_truncated_output_is_retried_then_reported(vllm_engine: VllmEngine
     assert not outcome.ok and outcome.error is not None
     assert outcome.error["reason"] == "truncated" and outcome.attempts == 2
     assert outcome.error["excerpt"].startswith('{"description":')
+
+
+async def test_a_ctrl_c_to_the_process_group_leaves_the_engine_serving(
+    vllm_engine: VllmEngine,
+) -> None:
+    """A terminal's Ctrl-C signals vidcap's whole process group, the engine's processes too.
+    vLLM's engine core exits on SIGINT: vidcap's drain then failed every caption in flight
+    `engine_dead` and exited 1 (found by a fresh-clone trial). Here the engine's processes get
+    the SIGINT the group would; they go on serving."""
+    engine = _engine_processes()
+    assert engine, "no vLLM engine process under this one"
+    for process in engine:
+        process.send_signal(signal.SIGINT)
+    await asyncio.sleep(1.0)
+    captioner = Captioner(vllm_engine, max_tokens=512, max_attempts=3, timeout_s=120)
+    served = await captioner.caption(frame(200), "after-ctrl-c")
+    assert served.tokens["output"] > 0, served.error
+    assert served.error is None or served.error["reason"] != "engine_dead", served.error
+    assert all(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engine)
+
+
+def _engine_processes() -> list[psutil.Process]:
+    """The in-process engine's: vLLM's engine core started by this process, and its workers
+    (not those of the suite's `vllm serve`, a child of another process)."""
+    found = []
+    for child in psutil.Process(os.getpid()).children():
+        if "EngineCore" in child.name():
+            found += [child, *child.children(recursive=True)]
+    return found
 
 
 def test_fp8_and_batching_settings_pass_straight_to_vllm() -> None:
