@@ -82,10 +82,16 @@ def wait_until(condition: object, within_s: float) -> bool:
     return False
 
 
-def test_a_killed_vidcap_leaves_no_nats_server_and_no_folder() -> None:
+@pytest.mark.parametrize("whole_group", [False, True])
+def test_a_killed_vidcap_leaves_no_nats_server_and_no_folder(whole_group: bool) -> None:
+    """SIGKILL to vidcap alone (the OOM killer), or to its process group (kill -9 %1: the
+    tether was killed with vidcap, and the server, in a session of its own, ran on)."""
     vidcap, port, folder = start_vidcap()
     assert answers(port) and folder.is_dir() and len(servers_on(folder)) == 1
-    vidcap.kill()
+    if whole_group:
+        os.killpg(vidcap.pid, signal.SIGKILL)
+    else:
+        vidcap.kill()
     vidcap.wait()
     assert wait_until(lambda: not answers(port), 10), "nats-server outlived vidcap"
     assert wait_until(lambda: not servers_on(folder) and not folder.exists(), 10), folder

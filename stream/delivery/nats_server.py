@@ -93,7 +93,13 @@ class EmbeddedNatsServer:
             stdin = subprocess.PIPE  # its closing says vidcap is done
         with (self.data_dir / "nats-server.log").open("ab") as log:  # the child keeps its copy
             self._process = subprocess.Popen(
-                command, stdin=stdin, stdout=log, stderr=subprocess.STDOUT
+                command,
+                stdin=stdin,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Out of vidcap's process group: a SIGKILL to the group (kill -9 %1) must leave
+                # the tether to see vidcap gone and stop the server, not orphan the server.
+                start_new_session=self._tethered,
             )
         self.port = self._wait_for_port(self._process)
         logger.info("embedded nats-server listening on %s", self.url)
