@@ -84,6 +84,9 @@ class NatsRefusedError(VidcapError):
     """The NATS server refused vidcap's credentials: retrying cannot help."""
 
 
+ABANDON_RECHECK_S = 0.05
+
+
 async def connect(config: NatsConfig, url: str) -> Client:
     """Connected, or waiting (and retrying) while the server is unreachable; refused
     credentials fail at once. Later disconnects reconnect for as long as it takes."""
@@ -139,9 +142,13 @@ async def connect(config: NatsConfig, url: str) -> Client:
 
 
 async def _abandon(client: Client, connecting: asyncio.Future[None]) -> None:
-    connecting.cancel()
-    with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
-        await connecting
+    # A cancel that lands as an attempt fails is swallowed by Python 3.11's wait_for inside
+    # nats-py, which then retries for ever (a signal at start-up hung vidcap): cancel again.
+    while not connecting.done():
+        connecting.cancel()
+        await asyncio.wait({connecting}, timeout=ABANDON_RECHECK_S)
+    if not connecting.cancelled():
+        connecting.exception()  # retrieved: an attempt's error is not news here
     await client.close()
 
 
