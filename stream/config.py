@@ -284,6 +284,10 @@ class HttpConfig(_Section):
     snapshot, which the open routes serve: list media folders only."""
     max_connections: int = Field(256, ge=1, le=100_000)
     """HTTP connections at once (any state, authenticated or not); more are closed at once."""
+    max_connections_per_client: int = Field(32, ge=1, le=100_000)
+    """HTTP connections at once from one client address (an IPv6 /64); more are closed at
+    once, so one client cannot hold them all. Behind a reverse proxy every client has the
+    proxy's address: raise it to ``max_connections`` there and limit at the proxy."""
     request_timeout_s: float = Field(10.0, gt=0, le=300)
     """Request line and headers (and a TLS handshake) must arrive within this of the
     connection (or of the previous request); a body within this of the headers."""

@@ -42,7 +42,7 @@ from stream.pipeline import (
 from stream.search.commands import default_db
 from stream.search.follower import Indexer
 from stream.service.dashboard.routes import Dashboard
-from stream.service.http_server import HttpServer
+from stream.service.http_server import ConnectionMetrics, HttpServer
 from stream.service.operations import Operations
 from stream.service.search_api import SearchApi
 from stream.service.stream_api import StreamApi
@@ -251,6 +251,7 @@ class Runner:
             yield
             return
         server = HttpServer(self.config.http)
+        self.registry.register(ConnectionMetrics(server))
         Operations(
             self.registry, self.not_ready, engine_in_process=self.config.engine.kind == "vllm"
         ).mount(server.app)

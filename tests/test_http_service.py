@@ -132,6 +132,8 @@ async def test_metrics_carry_vidcap_and_vllm_and_the_api_refuses_bad_requests(
             assert response.headers["Content-Type"].startswith("text/plain")
             text = await response.text()
         assert "vidcap_outbox_events" in text and "vllm:num_requests_running" in text
+        assert "\nvidcap_http_connections 1.0\n" in text  # this scrape's own
+        assert "\nvidcap_http_connections_refused_total 0.0\n" in text
         refusals: list[tuple[str, str, dict[str, str], Any, int, str]] = [
             ("POST", "/api/streams", {}, {"id": "a", "url": str(sample_clip)}, 401, "token"),
             ("POST", "/api/streams", {"Authorization": "Bearer wrong"}, {}, 401, "token"),

@@ -23,7 +23,8 @@ import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 from stream.config import HttpConfig, WhipConfig
-from stream.service.http_server import HttpServer
+from stream.service.http_server import ConnectionMetrics, HttpServer
+from stream.service.listener import client_of
 from stream.sources.whip import WhipSource
 from stream.sources.whip_server import PublishCheck, WhipServer
 
@@ -49,7 +50,13 @@ class Streams:
         return self.sources.setdefault(stream_id, WhipSource(stream_id))
 
 
-_HTTP_KEYS = ("request_timeout_s", "max_connections", "tls_cert", "tls_key")
+_HTTP_KEYS = (
+    "request_timeout_s",
+    "max_connections",
+    "max_connections_per_client",
+    "tls_cert",
+    "tls_key",
+)
 
 
 @dataclass
@@ -419,27 +426,77 @@ async def test_half_open_connections_are_closed_after_the_request_timeout() -> N
                 await _closed(writer)
 
 
-async def test_connections_beyond_the_cap_are_closed_at_once() -> None:
-    async with serving(max_connections=5, request_timeout_s=30) as server:
-        port = port_of(server)
-        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
-        try:
-            for _, writer in held:
-                writer.write(b"POST /whip/cam HTTP/1.1\r\n")
-            await asyncio.sleep(0.2)
-            extra_reader, extra = await asyncio.open_connection("127.0.0.1", port)
-            assert await _closed_by_server(extra_reader, 3)
-            extra.close()
-            await _closed(extra)
-            for reader, _ in held:  # the first five are still open
-                assert not await _closed_by_server(reader, 0.1)
-        finally:
-            for _, writer in held:
-                writer.close()
-                await _closed(writer)
+@asynccontextmanager
+async def holding(server: Served, count: int) -> AsyncIterator[list[asyncio.StreamReader]]:
+    """``count`` connections from 127.0.0.1, each half-way through a request, then one
+    more, which must be closed at once; they are closed at the end, and then there is room
+    again."""
+    port = port_of(server)
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(count)]
+    try:
+        for _, writer in held:
+            writer.write(b"POST /whip/cam HTTP/1.1\r\n")
         await asyncio.sleep(0.2)
-        async with aiohttp.ClientSession() as http, http.post(f"{server.url}/cam") as r:
-            assert r.status == 401  # room again once they left
+        extra_reader, extra = await asyncio.open_connection("127.0.0.1", port)
+        assert await _closed_by_server(extra_reader, 3)
+        extra.close()
+        await _closed(extra)
+        yield [reader for reader, _ in held]
+    finally:
+        for _, writer in held:
+            writer.close()
+            await _closed(writer)
+    await asyncio.sleep(0.2)
+    async with aiohttp.ClientSession() as http, http.post(f"{server.url}/cam") as r:
+        assert r.status == 401  # room again once they left
+
+
+async def test_connections_beyond_the_cap_are_closed_at_once() -> None:
+    async with (
+        serving(max_connections=5, request_timeout_s=30) as server,
+        holding(server, 5) as held,
+    ):
+        for reader in held:  # the first five are still open
+            assert not await _closed_by_server(reader, 0.1)
+
+
+async def test_one_client_cannot_take_every_connection() -> None:
+    # Found by a trial: 256 idle connections from one client filled max_connections and
+    # locked everyone out, the health checks too. Another loopback address is another client.
+    async with (
+        serving(max_connections=10, max_connections_per_client=3, request_timeout_s=30) as server,
+        holding(server, 3),
+    ):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port_of(server), local_addr=("127.0.0.2", 0)
+        )
+        writer.write(b"POST /whip/cam HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert (await reader.readline()).startswith(b"HTTP/1.1 401")
+        counts = {m.name: m.samples[0].value for m in ConnectionMetrics(server.http).collect()}
+        assert counts == {
+            "vidcap_http_connections": 4,
+            "vidcap_http_connections_refused": 1,
+            "vidcap_http_connections_expired": 0,
+        }
+        writer.close()
+        await _closed(writer)
+
+
+def test_a_client_is_its_ipv4_address_or_its_ipv6_64() -> None:
+    class Peer(asyncio.BaseTransport):
+        def __init__(self, peername: object) -> None:
+            super().__init__()
+            self.peername = peername
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return self.peername if name == "peername" else default
+
+    assert client_of(Peer(("203.0.113.7", 5000))) == "203.0.113.7"
+    assert client_of(Peer(("::ffff:203.0.113.7", 5000, 0, 0))) == "203.0.113.7"
+    one = client_of(Peer(("2001:db8:1:2::1", 5000, 0, 0)))
+    assert one == client_of(Peer(("2001:db8:1:2:ffff::9", 6000, 0, 0))) == "2001:db8:1:2::/64"
+    assert one != client_of(Peer(("2001:db8:1:3::1", 5000, 0, 0)))
+    assert client_of(Peer(("fe80::1%eth0", 5000, 0, 2))) == "fe80::/64"
 
 
 # ---- HTTPS ----

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Iterator
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from engine.errors import VidcapError
 from stream.config import HttpConfig
@@ -54,6 +57,7 @@ class HttpServer:
         self._listener = Listener(
             self._runner.server,
             max_connections=self._config.max_connections,
+            max_per_client=self._config.max_connections_per_client,
             request_timeout_s=self._config.request_timeout_s,
             tls=self._tls_context(),
         )
@@ -85,6 +89,31 @@ class HttpServer:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self._config.tls_cert, self._config.tls_key)
         return context
+
+
+class ConnectionMetrics(Collector):
+    """The listener's counts, read when scraped."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[Metric]:
+        listener = self._server._listener
+        refused, expired = (listener.refused, listener.expired) if listener else (0, 0)
+        yield GaugeMetricFamily(
+            "vidcap_http_connections", "HTTP connections open now", self._server.connections
+        )
+        yield CounterMetricFamily(
+            "vidcap_http_connections_refused",
+            "HTTP connections closed at once: http.max_connections, or one client's "
+            "http.max_connections_per_client, were open",
+            refused,
+        )
+        yield CounterMetricFamily(
+            "vidcap_http_connections_expired",
+            "HTTP connections closed because no request came within http.request_timeout_s",
+            expired,
+        )
 
 
 class HttpListenError(VidcapError):

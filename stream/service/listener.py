@@ -1,13 +1,15 @@
-"""A TCP listener for an aiohttp server with the limits aiohttp lacks here: a connection cap
-and a deadline for the first request (slow or half-open clients are closed), TLS per
-connection after the cap check."""
+"""A TCP listener for an aiohttp server with the limits aiohttp lacks here: a connection cap,
+a cap per client, and a deadline for the first request (slow or half-open clients are
+closed), TLS per connection after the cap checks."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import ssl
 import weakref
+from collections import Counter
 
 from aiohttp import web
 
@@ -16,9 +18,11 @@ logger = logging.getLogger(__name__)
 
 class Listener:
     """Accepts connections for an aiohttp server, which has no limits of its own here: at
-    most ``max_connections`` at once (one more is closed as soon as it is accepted), and a
-    connection whose first request has not reached the application ``request_timeout_s``
-    after it was accepted (TLS handshake included) is closed. Later requests on a kept-alive
+    most ``max_connections`` at once and ``max_per_client`` from one client (one more is
+    closed as soon as it is accepted: one client cannot take every connection and lock out
+    the health checks), and a connection whose first request has not reached the
+    application ``request_timeout_s`` after it was accepted (TLS handshake included) is
+    closed. Later requests on a kept-alive
     connection are bounded by aiohttp's ``keepalive_timeout``, POST bodies by the handler.
     TLS is started per connection after the count, so a refused client costs no handshake.
     """
@@ -28,17 +32,21 @@ class Listener:
         handlers: web.Server,
         *,
         max_connections: int,
+        max_per_client: int,
         request_timeout_s: float,
         tls: ssl.SSLContext | None,
     ) -> None:
         self._handlers = handlers
         self._max = max_connections
+        self._max_per_client = max_per_client
+        self._per_client: Counter[str] = Counter()
         self._timeout_s = request_timeout_s
         self._tls = tls
         self._open: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self.refused = 0
-        """Connections closed at once because ``max_connections`` were open."""
+        """Connections closed at once because ``max_connections`` were open, or their
+        client's ``max_per_client``."""
         self.expired = 0
         """Connections closed because no request arrived in time."""
 
@@ -84,8 +92,35 @@ class Listener:
             self.expired += 1
             connection.abort()
 
+    def _admit(self, client: str) -> bool:
+        if self._per_client[client] >= self._max_per_client:
+            self.refused += 1
+            return False
+        self._per_client[client] += 1
+        return True
+
     def _forget(self, connection: _Connection) -> None:
         self._open.discard(connection)
+        if connection.client is not None:
+            self._per_client[connection.client] -= 1
+            if not self._per_client[connection.client]:
+                del self._per_client[connection.client]
+
+
+def client_of(transport: asyncio.BaseTransport) -> str:
+    """Whom a connection counts against: its IPv4 address, or its IPv6 /64 (one host can
+    have a whole /64 to itself)."""
+    peer = transport.get_extra_info("peername")
+    host = peer[0] if isinstance(peer, tuple) and peer else ""
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class _Refused(asyncio.Protocol):
@@ -106,10 +141,17 @@ class _Connection(asyncio.Protocol):
         self._handed_over = False  # the handler has its transport
         self._handshake: asyncio.Task[None] | None = None
         self.deadline: asyncio.TimerHandle | None = None
+        self.client: str | None = None
+        """Set once admitted: the client this connection counts against."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._raw = transport
+        client = client_of(transport)
+        if not self._listener._admit(client):
+            transport.abort()
+            return
+        self.client = client
         if self._tls is None:
             self._hand_over(transport)
         else:
