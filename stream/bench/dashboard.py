@@ -123,7 +123,8 @@ async def measure(url: str, browsers: int, per_stream_hz: float, seconds: float)
     dashboard = Dashboard(
         NatsConfig(url=url, subject_prefix=PREFIX, jetstream=False), lambda: client
     )
-    server = HttpServer(HttpConfig(listen="127.0.0.1:0"))
+    # Every simulated browser is the one client 127.0.0.1.
+    server = HttpServer(HttpConfig(listen="127.0.0.1:0", max_connections_per_client=256))
     dashboard.mount(server.app)
     base = await server.start()
     try:
