@@ -30,7 +30,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from stream.config import NatsConfig
 from stream.delivery.publisher import connect
 from stream.search.pulls import PullBatches, PullInterrupted
-from stream.search.store import BatchResult, IndexStore, SearchIndexError, StoredMessage
+from stream.search.store import BatchResult, IndexStore, StoredMessage
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class IndexProgress:
     skipped: int = 0
     repositioned: int = 0
     """Times the consumer was created afresh after the index's position (start included)."""
+    restarted: int = 0
+    """Times the index started over: the stream was created again."""
     caught_up: bool = False
     """The last fetch found nothing new."""
 
@@ -60,10 +62,6 @@ class IndexProgress:
         self.duplicates += result.duplicates
         self.skipped += result.skipped
         self.position = position
-
-
-class StreamRewoundError(SearchIndexError):
-    """The JetStream stream is behind the index: it was recreated; only a rebuild helps."""
 
 
 class _Reposition(Exception):
@@ -127,7 +125,7 @@ class Indexer:
         js = client.jetstream()
         while True:
             try:
-                pulls = await self._subscribe(client, js, store.position)
+                pulls = await self._subscribe(client, js, store)
                 said = None
                 await self._consume(pulls, store)
             except _Reposition as why:
@@ -141,15 +139,30 @@ class Indexer:
                     said = trouble
                 await asyncio.sleep(RETRY_S)
 
-    async def _check_stream(self, js: JetStreamContext, position: int) -> None:
-        """The stream still holds what the index has seen, and says so if it lost some."""
-        state = (await js.stream_info(self._nats.stream_name)).state
-        if state.last_seq < position:
-            raise StreamRewoundError(
-                f"JetStream stream {self._nats.stream_name!r} ends at sequence {state.last_seq}, "
-                f"before the index's position {position}: it was deleted and created again. "
-                "Run `vidcap index --rebuild` (the index must hold what the stream holds)"
+    async def _check_stream(self, js: JetStreamContext, store: IndexStore) -> None:
+        """The index holds this stream, not one of the same name deleted since (an
+        embedded nats-server's each run, an operator's `nats stream rm`): else it starts
+        over from this one. Says so if the stream lost events before they were indexed."""
+        info = await js.stream_info(self._nats.stream_name)
+        state, position = info.state, store.position
+        created = info.created.isoformat() if info.created is not None else None
+        known = store.stream_created
+        if state.last_seq < position or (created and known and created != known):
+            logger.warning(
+                "search index: JetStream stream %r was created again (created %s, ends at "
+                "sequence %d; the index holds one created %s, up to %d): the index starts "
+                "over from it",
+                self._nats.stream_name,
+                created or "at an unknown time",
+                state.last_seq,
+                known or "at an unknown time",
+                position,
             )
+            await asyncio.to_thread(store.reset, self._nats.stream_name)
+            self.progress.position = position = 0
+            self.progress.restarted += 1
+        if created and created != known:
+            store.note_stream_created(created)
         if state.first_seq > position + 1 and state.messages:
             logger.warning(
                 "search index: stream sequences %d-%d left JetStream (retention) before they "
@@ -166,9 +179,12 @@ class Indexer:
             )
         return f"{type(exc).__name__} ({exc or 'no detail'})"
 
-    async def _subscribe(self, client: Client, js: JetStreamContext, position: int) -> PullBatches:
+    async def _subscribe(
+        self, client: Client, js: JetStreamContext, store: IndexStore
+    ) -> PullBatches:
         stream = self._nats.stream_name
-        await self._check_stream(js, position)
+        await self._check_stream(js, store)
+        position = store.position
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_consumer(stream, self._durable)
         start = (

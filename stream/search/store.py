@@ -117,6 +117,16 @@ class IndexStore:
         """The last JetStream stream sequence indexed (0: none)."""
         return int(self._meta("position") or 0)
 
+    @property
+    def stream_created(self) -> str | None:
+        """When the JetStream stream the index holds was created (None: not known yet)."""
+        created = self._meta("stream_created")
+        return None if created is None else str(created)
+
+    def note_stream_created(self, created: str) -> None:
+        with self._db:
+            self._set_meta("stream_created", created)
+
     def apply(self, messages: Iterable[StoredMessage]) -> BatchResult:
         """Index ``messages`` (in stream order) and record the position, in one transaction."""
         indexed = duplicates = skipped = 0
