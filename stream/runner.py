@@ -127,6 +127,8 @@ class Runner:
         self._removing: set[str] = set()
         self.http_url = ""
         """The HTTP server's base URL once it listens."""
+        self.index_stopped: str | None = None
+        """Why the search index (``index.enabled``) stopped following; None while it runs."""
         self.whip_url = ""
         """The WHIP endpoint's base URL once it listens (``.../whip``; POST to ``/<stream>``)."""
 
@@ -256,7 +258,9 @@ class Runner:
             self.registry, self.not_ready, engine_in_process=self.config.engine.kind == "vllm"
         ).mount(server.app)
         StreamApi(self.config.http, self).mount(server.app)
-        SearchApi(self.config.index.db or default_db()).mount(server.app)
+        SearchApi(self.config.index.db or default_db(), lambda: self.index_stopped).mount(
+            server.app
+        )
         Dashboard(self.config.nats, lambda: self._client).mount(server.app)
         whip: WhipServer | None = None
         if self.config.whip.enabled:
@@ -619,6 +623,7 @@ class Runner:
         try:
             await indexer.run(stop)
         except VidcapError as exc:
+            self.index_stopped = str(exc)
             logger.error("the search index stopped: %s (captioning goes on)", exc)
 
     async def _run_isolated(self, pipeline: StreamPipeline) -> bool:

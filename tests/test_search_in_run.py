@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
+from stream.search.store import IndexStore
 from tests.test_nats_permissions import FixedEngine
 
 
@@ -48,3 +50,39 @@ async def test_a_run_indexes_its_captions_and_serves_the_search(
         assert await running == 0
     assert {hit["stream"] for hit in hits} == {"cam"}
     assert sorted(hit["keyframe"] for hit in hits) == [0, 1, 2]
+
+
+async def test_a_stopped_index_is_not_served_as_if_it_followed(
+    nats_server: EmbeddedNatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its answers would be stale, without a word (a trial saw old results served)."""
+    db = tmp_path / "index.db"
+    IndexStore(db, "ANOTHER_STREAM").close()  # this index cannot follow VIDCAP
+    clip = write_clip(tmp_path / "cuts.mp4", ClipSpec(shots=2, shot_frames=15))
+    config = parse_config(
+        {
+            "streams": [{"id": "cam", "url": str(clip)}],
+            "http": {"listen": "127.0.0.1:0", "token": "search-test-token-0123"},
+            "nats": {"url": nats_server.url},
+            "index": {"enabled": True, "db": str(db)},
+        }
+    )
+    runner = Runner(config)
+    running = asyncio.create_task(runner.run(nats_server.url, FixedEngine()))
+    try:
+        async with asyncio.timeout(60):
+            while runner.index_stopped is None or not runner.http_url:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{runner.http_url}/api/search", params={"q": "card"}) as response,
+        ):
+            assert response.status == 503
+            error = (await response.json())["error"]
+    finally:
+        runner.request_stop()
+        assert await running == 0
+    assert error.startswith("the search index stopped (search index ") and "ANOTHER" in error
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 1 and logged[0].startswith("the search index stopped:")
+    caplog.clear()  # the one ERROR expected

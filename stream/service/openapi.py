@@ -67,7 +67,7 @@ _WINDOW = [
 ]
 _SEARCH_ERRORS = {
     "400": _error("a parameter is unknown, repeated, too long or malformed; the message says"),
-    "503": _error("no search index, or the query ran too long"),
+    "503": _error("no search index, the run's index stopped, or the query ran too long"),
 }
 
 

@@ -42,8 +42,14 @@ Query = Callable[[sqlite3.Connection], Any]
 
 
 class SearchApi:
-    def __init__(self, db: Path | None) -> None:
+    """``index_stopped``: why this process's own index stopped following (None: it follows,
+    or another process writes the index); its answers would be stale, so none is given."""
+
+    def __init__(
+        self, db: Path | None, index_stopped: Callable[[], str | None] = lambda: None
+    ) -> None:
         self._db = db
+        self._index_stopped = index_stopped
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_QUERIES)
 
     def mount(self, app: web.Application) -> None:
@@ -92,6 +98,11 @@ class SearchApi:
             raise json_error(
                 web.HTTPServiceUnavailable,
                 "no search index: run `vidcap index` (or enable the index) and try again",
+            )
+        if (why := self._index_stopped()) is not None:
+            raise json_error(
+                web.HTTPServiceUnavailable,
+                f"the search index stopped ({why}): its answers would miss what came since",
             )
         async with self._slots:
             try:
