@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import difflib
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client
 
 from engine.base import CaptionEngine
+from engine.cache import cache_dir
 from engine.config import EngineConfig
 from engine.errors import EngineSettingsError
 from engine.heap import freeze_long_lived
@@ -25,10 +25,6 @@ logger = logging.getLogger(__name__)
 
 TINY_MODEL = "tiny"
 T = TypeVar("T")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VIDCAP_CACHE", Path.home() / ".cache" / "vidcap"))
 
 
 CPU_KV_CACHE_BYTES = 1 << 30

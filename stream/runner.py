@@ -18,10 +18,11 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
 from engine.base import CaptionEngine
+from engine.cache import cache_dir
 from engine.captioner import Captioner
 from engine.config import EngineConfig
 from engine.errors import VidcapError
-from engine.factory import WorkerRoute, cache_dir, start_engine
+from engine.factory import WorkerRoute, start_engine
 from engine.metrics import Metrics
 from engine.nats_engine import engine_subject
 from stream.config import Config, StreamConfig

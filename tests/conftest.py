@@ -37,6 +37,17 @@ from stream.sample_clip import ClipSpec, write_clip
 os.environ["VIDCAP_HTTP_LISTEN"] = "127.0.0.1:0"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The suite's vidcaps (in process or children) keep their cache in a folder of the
+    suite's own: an embedded nats-server's address, written while one runs, would otherwise
+    point a `vidcap tail` of the machine's user at the suite's server."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIDCAP_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture(autouse=True)
 def own_spool(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test's vidcaps (in process or children) spool in a folder of the test's own: what

@@ -12,7 +12,7 @@ from typing import Final
 
 import orjson
 
-from engine.factory import cache_dir
+from engine.cache import cache_dir
 
 DEFAULT_URL: Final = "nats://127.0.0.1:4222"
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from engine.cache import cache_dir
 from engine.errors import VidcapError
-from engine.factory import cache_dir
 from stream.config import ConfigError, NatsConfig, load_yaml, parse_section
 from stream.redact import redact
 from stream.search import output
