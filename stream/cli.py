@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=_worker)
 
     tail = commands.add_parser("tail", help="print events as they are published")
-    tail.add_argument("--nats", help=NATS_HELP)
+    tail.add_argument("--nats", help=embedded_address.TOOL_HELP)
     tail.add_argument("--prefix", default="vidcap")
     tail.add_argument("--stream", help="only this stream id")
     tail.add_argument(
@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     snapshot_get.add_argument("stream", help="stream id")
     snapshot_get.add_argument("seq", type=int, help="the caption event's seq")
     snapshot_get.add_argument("-o", "--output", type=Path, required=True, help="JPEG file")
-    snapshot_get.add_argument("--nats", help=NATS_HELP)
+    snapshot_get.add_argument("--nats", help=embedded_address.TOOL_HELP)
     snapshot_get.add_argument("--prefix", default="vidcap")
     snapshot_get.add_argument("--stream-name", default="VIDCAP", help="JetStream stream")
     snapshot_get.add_argument(
@@ -271,27 +271,10 @@ def _worker(args: argparse.Namespace) -> int:
     return asyncio.run(run_worker(config, lambda line: print_line(f"vidcap worker: {line}")))
 
 
-NATS_HELP = (
-    "NATS URL (default: the embedded server of the vidcap running here, else "
-    f"{embedded_address.DEFAULT_URL})"
-)
-
-
-def _tool_nats_url(given: str | None, tool: str) -> str:
-    if given:
-        return given
-    found = embedded_address.running_vidcap()
-    if found is None:
-        return embedded_address.DEFAULT_URL
-    url, pid = found
-    print(f"{tool}: the embedded nats-server of vidcap (pid {pid}) at {url}", file=sys.stderr)
-    return url
-
-
 def _tail(args: argparse.Namespace) -> int:
     from stream.tail import parse_since, tail
 
-    args.nats = _tool_nats_url(args.nats, "vidcap tail")
+    args.nats = embedded_address.tool_nats_url(args.nats, "vidcap tail")
     config = NatsConfig(url=args.nats, subject_prefix=args.prefix, stream_name=args.stream_name)
     try:
         since = parse_since(args.since) if args.since else None
@@ -309,7 +292,7 @@ def _snapshot_get(args: argparse.Namespace) -> int:
     from stream.delivery.publisher import connect
     from stream.delivery.snapshots import SnapshotNotFound, read_snapshot
 
-    args.nats = _tool_nats_url(args.nats, "vidcap snapshot")
+    args.nats = embedded_address.tool_nats_url(args.nats, "vidcap snapshot")
     config = NatsConfig(url=args.nats, subject_prefix=args.prefix, stream_name=args.stream_name)
 
     async def fetch() -> tuple[bytes, dict[str, Any]]:

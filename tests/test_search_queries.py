@@ -14,6 +14,7 @@ import pytest
 
 from stream.bench.search_log import LogEvent, caption, caption_text, logo, status
 from stream.cli import _parser, main
+from stream.delivery import embedded_address
 from stream.delivery.events import CaptionEvent, Envelope
 from stream.delivery.snapshots import Snapshot, SnapshotOutcome
 from stream.search.commands import nats_settings
@@ -375,10 +376,15 @@ def test_index_takes_nats_settings_from_a_config_file(
     args = _parser().parse_args(["index", "--config", str(config)])
     settings = nats_settings(args)
     assert (settings.url, settings.stream_name, settings.user) == (
-        "nats://127.0.0.1:4222",  # null is vidcap run's embedded server: not reachable here
+        "nats://127.0.0.1:4222",  # null is vidcap run's embedded server: none runs
         "EVENTS",
         "idx",
     )
+    embedded_address.remember("nats://127.0.0.1:43210")  # as a running vidcap's (this pid)
+    try:
+        assert nats_settings(args).url == "nats://127.0.0.1:43210"
+    finally:
+        embedded_address.forget()
     assert settings.password is not None and settings.password.get_secret_value() == "s3cret-pass"
     args = _parser().parse_args(
         ["index", "--config", str(config), "--nats", "nats://10.0.0.2:4222", "--stream-name", "X"]

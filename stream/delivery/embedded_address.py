@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -15,10 +16,26 @@ import orjson
 from engine.cache import cache_dir
 
 DEFAULT_URL: Final = "nats://127.0.0.1:4222"
+TOOL_HELP: Final = (
+    f"NATS URL (default: the embedded server of the vidcap running here, else {DEFAULT_URL})"
+)
 
 
 def _file() -> Path:
     return cache_dir() / "embedded-nats.json"
+
+
+def tool_nats_url(given: str | None, tool: str) -> str:
+    """The NATS URL for a tool run here (`vidcap tail`, `snapshot get`, `index`): ``given``,
+    else the embedded server of the vidcap running here (said on stderr), else the default."""
+    if given:
+        return given
+    found = running_vidcap()
+    if found is None:
+        return DEFAULT_URL
+    url, pid = found
+    print(f"{tool}: the embedded nats-server of vidcap (pid {pid}) at {url}", file=sys.stderr)
+    return url
 
 
 def remember(url: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Final
 from engine.cache import cache_dir
 from engine.errors import VidcapError
 from stream.config import ConfigError, NatsConfig, load_yaml, parse_section
+from stream.delivery import embedded_address
 from stream.redact import redact
 from stream.search import output
 from stream.search.follower import DEFAULT_DURABLE, Indexer
@@ -31,7 +32,6 @@ from stream.search.reports import DEFAULT_SEGMENTS, MAX_SEGMENTS, airtime, segme
 from stream.search.store import reading
 
 PROGRESS_EVERY_S: Final = 5.0
-DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 AIRTIME_COLUMNS: Final = ("stream", "brand", "on_screen", "seconds", "appearances", "open")
 SEGMENT_COLUMNS: Final = (
     "stream",
@@ -93,7 +93,11 @@ def add_commands(commands: Any) -> None:
 
 def _nats_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file; its nats section is used")
-    parser.add_argument("--nats", help="NATS URL (default: the config's, else 127.0.0.1:4222)")
+    parser.add_argument(
+        "--nats",
+        help="NATS URL (default: the config's, else the embedded server of the vidcap running "
+        f"here, else {embedded_address.DEFAULT_URL})",
+    )
     parser.add_argument("--stream-name", help="JetStream stream (default: the config's, VIDCAP)")
 
 
@@ -118,8 +122,8 @@ def nats_settings(args: argparse.Namespace) -> NatsConfig:
         data["url"] = args.nats
     if args.stream_name:
         data["stream_name"] = args.stream_name
-    if not data.get("url"):  # null in a config means vidcap run's embedded server: not ours
-        data["url"] = DEFAULT_NATS_URL
+    if not data.get("url"):  # null in a config means vidcap run's embedded server
+        data["url"] = embedded_address.tool_nats_url(None, "vidcap index")
     return parse_section(NatsConfig, data, str(args.config or "command line") + ": nats")
 
 
