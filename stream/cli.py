@@ -341,7 +341,7 @@ def _scenes(args: argparse.Namespace) -> int:
 
     overrides = {"threshold": args.threshold, "min_gap_s": args.min_gap}
     settings = {key: value for key, value in overrides.items() if value is not None}
-    config = parse_section(KeyframeConfig, settings, "vidcap scenes")
+    config = parse_section(KeyframeConfig, settings, "command line")
     with frame_bar(args.video.name, frames_in(str(args.video))) as bar:
         try:
             report = detect_scenes(args.video, config, on_frame=bar.update)

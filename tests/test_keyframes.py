@@ -273,3 +273,15 @@ def test_vidcap_scenes_json(tmp_path: Path) -> None:
     body = json.loads(done.stdout)
     assert body["cuts"] == spec.cut_frames[1:]
     assert body["frames"] == spec.frames and body["fps"] == spec.fps
+
+
+def test_vidcap_scenes_says_what_is_wrong_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream.cli import main
+
+    assert main(["scenes", "--threshold", "-5", str(tmp_path / "clip.mp4")]) == 2
+    said = capsys.readouterr().err.splitlines()
+    assert said[0] == "vidcap: command line: 1 invalid setting(s)"  # was "vidcap: vidcap scenes"
+    assert main(["scenes", str(tmp_path / "missing.mp4")]) == 1
+    assert capsys.readouterr().err.startswith(f"vidcap scenes: cannot read {tmp_path}/missing.mp4")
