@@ -230,6 +230,7 @@ def build_run_config(args: argparse.Namespace) -> Config:
         taken: set[str] = set()
         streams = []
         for source in args.sources:
+            _check_file_source(source)
             taken.add(stream_id := stream_id_from_source(source, taken))
             streams.append({"id": stream_id, "url": source})
         config = parse_config({"streams": streams}, source="command line")
@@ -241,6 +242,19 @@ def build_run_config(args: argparse.Namespace) -> Config:
         engine = config.engine.model_copy(update={"model": args.model})
         config = config.model_copy(update={"engine": engine})
     return config
+
+
+def _check_file_source(source: str) -> None:
+    """A file named on the command line is there: a typo fails at once, not after the
+    engine has loaded (a minute, more for a large model). Files in a config file fail
+    their stream only (``failed``), and the others go on."""
+    if "://" in source:
+        return
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(f"{source}: no such file")
+    if path.is_dir():
+        raise ConfigError(f"{source} is a folder: name the video files in it")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -121,6 +121,12 @@ def test_bad_configuration_or_arguments_exit_2(
     assert "streams.0.id" in capsys.readouterr().err
     assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert main(["run"]) == 2  # neither --config nor a source
+    capsys.readouterr()
+    # A typo in the quick form fails at once (it was said after the engine had loaded).
+    assert main(["run", str(tmp_path / "typo.mp4")]) == 2
+    assert capsys.readouterr().err == f"vidcap: {tmp_path}/typo.mp4: no such file\n"
+    assert main(["run", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--no-such-option"])
     assert exit_.value.code == 2
