@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import av
+import pytest
 
 from stream.config import KeyframeConfig, StreamConfig, parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
@@ -43,6 +46,37 @@ def test_a_12000_square_mjpeg_is_refused_before_it_is_decoded(tmp_path: Path) ->
     assert reports[-1][0] == "failed" and "12000x12000" in reports[-1][1], reports
     assert "exceed max_pixels 33177600" in reports[-1][1]
     assert grown_mb < 100, f"grew {grown_mb:.0f} MB"  # one decoded frame would be 216 MB
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width`` x ``height``, with a few rows of data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress((b"\x00" + b"\x00" * width * 3) * 4)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_30000_square_png_fails_not_ends(tmp_path: Path, loop: bool) -> None:
+    # Found by a trial: FFmpeg refuses it as corrupt data (its size is known only at decode,
+    # and over max_pixels), so no frame came and the file was reported `ended`; looped, it
+    # was opened again and again.
+    png = tmp_path / "huge.png"
+    png.write_bytes(_png_claiming(30000, 30000))
+    reports: list[tuple[str, str]] = []
+    source = VideoSource(StreamConfig(id="huge", url=str(png), loop=loop))
+    health = SourceHealth(5.0, lambda state, detail, **_: reports.append((state, detail)))
+    assert list(source.frames(threading.Event(), health, health._report)) == []
+    assert reports[-1][0] == "failed", reports
+    assert reports[-1][1].startswith("no frame could be decoded: 1 corrupt packet(s)")
+    assert "max_pixels, 33177600" in reports[-1][1]
 
 
 async def test_a_stream_over_max_pixels_fails_and_ends(

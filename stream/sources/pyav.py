@@ -112,10 +112,14 @@ class VideoSource:
                 logger.warning("stream %s (%s): %s", self.config.id, self.url, error)
             if stop.is_set():
                 return
-            if not self.config.is_live and not self.config.loop:
-                report("failed" if error else "ended", error or f"end of file after {index} frames")
-                return
             if not self.config.is_live:
+                if index == 0 and error is None:
+                    error = self._no_frame()
+                if not self.config.loop or index == 0:  # looping a file with no frame spins
+                    report(
+                        "failed" if error else "ended", error or f"end of file after {index} frames"
+                    )
+                    return
                 clock.restart_file()
                 continue
             failures += 1
@@ -139,6 +143,16 @@ class VideoSource:
         )
         jitter = self.config.reconnect_jitter
         return base * random.uniform(1 - jitter, 1 + jitter)
+
+    def _no_frame(self) -> str:
+        """Why a file that opened gave no frame: not an end, a failure (looping it would
+        spin)."""
+        if not self.corrupt_packets:
+            return "no video frame in the file"
+        return (
+            f"no frame could be decoded: {self.corrupt_packets} corrupt packet(s) (FFmpeg also "
+            f"refuses a picture of more than max_pixels, {self.config.max_pixels}, as corrupt)"
+        )
 
     def _explain(self, exc: BaseException) -> str:
         if isinstance(exc, av.error.ExitError):
