@@ -466,6 +466,7 @@ class Runner:
         finally:
             self._removing.discard(stream_id)
         self._added_at_run_time.discard(stream_id)
+        self._failed.discard(stream_id)  # seen and removed: not a reason for exit status 1
         await self._store_change(stream_id, StoredStream(None, removed=True))
         return ok
 

@@ -50,3 +50,27 @@ async def test_a_failed_camera_exits_1(
     assert "failed" in states  # the camera did fail ...
     assert status == 1  # ... and README: "1 means a stream stopped with an error"
     assert said[-1] == "exit status 1: stream(s) failed: bad"  # the last line says which
+
+
+async def test_a_failed_camera_removed_through_the_api_is_not_a_failure_at_the_end(
+    clip: Path, tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    """The operator saw it fail and removed it: the run's end is not an error for it."""
+    config = parse_config(
+        {
+            "streams": [{"id": "bad", "url": str(tmp_path / "no-such-file.mp4")}],
+            "http": {"listen": "127.0.0.1:0", "token": "exit-status-token-0123"},  # until stopped
+            **engine_and_nats(nats_server.url, "x2"),
+        }
+    )
+    states: list[str] = []
+    said: list[str] = []
+    runner = Runner(config, lambda e: states.append(e.get("state", "")), announce=said.append)
+    running = asyncio.create_task(runner.run(nats_server.url, engine=GoodEngine()))
+    async with asyncio.timeout(30):
+        while "failed" not in states:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert await runner.remove("bad") is False  # it had ended with an error
+    runner.request_stop()
+    assert await asyncio.wait_for(running, 30) == 0, said
+    assert not [line for line in said if line.startswith("exit status")]
