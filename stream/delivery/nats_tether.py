@@ -5,9 +5,9 @@ When the pipe closes (vidcap stops the server, exits, or is killed: SIGKILL, the
 or vidcap's process is gone (a process vLLM forked from vidcap may hold the pipe open), it
 stops nats-server (SIGTERM: JetStream syncs and exits), waits for it, and removes the
 server's folder when vidcap made it. Ctrl-C in a terminal, or a supervisor's SIGTERM to the
-group, signals vidcap's whole process group: this process ignores both and runs nats-server
-in a session of its own, so the server stays up while vidcap publishes its last events, and
-vidcap stops it after them.
+group, signals vidcap's whole process group: this process runs in a session of its own
+(nats-server with it) and ignores both, so the server stays up while vidcap publishes its
+last events, and vidcap stops it after them.
 
     python -m stream.delivery.nats_tether <folder to remove, or -> <nats-server command ...>
 """
@@ -48,7 +48,7 @@ def main(folder: str, command: list[str]) -> int:
     parent_pid = os.getppid()
     for signum in (signal.SIGINT, signal.SIGTERM):  # vidcap's to act on; it ends us after
         signal.signal(signum, signal.SIG_IGN)
-    server = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     try:
         while server.poll() is None and not vidcap_is_gone(parent_pid):
             pass
