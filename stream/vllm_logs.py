@@ -7,6 +7,7 @@ engine core and worker processes too. Errors still reach the terminal."""
 from __future__ import annotations
 
 import json
+import logging.config
 import os
 from pathlib import Path
 
@@ -42,4 +43,7 @@ def route_vllm_logs(log_file: Path) -> Path | None:
     config_file = log_file.with_suffix(".logging.json")
     config_file.write_text(json.dumps(config))
     os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
+    # And here at once: some of vLLM's modules log while imported, before vLLM has read
+    # the file ("Triton is installed, but doesn't include CPU backend" reached the terminal).
+    logging.config.dictConfig(config)
     return log_file

@@ -21,17 +21,34 @@ logging.getLogger("vllm.worker").error("an error for both")
 """
 
 
+# vidcap's process: its console handler, the route, then a vLLM module that logs while it
+# is imported, before vLLM has read the configuration file.
+VIDCAP = """
+import logging, sys
+from pathlib import Path
+from stream.vllm_logs import route_vllm_logs
+logging.basicConfig(format="CONSOLE %(message)s")
+route_vllm_logs(Path(sys.argv[1]))
+logging.getLogger("vllm.triton_utils.importing").warning("logged while imported")
+"""
+
+
 def test_vllm_lines_go_to_the_file_and_errors_to_the_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH", raising=False)
-    log = route_vllm_logs(tmp_path / "logs" / "vllm.log")
-    assert log is not None
+    log = tmp_path / "logs" / "vllm.log"
+    vidcap = subprocess.run(
+        [sys.executable, "-c", VIDCAP, str(log)], capture_output=True, text=True, check=True
+    )
+    assert "logged while imported" not in vidcap.stderr  # seen on the console before
+    environment = {**os.environ, "VLLM_LOGGING_CONFIG_PATH": str(log.with_suffix(".logging.json"))}
     child = subprocess.run(
-        [sys.executable, "-c", CHILD], env=dict(os.environ), capture_output=True, text=True
+        [sys.executable, "-c", CHILD], env=environment, capture_output=True, text=True
     )
     assert child.returncode == 0, child.stderr
     written = log.read_text()
+    assert "logged while imported" in written
     assert "a warning for the file" in written and "an error for both" in written
     assert "an error for both" in child.stderr and "a warning" not in child.stderr
 
