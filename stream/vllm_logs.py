@@ -38,7 +38,12 @@ def route_vllm_logs(log_file: Path) -> Path | None:
                 "level": "ERROR",
             },
         },
-        "loggers": {"vllm": {"handlers": ["file", "errors"], "level": "INFO", "propagate": False}},
+        "loggers": {
+            name: {"handlers": ["file", "errors"], "level": "INFO", "propagate": False}
+            # torch's C++ extension helper, imported by vLLM, warns on every host without
+            # CUDA ("No CUDA runtime is found").
+            for name in ("vllm", "torch.utils.cpp_extension")
+        },
     }
     config_file = log_file.with_suffix(".logging.json")
     config_file.write_text(json.dumps(config))
