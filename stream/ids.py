@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.parse import urlsplit
 
 STREAM_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 """For JSON Schema (ECMA-262 regex, where ``$`` is the end of the string)."""
@@ -24,12 +25,26 @@ def validate_stream_id(stream_id: str) -> str:
 
 
 def stream_id_from_source(source: str, taken: set[str]) -> str:
-    """A readable, unique, valid id for a source given on the command line."""
-    tail = source.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
-    stem = tail.rsplit(".", 1)[0] if "." in tail else tail
+    """A readable, unique, valid id for a source given on the command line: the file's name
+    without its extension, a URL's last path part, else its host. Never from a URL's user
+    and password (the id is in every event, subject and log line)."""
+    name = _name_of(source)
+    stem = name.rsplit(".", 1)[0] if "." in name and "://" not in name else name
     base = _UNSAFE.sub("-", stem).strip("-")[:56] or "stream"
     candidate, n = base, 1
     while candidate in taken:
         n += 1
         candidate = f"{base}-{n}"
     return candidate
+
+
+def _name_of(source: str) -> str:
+    if "://" not in source:
+        return source.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        url = urlsplit(source)
+        host = url.hostname or ""
+    except ValueError:  # a malformed URL: no name from it
+        return ""
+    last = url.path.rstrip("/").rsplit("/", 1)[-1]
+    return last if last else host.replace(".", "-")

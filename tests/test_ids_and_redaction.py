@@ -31,6 +31,13 @@ def test_an_invalid_id_is_explained_in_full() -> None:
         ("/videos/.mp4", "stream"),  # nothing left: a generic name
         ("///", "stream"),
         ("/v/" + "a" * 60 + ".mp4", "a" * 56),  # room for a "-N" suffix within 64
+        # No path: the host, never the user and password (found by a trial: the id was
+        # "admin-Pw5ecret-127-0-0", in every event, subject and log line).
+        ("rtsp://admin:Pw5ecret@127.0.0.1:1/", "127-0-0-1"),
+        ("rtsp://viewer:Other5ecret@cam.example:554", "cam-example"),
+        ("srt://u:p@h:1?passphrase=secret", "h"),
+        ("rtsp://[::1]:554/", "1"),
+        ("rtsp://[bad/", "stream"),  # a malformed URL: a generic name
     ],
 )
 def test_an_id_is_the_sources_name(source: str, expected: str) -> None:
