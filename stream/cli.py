@@ -27,7 +27,7 @@ from stream.config import (
 )
 from stream.console import print_line
 from stream.delivery import embedded_address
-from stream.ids import stream_id_from_source
+from stream.ids import stream_id_from_source, validate_stream_id
 from stream.log_format import configure_logging
 from stream.redact import redact
 from stream.search.commands import add_commands as add_search_commands
@@ -82,21 +82,23 @@ def _parser() -> argparse.ArgumentParser:
     tail = commands.add_parser("tail", help="print events as they are published")
     tail.add_argument("--nats", help=embedded_address.TOOL_HELP)
     tail.add_argument("--prefix", default="vidcap")
-    tail.add_argument("--stream", help="only this stream id")
+    tail.add_argument("--stream", type=_stream_id, help="only this stream id")
     tail.add_argument(
         "--kind", action="append", choices=["caption", "status", "logo"], help="only these kinds"
     )
     tail.add_argument("--json", action="store_true", help="raw JSON, one event per line")
     replay = tail.add_mutually_exclusive_group()
     replay.add_argument("--since", help="replay from JetStream: ISO time, or 90s / 10m / 2h / 1d")
-    replay.add_argument("--from-seq", type=int, help="replay from this JetStream stream sequence")
+    replay.add_argument(
+        "--from-seq", type=_sequence, help="replay from this JetStream stream sequence (1 on)"
+    )
     tail.add_argument("--stream-name", default="VIDCAP", help="JetStream stream (replay)")
     tail.set_defaults(handler=_tail)
 
     snapshot = commands.add_parser("snapshot", help="keyframe snapshots in NATS")
     snapshots = snapshot.add_subparsers(required=True, metavar="ACTION")
     snapshot_get = snapshots.add_parser("get", help="save the picture of a caption event")
-    snapshot_get.add_argument("stream", help="stream id")
+    snapshot_get.add_argument("stream", type=_stream_id, help="stream id")
     snapshot_get.add_argument("seq", type=int, help="the caption event's seq")
     snapshot_get.add_argument("-o", "--output", type=Path, required=True, help="JPEG file")
     snapshot_get.add_argument("--nats", help=embedded_address.TOOL_HELP)
@@ -242,6 +244,24 @@ def build_run_config(args: argparse.Namespace) -> Config:
         engine = config.engine.model_copy(update={"model": args.model})
         config = config.model_copy(update={"engine": engine})
     return config
+
+
+def _stream_id(text: str) -> str:
+    try:
+        return validate_stream_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _sequence(text: str) -> int:
+    """A JetStream stream sequence: 1 or more (JetStream refused -5 with a traceback)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 1 <= number < 2**64:
+        raise argparse.ArgumentTypeError(f"{text!r}: a stream sequence is 1 or more")
+    return number
 
 
 def _check_file_source(source: str) -> None:

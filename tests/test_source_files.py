@@ -173,3 +173,16 @@ def test_a_permanent_error_fails_with_the_error_alone(monkeypatch: pytest.Monkey
     assert opens == 1 and reports.states == ["connecting", "failed"]
     assert "404" in reports.events[-1][1]
     assert "attempts" not in reports.events[-1][1]  # nothing was retried
+
+
+def test_a_protocol_this_ffmpeg_lacks_fails_at_once() -> None:
+    """Real FFmpeg (PyAV's own): no hls:// protocol (nor srt://). Retrying cannot help; it
+    was retried for ever (found by a trial)."""
+    config = StreamConfig.model_validate(
+        {"id": "cam", "url": "hls://127.0.0.1:9/live.m3u8", "reconnect_max_attempts": 5}
+    )
+    reports = Reports()
+    health = SourceHealth(config.stall_timeout_s, reports)
+    assert list(VideoSource(config).frames(RecordingStop(), health, reports)) == []
+    assert reports.states == ["connecting", "failed"]
+    assert "ProtocolNotFoundError" in reports.events[-1][1]

@@ -135,6 +135,25 @@ def test_since_accepts_durations_and_iso_times() -> None:
             parse_since(too_far, now)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (["tail", "--from-seq", "-5"], "a stream sequence is 1 or more"),  # was a traceback
+        (["tail", "--from-seq", "0"], "a stream sequence is 1 or more"),
+        (["tail", "--stream", "a.b"], "invalid stream id 'a.b'"),  # would follow vidcap.a.b.*
+        (["snapshot", "get", "a>", "1"], "invalid stream id 'a>'"),
+    ],
+)
+def test_tools_refuse_what_cannot_be_on_nats(
+    arguments: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(arguments)
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
 async def test_tail_without_nats_follows_the_embedded_server_of_the_vidcap_running_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

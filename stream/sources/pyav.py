@@ -61,6 +61,7 @@ _PERMANENT_ERRORS = (
     av.error.HTTPUnauthorizedError,
     av.error.HTTPForbiddenError,
     av.error.HTTPNotFoundError,
+    av.error.ProtocolNotFoundError,  # this FFmpeg has no such protocol (PyAV's wheels: no srt)
 )
 
 
