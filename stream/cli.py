@@ -21,6 +21,7 @@ from stream.config import (
     Config,
     ConfigError,
     NatsConfig,
+    check_nats_url,
     load_config,
     parse_config,
     parse_section,
@@ -237,6 +238,10 @@ def build_run_config(args: argparse.Namespace) -> Config:
             streams.append({"id": stream_id, "url": source})
         config = parse_config({"streams": streams}, source="command line")
     if args.nats:
+        try:
+            check_nats_url(args.nats)
+        except ValueError as exc:
+            raise ConfigError(f"--nats: {exc}") from None
         config = config.model_copy(
             update={"nats": config.nats.model_copy(update={"url": args.nats})}
         )

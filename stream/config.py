@@ -6,7 +6,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -156,6 +156,20 @@ class KeyframeConfig(_Section):
         return self
 
 
+NATS_SCHEMES: Final = ("nats", "tls", "ws", "wss")
+
+
+def check_nats_url(url: str | None) -> str | None:
+    """Each comma-separated server is host:port or a nats://, tls://, ws:// or wss:// URL
+    (an http:// URL was taken, then retried for ever as an unknown host)."""
+    for server in (url or "").split(","):
+        scheme = server.strip().split("://", 1)[0].lower() if "://" in server else "nats"
+        if scheme not in NATS_SCHEMES:
+            schemes = ", ".join(f"{name}://" for name in NATS_SCHEMES)
+            raise ValueError(f"{scheme}:// is not a NATS URL: use {schemes} (or host:port)")
+    return url
+
+
 class NatsConfig(_Section):
     url: str | None = None
     """nats://host:port (several, comma-separated, for a cluster); empty starts an embedded
@@ -216,6 +230,11 @@ class NatsConfig(_Section):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")
         return self
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_nats(cls, url: str | None) -> str | None:
+        return check_nats_url(url)
 
 
 class WorkerConfig(_Section):

@@ -191,6 +191,19 @@ def test_known_schemes_and_paths_pass() -> None:
         parse_config({"streams": [{"id": "cam", "url": url}]})
 
 
+def test_a_nats_url_is_a_nats_url(capsys: pytest.CaptureFixture[str]) -> None:
+    # http:// was taken, then retried for ever as an unknown host (found by a trial).
+    streams = [{"id": "cam", "url": "c.mp4"}]
+    with pytest.raises(ConfigError, match=r"nats.url: Value error, http:// is not a NATS URL"):
+        parse_config({"streams": streams, "nats": {"url": "nats://a:4222,http://b:4222"}})
+    for url in ("nats://a:4222,tls://b:4222", "127.0.0.1:4222", "wss://h:443", None):
+        parse_config({"streams": streams, "nats": {"url": url}})
+    from stream.cli import main
+
+    assert main(["run", "--nats", "http://127.0.0.1:4222", __file__]) == 2  # a file that is
+    assert capsys.readouterr().err.startswith("vidcap: --nats: http:// is not a NATS URL")
+
+
 def test_an_engine_url_needs_http_or_https() -> None:
     streams = [{"id": "cam", "url": "c.mp4"}]
     with pytest.raises(ConfigError, match="engine.url must be http"):
