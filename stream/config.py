@@ -592,14 +592,17 @@ def load_config(path: Path) -> Config:
     return parse_section(Config, load_yaml(path), str(path))
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping with ${ENV} references expanded."""
+def load_yaml(path: Path, sections: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A YAML mapping with ${ENV} references expanded; with ``sections``, only those (a tool
+    that reads the nats section needs no other section's variables)."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level")
+    if sections is not None:
+        raw = {name: raw[name] for name in sections if name in raw}
     return _expand_env(raw, "")
 
 

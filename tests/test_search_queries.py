@@ -17,7 +17,7 @@ from stream.cli import _parser, main
 from stream.delivery import embedded_address
 from stream.delivery.events import CaptionEvent, Envelope
 from stream.delivery.snapshots import Snapshot, SnapshotOutcome
-from stream.search.commands import nats_settings
+from stream.search.commands import configured_db, nats_settings
 from stream.search.queries import SearchQuery, search
 from stream.search.query_text import QueryError
 from stream.search.reports import airtime, segments
@@ -371,10 +371,13 @@ def test_index_takes_nats_settings_from_a_config_file(
     config.write_text(
         "streams: [{id: a, url: a.mp4}]\n"
         "nats: {url: null, stream_name: EVENTS, user: idx, password: '${IDX_PASSWORD}'}\n"
+        "http: {token: '${NOT_SET_FOR_THE_INDEX}'}\n"  # only vidcap run needs it
+        f"index: {{db: {tmp_path / 'run.db'}}}\n"
     )
     monkeypatch.setenv("IDX_PASSWORD", "s3cret-pass")
     args = _parser().parse_args(["index", "--config", str(config)])
     settings = nats_settings(args)
+    assert configured_db(args.config) == tmp_path / "run.db"  # the file its run serves
     assert (settings.url, settings.stream_name, settings.user) == (
         "nats://127.0.0.1:4222",  # null is vidcap run's embedded server: none runs
         "EVENTS",

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from engine.cache import cache_dir
 from engine.errors import VidcapError
-from stream.config import ConfigError, NatsConfig, load_yaml, parse_section
+from stream.config import ConfigError, IndexConfig, NatsConfig, load_yaml, parse_section
 from stream.delivery import embedded_address
 from stream.redact import redact
 from stream.search import output
@@ -117,7 +117,7 @@ def nats_settings(args: argparse.Namespace) -> NatsConfig:
     """The config file's nats section (if any) with the command line's overrides."""
     data: dict[str, Any] = {}
     if args.config is not None:
-        data = dict(load_yaml(args.config).get("nats") or {})
+        data = dict(load_yaml(args.config, ("nats",)).get("nats") or {})
     if args.nats:
         data["url"] = args.nats
     if args.stream_name:
@@ -131,7 +131,7 @@ def _index(args: argparse.Namespace) -> int:
     config = nats_settings(args)
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.durable):
         raise ConfigError(f"--durable {args.durable[:80]!r}: use 1-64 of A-Z a-z 0-9 _ -")
-    db = args.db or default_db()
+    db = args.db or configured_db(args.config) or default_db()
     # Its own process: writing on the loop's thread is faster (no GIL contention).
     indexer = Indexer(config, db, durable=args.durable, rebuild=args.rebuild, writer_thread=False)
     where = f"{redact(config.url or '')} stream {config.stream_name}"
@@ -144,6 +144,14 @@ def _index(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def configured_db(config: Path | None) -> Path | None:
+    """The config file's ``index.db``: the file its `vidcap run` serves search from."""
+    if config is None:
+        return None
+    data = load_yaml(config, ("index",)).get("index") or {}
+    return parse_section(IndexConfig, data, f"{config}: index").db
 
 
 async def _follow_until_signal(indexer: Indexer) -> None:
