@@ -22,7 +22,7 @@ from stream.delivery.logo_alerts import LogoTracker
 from stream.delivery.publisher import EventPublisher
 from stream.delivery.sequencer import Sequencer
 from stream.delivery.snapshots import snapshot_name
-from stream.delivery.story import StoryEnd
+from stream.delivery.story import REMOVED, StoryEnd
 from stream.fair_share import FairShare
 from stream.service.stream_stats import StreamStats
 from stream.sources.frames import Keyframe, SourceStatus
@@ -41,6 +41,7 @@ _HOW_IT_ENDED: Final = {
     "failed": "failed",
     "interrupted": "was interrupted (vidcap died)",
 }
+_REMOVED_HOW: Final = f"was {REMOVED}"
 """A ``resumed`` event's words for the earlier session's ``previous_end``."""
 
 
@@ -107,6 +108,7 @@ class StreamPipeline:
         self._share = share
         self._metrics = metrics
         self._stopping = False
+        self._stopped_why = "shutdown"
         self.source_failed = False
         """The source gave up (a ``failed`` status): the stream ended with an error."""
         self._ingest: Ingest | None = None
@@ -149,9 +151,11 @@ class StreamPipeline:
             self._handoff.put_control(Control(pause))
         return True
 
-    def stop(self) -> None:
-        """Stop reading; captions in flight finish and are published, then run() returns."""
+    def stop(self, why: str = "shutdown") -> None:
+        """Stop reading; captions in flight finish and are published, then run() returns.
+        ``why`` begins the ``stopped`` event's detail."""
         self._stopping = True
+        self._stopped_why = why
         if self._ingest is not None:
             self._ingest.stop()
 
@@ -199,7 +203,11 @@ class StreamPipeline:
         self._keyframes_numbered = max(self._keyframes_numbered, story.next_keyframe)
         now = time.time()
         gap = max(0.0, now - story.stored_at) if story.stored_at is not None else None
-        how = _HOW_IT_ENDED.get(story.ended, f"ended ({story.ended})")
+        how = (
+            _REMOVED_HOW
+            if story.removed
+            else _HOW_IT_ENDED.get(story.ended, f"ended ({story.ended})")
+        )
         detail = f"session {story.session} {how} at seq {story.last_seq}"
         if gap is not None:
             detail += f", {gap:.1f} s ago"
@@ -351,7 +359,7 @@ class StreamPipeline:
         await self._submit_status(sequencer, _status("keyframes_dropped", detail, **fields))
 
     def _stopped_status(self) -> StatusEvent:
-        detail = "shutdown"
+        detail = self._stopped_why
         if self._skipped_at_stop:
             detail += f"; {self._skipped_at_stop} waiting keyframe(s) not captioned"
         return _status("stopped", detail)

@@ -30,6 +30,7 @@ from stream.delivery import embedded_address
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import DeliveryMetrics, EventPublisher, connect
 from stream.delivery.spool import Recovery, Spool, open_spool, spool_root
+from stream.delivery.story import REMOVED
 from stream.fair_share import FairShare
 from stream.fleet.fleet import Fleet
 from stream.fleet.leases import Lease
@@ -418,11 +419,11 @@ class Runner:
             pipeline.stop()
         return pipeline
 
-    async def remove_stream(self, stream_id: str) -> bool:
-        """Stop a stream: captions in flight are published, then its ``stopped`` event.
-        Returns whether it ended without an error."""
+    async def remove_stream(self, stream_id: str, why: str = "shutdown") -> bool:
+        """Stop a stream: captions in flight are published, then its ``stopped`` event
+        (its detail begins with ``why``). Returns whether it ended without an error."""
         running = self._streams[stream_id]
-        running.pipeline.stop()
+        running.pipeline.stop(why)
         ok = await running.task
         del self._streams[stream_id]
         self._removed[stream_id] = running.pipeline.position
@@ -462,7 +463,7 @@ class Runner:
             raise ValueError("a WHIP stream ends when its publisher leaves; it is not removed")
         self._removing.add(stream_id)
         try:
-            ok = await self.remove_stream(stream_id)
+            ok = await self.remove_stream(stream_id, REMOVED)
         finally:
             self._removing.discard(stream_id)
         self._added_at_run_time.discard(stream_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import nats.errors
 import nats.js.errors
@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 # A story whose last event is one of these ended on purpose; after anything else, vidcap died
 # (or lost NATS for good) mid-story.
 FINAL_STATES = frozenset({"stopped", "ended", "failed"})
+REMOVED: Final = "removed through the stream API"
+"""How a ``stopped`` event's detail begins when the stream was removed, not shut down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +33,13 @@ class StoryEnd:
     next_keyframe: int
     last_frame: int | None
     """Frame index of the last captioned keyframe (files resume after it)."""
+    removed: bool = False
+    """Stopped because it was removed through the stream API: added again, it starts over."""
 
     @property
     def unfinished(self) -> bool:
         """Stopped or killed before the stream's end (a file then goes on from there)."""
-        return self.ended in ("interrupted", "stopped")
+        return self.ended == "interrupted" or (self.ended == "stopped" and not self.removed)
 
 
 async def read_story_end(
@@ -59,6 +63,7 @@ async def read_story_end(
         stored_at=stored_at,
         next_keyframe=next_keyframe,
         last_frame=int(last_frame) if isinstance(last_frame, int) else None,
+        removed=state == "stopped" and str(event.get("detail", "")).startswith(REMOVED),
     )
 
 
