@@ -140,15 +140,21 @@ class StreamPipeline:
 
     def pause(self, pause: bool = True) -> bool:
         """Captioning off (or on again): keyframes are still selected, and counted, but not
-        sent to the engine; ingest and health reports go on. A ``paused`` (``unpaused``) status
-        event marks the change in the stream's events. Returns whether anything changed."""
+        sent to the engine; ingest and health reports go on. Keyframes waiting for the engine
+        when captioning pauses are not sent either (a file's queue took 40 s to drain). A
+        ``paused`` (``unpaused``) status event marks the change in the stream's events.
+        Returns whether anything changed."""
         if self.stats.paused == pause:
             return False
         self.stats.paused = pause
         if self._handoff is None:
             self._controls.append(Control(pause))
-        else:
-            self._handoff.put_control(Control(pause))
+            return True
+        if pause:
+            waiting = len(self._handoff.drain_keyframes())
+            self.stats.keyframes += waiting
+            self.stats.keyframes_skipped_paused += waiting
+        self._handoff.put_control(Control(pause))
         return True
 
     def stop(self, why: str = "shutdown") -> None:

@@ -88,3 +88,44 @@ async def test_a_file_removed_and_added_again_starts_over(
     assert second[0]["frame"]["index"] == 0  # from the start of the file again
     frames = [caption["frame"]["index"] for caption in second]
     assert frames == sorted(set(frames)) and len(frames) >= 6  # each shot's keyframe at least
+
+
+async def test_pausing_sends_no_waiting_keyframe_to_the_engine(
+    nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    """The keyframes queued when captioning pauses are skipped, not captioned after the
+    `paused` event (a trial's file stream published 13 captions over 40 s after its pause);
+    what the engine already had is published, before the event."""
+    clip = write_clip(tmp_path / "cuts.mp4", ClipSpec(shots=8, shot_frames=15))
+    config = parse_config(
+        {
+            "streams": [{"id": "cuts", "url": str(clip)}],
+            "keyframes": {"min_gap_s": 0.2},
+            "pipeline": {"max_in_flight_per_stream": 1},
+            "http": {"listen": "127.0.0.1:0", "token": "pause-test-token-0123456"},
+            "nats": {"url": nats_server.url},
+        }
+    )
+    events: list[dict[str, Any]] = []
+    engine = HeldEngine()
+    runner = Runner(config, events.append)
+    running = asyncio.create_task(runner.run(nats_server.url, engine))
+    try:
+        engine.allow(1)
+        await _until(events, lambda _: len([e for e in events if e["type"] == "caption"]) == 1)
+        await asyncio.sleep(0.5)  # the file's next keyframes wait for the held engine
+        pipeline = runner.pipelines[0]
+        assert pipeline.pause()
+        engine.allow(100)
+        await _until(events, lambda _: any(e.get("state") == "ended" for e in events))
+        skipped = pipeline.stats.snapshot()["keyframes_skipped_paused"]
+    finally:
+        runner.request_stop()
+        await running
+    states = [e.get("state", e["type"]) for e in events]
+    after_pause = states[states.index("paused") :]
+    assert "caption" not in after_pause, states
+    # The first; the one the engine held at the pause; the one the dispatcher had taken and
+    # waited with for the engine's room. All 8 before.
+    assert states.count("caption") <= 3, states
+    assert skipped >= 5, skipped
