@@ -227,6 +227,11 @@ def _parser() -> argparse.ArgumentParser:
 def build_run_config(args: argparse.Namespace) -> Config:
     if bool(args.config) == bool(args.sources):
         raise ConfigError("give either --config FILE or one or more SOURCEs")
+    if args.nats:
+        try:
+            check_nats_url(args.nats)
+        except ValueError as exc:
+            raise ConfigError(f"--nats: {exc}") from None
     if args.config:
         config = load_config(args.config)
     else:
@@ -238,10 +243,6 @@ def build_run_config(args: argparse.Namespace) -> Config:
             streams.append({"id": stream_id, "url": source})
         config = parse_config({"streams": streams}, source="command line")
     if args.nats:
-        try:
-            check_nats_url(args.nats)
-        except ValueError as exc:
-            raise ConfigError(f"--nats: {exc}") from None
         config = config.model_copy(
             update={"nats": config.nats.model_copy(update={"url": args.nats})}
         )
@@ -270,9 +271,9 @@ def _sequence(text: str) -> int:
 
 
 def _check_file_source(source: str) -> None:
-    """A file named on the command line is there: a typo fails at once, not after the
-    engine has loaded (a minute, more for a large model). Files in a config file fail
-    their stream only (``failed``), and the others go on."""
+    """A file named on the command line is there and holds video: a typo, or a file that is
+    not a video, fails at once, not after the engine has loaded (a minute or more). Files
+    in a config file fail their stream only (``failed``), and the others go on."""
     if "://" in source:
         return
     path = Path(source)
@@ -280,6 +281,14 @@ def _check_file_source(source: str) -> None:
         raise ConfigError(f"{source}: no such file")
     if path.is_dir():
         raise ConfigError(f"{source} is a folder: name the video files in it")
+    try:
+        with av.open(source) as container:
+            if not container.streams.video:
+                raise ConfigError(f"{source}: no video in it")
+    except (av.error.FFmpegError, OSError) as exc:
+        raise ConfigError(
+            f"{source}: not a video FFmpeg can read ({exc.strerror or exc})"
+        ) from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -127,6 +127,9 @@ def test_bad_configuration_or_arguments_exit_2(
     assert capsys.readouterr().err == f"vidcap: {tmp_path}/typo.mp4: no such file\n"
     assert main(["run", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+    (text := tmp_path / "notes.mp4").write_text("not a video")  # waited 73 s for the engine
+    assert main(["run", str(text)]) == 2
+    assert "notes.mp4: not a video FFmpeg can read" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--no-such-option"])
     assert exit_.value.code == 2

@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from stream.config import NatsConfig
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import connect
+from stream.sample_clip import ClipSpec, write_clip
 from tests.conftest import free_port, kill_tree
 
 SIGNAL_ACTS_WITHIN_S = 2.0
@@ -145,7 +146,7 @@ def test_a_model_that_is_not_there_ends_in_one_line_on_the_defaults(tmp_path: Pa
     """The README's quick form with a wrong --model: the embedded NATS is started, the engine
     settings are refused in one line (exit 2), and the NATS connection closes before the
     server goes (three warnings of a lost connection came before the error)."""
-    (tmp_path / "a.mp4").touch()  # the model is refused before the file is read
+    write_clip(tmp_path / "a.mp4", ClipSpec(shots=1, shot_frames=5))
     vidcap = subprocess.run(
         [sys.executable, "-m", "stream.cli", "run", "--model", "/no/such/model", "a.mp4"],
         capture_output=True,
