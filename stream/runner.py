@@ -140,6 +140,11 @@ class Runner:
         return self._started
 
     @property
+    def stopping(self) -> bool:
+        """Stop was requested: the streams drain."""
+        return self._stop_requested
+
+    @property
     def pipelines(self) -> list[StreamPipeline]:
         return [running.pipeline for running in self._streams.values()]
 
@@ -673,7 +678,12 @@ async def run_with_signals(
 
     def on_signal() -> None:
         nonlocal interrupted
-        if runner.running:
+        if runner.running and runner.stopping:  # a second Ctrl-C was met with silence
+            announce(
+                "still stopping: the captions in flight are finished and published first "
+                "(a SIGKILL stops at once; captions then in the engine are lost)"
+            )
+        elif runner.running:
             runner.request_stop()
         elif not interrupted:
             interrupted = True

@@ -136,8 +136,11 @@ def test_sigterm_drains_publishes_and_exits_zero(
         output.append(line)
         if line.startswith("looped #") and " kf 2 " in line:
             process.send_signal(signal.SIGTERM)
+        if line.startswith("vidcap: stopping:"):
+            process.send_signal(signal.SIGTERM)  # an impatient second one: said, not silent
     assert process.wait(timeout=120) == 0, "".join(output)
     assert "vidcap: stopping: finishing the captions in flight" in "".join(output)  # said at once
+    assert "vidcap: still stopping: the captions in flight" in "".join(output)
     printed = [line for line in "".join(output).splitlines() if line.startswith("looped #")]
     assert printed[-1].startswith(f"looped #{len(printed) - 1} status  stopped"), "".join(output)
 
