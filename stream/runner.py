@@ -121,6 +121,7 @@ class Runner:
         self._idle = asyncio.Event()
         self.engine_died = False
         self._engine_loaded = False
+        self._stream_made = False
         self._client: Client | None = None
         self._publisher: EventPublisher | None = None
         self._fleet: Fleet | None = None
@@ -189,6 +190,7 @@ class Runner:
         )
         try:
             await publisher.ensure_stream()
+            self._stream_made = True  # before, a missing stream is no news (made after the load)
             if recovery is not None:
                 await publisher.deliver_spooled(recovery)
             self._fleet = await self._join_fleet(client, spool)
@@ -320,7 +322,7 @@ class Runner:
             reasons.append("the engine died")
         if self._client is None or not self._client.is_connected:
             reasons.append("NATS is not connected")
-        elif self._publisher is not None:
+        elif self._publisher is not None and self._stream_made:
             missing = await self._publisher.stream_missing(READINESS_NATS_TIMEOUT_S)
             if missing:
                 reasons.append(missing)

@@ -28,6 +28,7 @@ from stream.service.search_api import SearchApi
 from stream.service.stream_api import StreamApi
 from stream.sources.whip_server import WhipServer
 from tests.conftest import engine_and_nats, free_port
+from tests.test_nats_permissions import FixedEngine
 
 TOKEN = "api-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -106,6 +107,42 @@ async def test_readiness_names_a_missing_jetstream_stream(
         await client.close()
         _, body = await readiness(http, runner.http_url)
         assert body["reasons"] == ["JetStream stream GONE does not exist"], body
+
+
+async def test_while_the_engine_loads_readiness_says_so_alone(
+    nats_server: EmbeddedNatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream is made once the engine is up: until then its absence is no reason to
+    name (a trial read "JetStream stream ... does not exist" during the load). The engine's
+    load is a stand-in that waits for the test: a real vLLM load takes a minute."""
+    loaded = asyncio.Event()
+
+    async def slow_load(*_: object) -> FixedEngine:
+        await loaded.wait()
+        return FixedEngine()
+
+    monkeypatch.setattr("stream.runner.start_engine", slow_load)
+    config = parse_config(
+        {
+            "http": {"listen": "127.0.0.1:0", "token": TOKEN},
+            "nats": {"url": nats_server.url, "stream_name": "LOADING", "subject_prefix": "load"},
+        }
+    )
+    runner = Runner(config)
+    run = asyncio.create_task(runner.run(nats_server.url))
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(20):
+                while not runner.http_url or runner._client is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            _, body = await readiness(http, runner.http_url)
+            assert body["reasons"] == ["the engine is loading"], body
+            loaded.set()
+            await wait_readiness(http, runner.http_url, 200)
+    finally:
+        loaded.set()
+        runner.request_stop()
+        await run
 
 
 async def test_metrics_carry_vidcap_and_vllm_and_the_api_refuses_bad_requests(
