@@ -29,7 +29,7 @@ def stream_id_from_source(source: str, taken: set[str]) -> str:
     without its extension, a URL's last path part, else its host. Never from a URL's user
     and password (the id is in every event, subject and log line)."""
     name = _name_of(source)
-    stem = name.rsplit(".", 1)[0] if "." in name and "://" not in name else name
+    stem = name.rsplit(".", 1)[0] if "." in name else name
     base = _UNSAFE.sub("-", stem).strip("-")[:56] or "stream"
     candidate, n = base, 1
     while candidate in taken:

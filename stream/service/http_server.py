@@ -42,6 +42,16 @@ class HttpServer:
         """HTTP connections open now."""
         return self._listener.open_connections if self._listener is not None else 0
 
+    @property
+    def refused(self) -> int:
+        """Connections closed at once: the cap, or the client's cap, was reached."""
+        return self._listener.refused if self._listener is not None else 0
+
+    @property
+    def expired(self) -> int:
+        """Connections closed because no request came in time."""
+        return self._listener.expired if self._listener is not None else 0
+
     async def start(self) -> str:
         """Listen (routes must be added before); returns the base URL."""
         self._runner = web.AppRunner(
@@ -98,8 +108,6 @@ class ConnectionMetrics(Collector):
         self._server = server
 
     def collect(self) -> Iterator[Metric]:
-        listener = self._server._listener
-        refused, expired = (listener.refused, listener.expired) if listener else (0, 0)
         yield GaugeMetricFamily(
             "vidcap_http_connections", "HTTP connections open now", self._server.connections
         )
@@ -107,12 +115,12 @@ class ConnectionMetrics(Collector):
             "vidcap_http_connections_refused",
             "HTTP connections closed at once: http.max_connections, or one client's "
             "http.max_connections_per_client, were open",
-            refused,
+            self._server.refused,
         )
         yield CounterMetricFamily(
             "vidcap_http_connections_expired",
             "HTTP connections closed because no request came within http.request_timeout_s",
-            expired,
+            self._server.expired,
         )
 
 
