@@ -81,7 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=_worker)
 
     tail = commands.add_parser("tail", help="print events as they are published")
-    tail.add_argument("--nats", help=embedded_address.TOOL_HELP)
+    tail.add_argument(
+        "--nats",
+        help="NATS URL (default: the embedded server of the vidcap running here, then of each "
+        f"one started after it; else {embedded_address.DEFAULT_URL})",
+    )
     tail.add_argument("--prefix", default="vidcap")
     tail.add_argument("--stream", type=_stream_id, help="only this stream id")
     tail.add_argument(
@@ -320,19 +324,18 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from stream.tail import parse_since, tail
+    from stream.tail import TailOptions, parse_since
+    from stream.tail_follow import tail
 
-    args.nats = embedded_address.tool_nats_url(args.nats, "vidcap tail")
-    config = NatsConfig(url=args.nats, subject_prefix=args.prefix, stream_name=args.stream_name)
     try:
         since = parse_since(args.since) if args.since else None
     except ValueError as exc:
         print(f"vidcap tail: {redact(str(exc))}", file=sys.stderr)
         return 2
+    config = NatsConfig(url=args.nats, subject_prefix=args.prefix, stream_name=args.stream_name)
+    options = TailOptions(config, args.stream, args.json, args.kind, since, args.from_seq)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            tail(args.nats, config, args.stream, args.json, args.kind, since, args.from_seq)
-        )
+        asyncio.run(tail(args.nats, options))
     return 0
 
 

@@ -7,21 +7,26 @@ Live: a core NATS subscription (what is published from now on). Replay (``--sinc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import orjson
+from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from engine.guard import printable
 from stream.config import NatsConfig
 from stream.console import print_line
-from stream.delivery.publisher import connect
 from stream.redact import redact
 
 _SUMMARY_CHARS = 100
+ENDED_CHECK_S: Final = 0.5
+CLOSE_TIMEOUT_S: Final = 5.0
 # Characters JSON may carry raw that a terminal would act on (orjson escapes C0 already):
 # DEL, C1 controls (U+009B is CSI), bidi controls. Raw lines get them as \u escapes.
 _JSON_ESCAPES = {
@@ -82,20 +87,52 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-async def tail(
-    url: str,
-    config: NatsConfig,
-    stream: str | None,
-    raw: bool,
-    kinds: list[str] | None = None,
-    since: datetime | None = None,
-    from_seq: int | None = None,
+@dataclass(frozen=True, slots=True)
+class TailOptions:
+    """What `vidcap tail` prints; ``since``/``from_seq`` replay from JetStream first."""
+
+    config: NatsConfig
+    stream: str | None = None
+    raw: bool = False
+    kinds: list[str] | None = None
+    since: datetime | None = None
+    from_seq: int | None = None
+
+    def live(self) -> TailOptions:
+        return replace(self, since=None, from_seq=None)
+
+
+async def print_events(
+    client: Client, url: str, options: TailOptions, ended: Callable[[], bool] | None = None
 ) -> None:
-    """Print events until cancelled."""
-    client = await connect(config, url)
-    kind = kinds[0] if kinds and len(kinds) == 1 else "*"
-    subject = f"{config.subject_prefix}.{stream or '*'}.{kind}"
+    """Print the events ``client`` receives until cancelled, or until ``ended()`` (asked
+    twice a second) says their source is gone; the client is closed either way."""
     queue: asyncio.Queue[tuple[bytes, int | None]] = asyncio.Queue(maxsize=10_000)
+    try:
+        subject, where = await _subscribe(client, options, queue)
+        await client.flush()  # the subscription is live on the server before we say so
+        print(
+            f"vidcap tail: listening on {subject} at {redact(url)} ({where})",
+            file=sys.stderr,
+            flush=True,
+        )
+        while ended is None or not ended():
+            with contextlib.suppress(TimeoutError):
+                data, position = await asyncio.wait_for(queue.get(), ENDED_CHECK_S)
+                _print_event(data, position, options)
+        while not queue.empty():  # what arrived before the end
+            _print_event(*queue.get_nowait(), options)
+    finally:
+        await _close(client)
+
+
+async def _subscribe(
+    client: Client, options: TailOptions, queue: asyncio.Queue[tuple[bytes, int | None]]
+) -> tuple[str, str]:
+    config = options.config
+    kinds = options.kinds
+    kind = kinds[0] if kinds and len(kinds) == 1 else "*"
+    subject = f"{config.subject_prefix}.{options.stream or '*'}.{kind}"
 
     async def on_live(msg: Any) -> None:
         # A JetStream publish carries a reply subject too (its ack inbox): never metadata here.
@@ -104,38 +141,41 @@ async def tail(
     async def on_replayed(msg: Any) -> None:
         await queue.put((msg.data, msg.metadata.sequence.stream))
 
-    if since is not None or from_seq is not None:
-        start = (
-            ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
-            if since is not None
-            else ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq
-            )
-        )
-        await client.jetstream().subscribe(
-            subject, cb=on_replayed, ordered_consumer=True, config=start, stream=config.stream_name
-        )
-        where = f"JetStream {config.stream_name} from " + (
-            since.isoformat() if since is not None else f"stream sequence {from_seq}"
-        )
-    else:
+    if options.since is None and options.from_seq is None:
         await client.subscribe(subject, cb=on_live)
-        where = "live"
-    await client.flush()  # the subscription is live on the server before we say so
-    print(
-        f"vidcap tail: listening on {subject} at {redact(url)} ({where})",
-        file=sys.stderr,
-        flush=True,
+        return subject, "live"
+    start = (
+        ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=options.since)
+        if options.since is not None
+        else ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=options.from_seq
+        )
     )
-    try:
-        while True:
-            data, position = await queue.get()
-            event = orjson.loads(data)
-            if kinds and event.get("type") not in kinds:
-                continue
-            line = raw_line(data) if raw else format_event(event)
-            if position is not None and not raw:
-                line += f"  [js {position}]"
-            print_line(line)
-    finally:
-        await client.drain()
+    await client.jetstream().subscribe(
+        subject, cb=on_replayed, ordered_consumer=True, config=start, stream=config.stream_name
+    )
+    where = f"JetStream {config.stream_name} from " + (
+        options.since.isoformat()
+        if options.since is not None
+        else f"stream sequence {options.from_seq}"
+    )
+    return subject, where
+
+
+def _print_event(data: bytes, position: int | None, options: TailOptions) -> None:
+    event = orjson.loads(data)
+    if options.kinds and event.get("type") not in options.kinds:
+        return
+    line = raw_line(data) if options.raw else format_event(event)
+    if position is not None and not options.raw:
+        line += f"  [js {position}]"
+    print_line(line)
+
+
+async def _close(client: Client) -> None:
+    # Drained when connected (what is buffered still arrives); closed when its server is gone.
+    with contextlib.suppress(Exception):
+        if client.is_connected:
+            await asyncio.wait_for(client.drain(), CLOSE_TIMEOUT_S)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_S)

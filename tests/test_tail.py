@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nats
@@ -27,6 +28,8 @@ from stream.delivery.publisher import EventPublisher, connect
 from stream.runner import nats_url
 from stream.sources.frames import SourceState
 from stream.tail import format_event
+from stream.tail_follow import _nats_answers
+from tests.conftest import free_port
 
 
 def status(stream: str, seq: int, state: SourceState) -> tuple[Envelope, StatusEvent]:
@@ -181,3 +184,96 @@ async def test_tail_without_nats_follows_the_embedded_server_of_the_vidcap_runni
         tail.terminate()
         await tail.wait()
     assert embedded_address.running_vidcap() is None  # stopped: forgotten
+
+
+async def _said(tail: asyncio.subprocess.Process, until: str, heard: list[str]) -> None:
+    """Read tail's stderr into ``heard`` through the first line that contains ``until``."""
+    assert tail.stderr is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = (await asyncio.wait_for(tail.stderr.readline(), 30)).decode()
+        assert line, f"tail ended before saying {until!r}; it said {heard}"
+        heard.append(line.strip())
+        if until in line:
+            return
+    raise AssertionError(f"tail did not say {until!r} within 30 s; it said {heard[-5:]}")
+
+
+async def test_tail_follows_each_vidcap_run_here_one_after_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vidcap tail` on the defaults left open while vidcap stops and starts again (each run's
+    embedded nats-server has a new port): it retried the stopped run's port for ever with a
+    WARNING every 2 s, and never showed the next run. Stand-ins for the two vidcaps: a real
+    nats-server each, and a process whose pid the address file names (one killed, as by
+    SIGKILL, one that stopped cleanly and removed its file)."""
+    if await _nats_answers(embedded_address.DEFAULT_URL):
+        pytest.skip(f"a NATS server answers at {embedded_address.DEFAULT_URL} on this machine")
+    monkeypatch.setenv("VIDCAP_CACHE", str(tmp_path))
+    tail = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "stream.cli", "tail", "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert tail.stdout is not None
+    heard: list[str] = []
+    await _said(tail, "no vidcap is running here", heard)
+    try:
+        for run, ends in enumerate(["killed", "stopped"]):
+            server = EmbeddedNatsServer(jetstream=False)
+            server.start()
+            vidcap = await asyncio.create_subprocess_exec("sleep", "600")
+            address = tmp_path / "embedded-nats.json"
+            address.write_bytes(orjson.dumps({"url": server.url, "pid": vidcap.pid}))
+            await _said(tail, "listening on", heard)
+            assert (
+                f"the embedded nats-server of vidcap (pid {vidcap.pid}) at {server.url}"
+                in (heard[-2])
+            )
+            client = await nats.connect(server.url)
+            event = wire_object(*status("cam", run, "live"))
+            await client.publish("vidcap.cam.status", orjson.dumps(event))
+            await client.close()
+            assert orjson.loads(await asyncio.wait_for(tail.stdout.readline(), 10)) == event
+            server.stop()
+            if ends == "stopped":
+                address.unlink()
+            vidcap.kill()
+            await vidcap.wait()
+            await _said(tail, f"vidcap (pid {vidcap.pid}) has stopped", heard)
+            assert "waiting for the next vidcap here" in heard[-1]
+    finally:
+        tail.terminate()
+        await tail.wait()
+    assert not [line for line in heard if "WARNING" in line or "Traceback" in line], heard
+    assert sum("reconnecting" in line for line in heard) <= 2  # once a run, not each attempt
+
+
+async def test_tail_waits_for_a_given_nats_saying_so_once(tmp_path: Path) -> None:
+    """`--nats` naming a server that is not up yet: one line that says so, then the events
+    once it is up (it was a WARNING every 2 s)."""
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    tail = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "stream.cli", "tail", "--json", "--nats", url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert tail.stdout is not None
+    heard: list[str] = []
+    server = EmbeddedNatsServer(jetstream=False, port=port)
+    try:
+        await _said(tail, f"waiting for NATS at {url}", heard)
+        await asyncio.sleep(5)  # two more of nats-py's attempts
+        server.start()
+        await _said(tail, "listening on", heard)
+        client = await nats.connect(url)
+        event = wire_object(*status("cam", 0, "live"))
+        await client.publish("vidcap.cam.status", orjson.dumps(event))
+        await client.close()
+        assert orjson.loads(await asyncio.wait_for(tail.stdout.readline(), 10)) == event
+    finally:
+        tail.terminate()
+        await tail.wait()
+        server.stop()
+    assert len(heard) == 2, heard

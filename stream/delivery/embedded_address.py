@@ -57,15 +57,17 @@ def forget() -> None:
 def running_vidcap() -> tuple[str, int] | None:
     """The URL and process of the embedded server of a vidcap that is running."""
     found = _read()
-    if found is None:
-        return None
+    return found if found is not None and is_running(found[1]) else None
+
+
+def is_running(pid: int) -> bool:
     try:
-        os.kill(found[1], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return None
+        return False
     except PermissionError:  # another user's vidcap: running
         pass
-    return found
+    return True
 
 
 def _read() -> tuple[str, int] | None:

@@ -87,21 +87,42 @@ class NatsRefusedError(VidcapError):
 ABANDON_RECHECK_S = 0.05
 
 
-async def connect(config: NatsConfig, url: str) -> Client:
+async def connect(config: NatsConfig, url: str, say: Callable[[str], None] | None = None) -> Client:
     """Connected, or waiting (and retrying) while the server is unreachable; refused
-    credentials fail at once. Later disconnects reconnect for as long as it takes."""
+    credentials fail at once. Later disconnects reconnect for as long as it takes. With
+    ``say`` (a command's user), trouble is told through it once, not logged at each attempt."""
     client = Client()
     refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    told = False
 
     async def on_error(exc: Exception) -> None:
+        nonlocal told
         if AUTHORIZATION_VIOLATION in str(exc) and not client.is_connected and not refused.done():
             refused.set_result(str(exc))
-        await _log_error(exc)
+        if say is None:
+            await _log_error(exc)
+        elif not told:
+            told = True
+            say(f"waiting for NATS at {redact(url)} ({redact(str(exc)) or type(exc).__name__})")
 
     async def disconnected() -> None:
+        nonlocal told
         # nats-py also calls this when we close the connection ourselves.
-        if not (client.is_closed or client.is_draining):
+        if client.is_closed or client.is_draining:
+            return
+        if say is None:
             logger.warning("NATS disconnected from %s; reconnecting", redact(url))
+        elif not told:
+            told = True
+            say(f"lost NATS at {redact(url)}; reconnecting")
+
+    async def reconnected() -> None:
+        nonlocal told
+        if say is None:
+            await _log_reconnected()
+        else:
+            told = False
+            say(f"reconnected to NATS at {redact(url)}")
 
     options: dict[str, Any] = {
         "servers": [server.strip() for server in url.split(",")],
@@ -110,7 +131,7 @@ async def connect(config: NatsConfig, url: str) -> Client:
         "max_reconnect_attempts": -1,  # a NATS restart must not end captioning
         "error_cb": on_error,
         "disconnected_cb": disconnected,
-        "reconnected_cb": _log_reconnected,
+        "reconnected_cb": reconnected,
     }
     if config.user:
         options["user"] = config.user
@@ -138,6 +159,7 @@ async def connect(config: NatsConfig, url: str) -> Client:
             f"NATS at {redact(url)} refused the credentials ({refused.result()})"
         )
     connecting.result()
+    told = False  # what goes wrong from now on is news again
     return client
 
 
