@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     scenes = commands.add_parser(
         "scenes", help="list the scenes, transitions and keyframes of a video file"
     )
-    scenes.add_argument("video", type=Path)
+    scenes.add_argument("video", type=_video_file)
     scenes_format = scenes.add_mutually_exclusive_group()
     scenes_format.add_argument(
         "--json", action="store_true", help="scenes, transitions and keyframes as JSON"
@@ -263,6 +263,17 @@ def _stream_id(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _video_file(text: str) -> Path:
+    """`vidcap scenes` reads a whole file: a URL (a live source, perhaps with a password) is
+    refused, not opened as a path and quoted in the clear."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(
+            f"{redact(text)} is a URL; vidcap scenes reads a video file "
+            "(vidcap run captions live sources)"
+        )
+    return Path(text)
+
+
 def _sequence(text: str) -> int:
     """A JetStream stream sequence: 1 or more (JetStream refused -5 with a traceback)."""
     try:
@@ -397,7 +408,7 @@ def _scenes(args: argparse.Namespace) -> int:
         try:
             report = detect_scenes(args.video, config, on_frame=bar.update)
         except (OSError, av.error.FFmpegError, IndexError) as exc:
-            print(f"vidcap scenes: cannot read {args.video}: {exc}", file=sys.stderr)
+            print(f"vidcap scenes: cannot read {args.video}: {redact(str(exc))}", file=sys.stderr)
             return 1
     if args.json:
         print(orjson.dumps(scene_list.to_json(report)).decode())

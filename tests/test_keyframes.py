@@ -285,3 +285,18 @@ def test_vidcap_scenes_says_what_is_wrong_once(
     assert said[0] == "vidcap: command line: 1 invalid setting(s)"  # was "vidcap: vidcap scenes"
     assert main(["scenes", str(tmp_path / "missing.mp4")]) == 1
     assert capsys.readouterr().err.startswith(f"vidcap scenes: cannot read {tmp_path}/missing.mp4")
+
+
+def test_vidcap_scenes_refuses_a_url_without_quoting_its_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A trial's finding: the URL was taken for a path ("rtsp:/admin:s3cretPW@...") and its
+    password printed in the error."""
+    from stream.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["scenes", "rtsp://admin:s3cretPW@127.0.0.1:1/x?token=abc"])
+    said = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "rtsp://***@127.0.0.1:1/x?token=*** is a URL; vidcap scenes reads a video file" in said
+    assert "s3cretPW" not in said and "abc" not in said
