@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 from aiohttp import web
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
@@ -194,6 +195,8 @@ class Runner:
             if recovery is not None:
                 await publisher.deliver_spooled(recovery)
             self._fleet = await self._join_fleet(client, spool)
+            if self._fleet is not None:
+                publisher.may_send = self._fleet.may_send
             streams = await self._streams_to_start(client)
             await self._run_streams(captioner, publisher, engine.model_id, streams)
         finally:
@@ -575,7 +578,17 @@ class Runner:
     async def _run_while_owned(self, pipeline: StreamPipeline, lease: Lease) -> bool:
         assert self._fleet is not None and self._publisher is not None
         publisher = self._publisher
-        keeping = asyncio.create_task(self._fleet.leases.keep(lease))
+        stream_id = lease.stream_id
+        taken_at: tuple[str, int] | None = None  # the story's last event when taken
+        with contextlib.suppress(TimeoutError, nats.errors.Error):
+            taken_at = await publisher.last_stored(stream_id)
+
+        async def story_is_ours() -> bool:
+            """Nobody wrote the stream since this process took its lease."""
+            last = await publisher.last_stored(stream_id)
+            return last is None or last[0] == self.session or last == taken_at
+
+        keeping = asyncio.create_task(self._fleet.leases.keep(lease, story_is_ours))
 
         async def stop_when_lost() -> None:
             await lease.lost.wait()

@@ -85,6 +85,7 @@ class NatsRefusedError(VidcapError):
 
 
 ABANDON_RECHECK_S = 0.05
+HELD_RECHECK_S: Final = 0.1
 
 
 async def connect(config: NatsConfig, url: str, say: Callable[[str], None] | None = None) -> Client:
@@ -252,6 +253,9 @@ class EventPublisher:
         """Events not sent because another vidcap writes their stream's story now: spooled
         by an earlier run and found behind it, or waiting when this one lost the lease."""
         self._fenced: set[str] = set()  # streams whose lease this process lost
+        self.may_send: Callable[[str], bool] = lambda stream_id: True
+        """Whether a stream's events may go out now; when not (its lease is in question), they
+        and all queued after them wait, in order."""
 
     async def ensure_stream(self) -> None:
         """Create the JetStream stream over '<prefix>.>' unless it exists. Waits, saying so,
@@ -301,6 +305,15 @@ class EventPublisher:
                 )
             )
             logger.info("created JetStream stream %s for %s", self._config.stream_name, subjects)
+
+    async def last_stored(self, stream_id: str) -> tuple[str, int] | None:
+        """The session and seq of ``stream_id``'s last stored event (None without JetStream
+        or when none is stored; raises when NATS does not answer)."""
+        if self._js is None:
+            return None
+        return await read_last_stored(
+            self._js, self._config.stream_name, self._config.subject_prefix, stream_id
+        )
 
     async def story_end(self, stream_id: str) -> StoryEnd | None:
         """How ``stream_id``'s story ends in JetStream so far; None without JetStream, when
@@ -442,6 +455,8 @@ class EventPublisher:
             try:
                 await self._deliver()
                 retry = 0
+                if self._entries:  # held back (may_send)
+                    await asyncio.sleep(HELD_RECHECK_S)
             except (TimeoutError, nats.errors.Error) as exc:
                 self._check_stored = self._js is not None
                 delay = RETRY_BACKOFF_S[min(retry, len(RETRY_BACKOFF_S) - 1)]
@@ -475,8 +490,12 @@ class EventPublisher:
                     and len(pending) < self._config.max_pending_acks
                 ):
                     entry = self._entries[self._in_flight]
+                    if not self.may_send(entry.envelope.stream):
+                        break
                     self._in_flight += 1  # before the await: publish() must not drop it now
                     pending.append(await self._send(entry, self._js.publish_async))
+                if not pending:
+                    return  # the front waits: the sender looks again shortly
                 oldest = pending[0]
                 if not oldest.done():  # acks mostly arrive in bursts: skip the timer then
                     await self._ack_of(oldest)

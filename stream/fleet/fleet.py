@@ -85,6 +85,11 @@ class Fleet:
         self.held.pop(lease.stream_id, None)
         await self.leases.release(lease)
 
+    def may_send(self, stream_id: str) -> bool:
+        """Whether the stream's events may go out: not while its lease is in question."""
+        lease = self.held.get(stream_id)
+        return lease is None or self.leases.may_write(lease)
+
     def forget(self, stream_id: str) -> None:
         """This vidcap no longer writes or waits for the stream."""
         self.wanted.discard(stream_id)

@@ -5,7 +5,9 @@ Each stream has a key in the bucket ``<nats.stream_name>_LEASES``, whose entries
 revision-checked updates every third of the TTL; another vidcap with the same stream finds the
 key taken and waits as a standby, trying again until the key expires (its owner died or lost
 NATS) or is deleted (its owner stopped and handed over). An owner that cannot renew for most of
-the TTL gives the stream up before a standby can take it.
+the TTL stops sending the stream's events (they wait in its outbox) before a standby can take
+it. When NATS answers again, the owner takes the key again if it is free and nobody wrote the
+stream meanwhile (a NATS outage is not a handover: nothing is lost), else it gives the stream up.
 
 A vidcap restarted on the same machine and slot (the spool's, held by a file lock, so its
 predecessor is dead) takes its predecessor's leases at once instead of waiting for them to
@@ -36,8 +38,9 @@ logger = logging.getLogger(__name__)
 
 RENEWALS_PER_TTL: Final = 3
 GIVE_UP_SHARE: Final = 0.8
-"""An owner that could not renew for this share of the TTL stops writing: a standby can take
+"""An owner that could not renew for this share of the TTL stops sending: a standby can take
 the key only after the whole TTL."""
+EXPIRED: Final = "taken: it expired"
 
 
 def lease_bucket(stream_name: str) -> str:
@@ -57,6 +60,8 @@ class Lease:
     """Another process held it when this one first asked (this one stood by)."""
     yielding: asyncio.Event = field(default_factory=asyncio.Event)
     """Set to hand the stream over to another vidcap (this one has more than its share)."""
+    unverified: bool = False
+    """Taken again after it ran out; the stream's story is not yet known to be this one's."""
 
 
 class Leases:
@@ -140,17 +145,39 @@ class Leases:
         revision = await kv.update(stream_id, self._value, last=entry.revision)
         return Lease(stream_id, revision, started)
 
-    async def keep(self, lease: Lease) -> None:
-        """Renew until cancelled; on losing the lease set ``lease.lost`` and return."""
+    def may_write(self, lease: Lease) -> bool:
+        """Whether this process surely still owns the stream: renewed within the safe share
+        of the TTL (a standby can take the key only after all of it) and not in question."""
+        silent = time.monotonic() - lease.renewed_at
+        return not (lease.lost.is_set() or lease.unverified) and silent < self._give_up_s
+
+    @property
+    def _give_up_s(self) -> float:
+        return GIVE_UP_SHARE * self._ttl_s
+
+    async def keep(self, lease: Lease, story_is_ours: Callable[[], Awaitable[bool]]) -> None:
+        """Renew until cancelled; on losing the lease set ``lease.lost`` and return. A key that
+        ran out (NATS did not answer in time) is taken again if it is free and
+        ``story_is_ours()`` (nobody wrote the stream meanwhile)."""
         pause = self._ttl_s / RENEWALS_PER_TTL
+        said_waiting = False
         while True:
             await asyncio.sleep(pause)
             why = await self._renew(lease)
+            if why == EXPIRED:
+                why = await self._take_again(lease)
+            if why is None and lease.unverified:
+                why = await self._verify(lease, story_is_ours)
             if why is None:
+                if said_waiting:
+                    logger.warning(
+                        "stream %s: lease renewed; its waiting events go out", lease.stream_id
+                    )
+                said_waiting = False
                 pause = self._ttl_s / RENEWALS_PER_TTL
                 continue
             silent = time.monotonic() - lease.renewed_at
-            if why.startswith("taken") or silent >= GIVE_UP_SHARE * self._ttl_s:
+            if why.startswith("taken"):
                 lease.why_lost = f"{why}; not renewed for {silent:.1f} s"
                 lease.lost.set()
                 logger.error(
@@ -159,8 +186,43 @@ class Leases:
                     lease.why_lost,
                 )
                 return
-            logger.warning("stream %s: lease renewal failed (%s)", lease.stream_id, why)
+            if silent >= self._give_up_s and not said_waiting:
+                said_waiting = True
+                logger.warning(
+                    "stream %s: lease not renewed for %.1f s (%s); its events wait until this "
+                    "vidcap knows it still owns the stream",
+                    lease.stream_id,
+                    silent,
+                    why,
+                )
+            elif not said_waiting:
+                logger.warning("stream %s: lease renewal failed (%s)", lease.stream_id, why)
             pause = self._ttl_s / 10  # try again soon: the lease runs out
+
+    async def _take_again(self, lease: Lease) -> str | None:
+        """The key ran out: take it if it is still free (to be verified against the story)."""
+        attempt = time.monotonic()
+        try:
+            lease.revision = await self._bucket().create(lease.stream_id, self._value)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return "taken by another vidcap after it expired"
+        except KV_ERRORS as exc:
+            return f"NATS did not answer: {exc!r}"
+        lease.unverified = True
+        lease.renewed_at = attempt
+        return None
+
+    async def _verify(
+        self, lease: Lease, story_is_ours: Callable[[], Awaitable[bool]]
+    ) -> str | None:
+        try:
+            ours = await story_is_ours()
+        except (TimeoutError, nats.errors.Error) as exc:
+            return f"NATS did not answer: {exc!r}"
+        if not ours:
+            return "taken: another vidcap wrote the stream while it was expired"
+        lease.unverified = False
+        return None
 
     async def _renew(self, lease: Lease) -> str | None:
         """Renew once; None when renewed, else why not (``taken ...`` when it is gone)."""
@@ -181,7 +243,7 @@ class Leases:
                         lease.stream_id, self._value, last=entry.revision
                     )
         except nats.js.errors.KeyNotFoundError:
-            return "taken: it expired"
+            return EXPIRED
         except KV_ERRORS as exc:
             return f"NATS did not answer: {exc!r}"
         lease.renewed_at = attempt
