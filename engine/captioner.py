@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypedDict
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from engine.base import CaptionEngine, Generation
 from engine.errors import (
+    EngineAbsentError,
     EngineDeadError,
     EngineError,
     FailureReason,
@@ -24,6 +26,8 @@ from engine.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 TRUNCATION_GROWTH = 1.5  # a truncated output is retried with this much more room
+STOPPING_LOOK_S: Final = 1.0
+"""At a stop, how long a keyframe still waiting for a worker looks for one before failing."""
 DETAIL_CHARS: Final = 500  # a failure's detail; with the excerpt, an event stays a few kB
 
 
@@ -62,6 +66,11 @@ class Captioner:
     metrics: Metrics = field(default_factory=Metrics)
     engine_dead: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the engine can serve no request any more (its process died, or it closed)."""
+    until_serving: Callable[[], Awaitable[None]] | None = None
+    """Waits until the engine can take a request (vidcap workers can all be gone); outside
+    each request's deadline, so keyframes wait for a worker instead of failing."""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when vidcap stops: a keyframe still waiting for a worker then fails."""
 
     async def caption(
         self, image: Image.Image, request_id: str, priority: int = 0
@@ -126,16 +135,40 @@ class Captioner:
     async def _generate(
         self, image: Image.Image, request_id: str, max_tokens: int, priority: int
     ) -> Generation:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                generation = await self.engine.generate(image, request_id, max_tokens, priority)
-        except TimeoutError as exc:
-            if isinstance(exc, EngineError):
-                raise
-            raise RequestTimeoutError(request_id, self.timeout_s) from None
+        while True:
+            await self._until_serving()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    generation = await self.engine.generate(image, request_id, max_tokens, priority)
+            except EngineAbsentError:
+                if self.until_serving is None:
+                    raise
+                continue  # the workers went: wait for one, then send it again
+            except TimeoutError as exc:
+                if isinstance(exc, EngineError):
+                    raise
+                raise RequestTimeoutError(request_id, self.timeout_s) from None
+            break
         if not isinstance(generation, Generation):
             raise MalformedReplyError(f"engine returned {type(generation).__name__}")
         return generation
+
+    async def _until_serving(self) -> None:
+        if self.until_serving is None:
+            return
+        waiting = asyncio.ensure_future(self.until_serving())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():  # stopping: one last look
+                await asyncio.wait({waiting}, timeout=STOPPING_LOOK_S)
+        finally:
+            stop.cancel()
+            waiting.cancel()  # nothing when it is done
+        if not waiting.done() or waiting.cancelled():
+            await asyncio.wait({waiting})  # its cancel lands
+            raise EngineAbsentError("no worker was serving the engine when vidcap stopped")
+        waiting.result()
 
     @staticmethod
     def _failed(

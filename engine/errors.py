@@ -17,6 +17,11 @@ class EngineError(VidcapError):
     """A caption request failed inside the engine; other requests may still succeed."""
 
 
+class EngineAbsentError(EngineError):
+    """Nothing serves the engine now (every vidcap worker is gone); the request was not
+    served, and one may come: wait for it rather than fail the keyframe."""
+
+
 class EngineDeadError(EngineError):
     """The engine can no longer serve any request (its process died or it was closed)."""
 

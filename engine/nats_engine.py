@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
+import itertools
 import logging
 import socket
 import warnings
@@ -31,7 +32,13 @@ from nats.micro.service import EndpointInfo
 from PIL import Image, UnidentifiedImageError
 
 from engine.base import CaptionEngine, Generation
-from engine.errors import EngineDeadError, EngineError, MalformedReplyError, VidcapError
+from engine.errors import (
+    EngineAbsentError,
+    EngineDeadError,
+    EngineError,
+    MalformedReplyError,
+    VidcapError,
+)
 from engine.guard import printable
 from engine.worker_service import (
     ENDPOINT_NAME,
@@ -52,7 +59,9 @@ QUEUE_GROUP: Final = "vidcap-workers"
 DEFAULT_MAX_TOKENS: Final = 512
 PRIORITY_HEADER: Final = "Vidcap-Priority"
 MAX_PRIORITY: Final = 100
-NO_RESPONDERS_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0)
+NO_WORKER_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0)
+PROBE_HEADER: Final = "Vidcap-Probe"
+PROBE_TIMEOUT_S: Final = 1.0
 
 
 def engine_subject(prefix: str) -> str:
@@ -84,6 +93,47 @@ class NatsEngine:
         self.model_id = model_id
         self._attempt_timeout_s = attempt_timeout_s
         self._attempts = attempts
+        self._serving = asyncio.Event()  # a worker was there; cleared when none answers
+        self._looking = asyncio.Lock()  # one looks for a worker, the other requests wait
+        self._said_absent = False
+
+    @property
+    def absent(self) -> str | None:
+        """Why no request can be served now (for readiness); None while a worker is known."""
+        return None if self._serving.is_set() else f"no vidcap worker is serving {self._subject}"
+
+    async def until_serving(self) -> None:
+        """Return once a worker serves the subject; while none does, look again with backoff
+        (said once in the log, and again when one comes)."""
+        async with self._looking:
+            for attempt in itertools.count():
+                if self._serving.is_set():
+                    return
+                if await self._worker_answers():
+                    self._serving.set()
+                    if self._said_absent:
+                        logger.warning("a vidcap worker serves %s: keyframes go on", self._subject)
+                    self._said_absent = False
+                    return
+                if not self._said_absent:
+                    self._said_absent = True
+                    logger.warning(
+                        "no vidcap worker is serving %s; keyframes wait for one", self._subject
+                    )
+                await asyncio.sleep(NO_WORKER_BACKOFF_S[min(attempt, len(NO_WORKER_BACKOFF_S) - 1)])
+
+    async def _worker_answers(self) -> bool:
+        try:
+            await self._client.request(
+                self._subject, b"", timeout=PROBE_TIMEOUT_S, headers={PROBE_HEADER: "1"}
+            )
+        except nats.errors.NoRespondersError:
+            return False
+        except nats.errors.TimeoutError:
+            return True  # it reached a subscriber (a worker from before probes answers late)
+        except nats.errors.Error:
+            return False  # NATS itself is away: look again
+        return True
 
     async def generate(
         self, image: Image.Image, request_id: str, max_tokens: int, priority: int = 0
@@ -93,20 +143,21 @@ class NatsEngine:
         if priority:
             headers[PRIORITY_HEADER] = str(priority)
         last_error = "no attempt"
-        for attempt in range(self._attempts):
+        for attempt in range(1, self._attempts + 1):
             try:
                 reply = await self._client.request(
                     self._subject, payload, timeout=self._attempt_timeout_s, headers=headers
                 )
                 return parse_reply(reply.data, reply.headers)
             except nats.errors.NoRespondersError:
-                last_error = "no worker is serving " + self._subject
-                await asyncio.sleep(NO_RESPONDERS_BACKOFF_S[min(attempt, 3)])
+                self._serving.clear()
+                raise EngineAbsentError(f"no vidcap worker is serving {self._subject}") from None
             except nats.errors.TimeoutError:
                 last_error = f"no reply within {self._attempt_timeout_s:g} s (worker lost?)"
             except WorkerUnavailableError as exc:
                 last_error = str(exc)
-            logger.warning("request %s try %d: %s; retrying", request_id, attempt + 1, last_error)
+            if attempt < self._attempts:
+                logger.warning("request %s try %d: %s; retrying", request_id, attempt, last_error)
         raise EngineError(f"{request_id}: {last_error} after {self._attempts} tries")
 
     async def close(self) -> None:
@@ -250,6 +301,9 @@ class Worker:
         }
 
     async def _on_request(self, msg: Msg) -> None:
+        if msg.headers and msg.headers.get(PROBE_HEADER) and msg.reply:
+            await msg.respond(b"")  # "is a worker there?": yes, whatever its load
+            return
         started_ns = self.counters.start()
         await self._slots.acquire()  # backpressure: NATS buffers the rest for this worker
         task = asyncio.create_task(self._answer(msg, started_ns))

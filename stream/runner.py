@@ -25,7 +25,7 @@ from engine.config import EngineConfig
 from engine.errors import VidcapError
 from engine.factory import WorkerRoute, start_engine
 from engine.metrics import Metrics
-from engine.nats_engine import engine_subject
+from engine.nats_engine import NatsEngine, engine_subject
 from stream.config import Config, StreamConfig
 from stream.delivery import embedded_address
 from stream.delivery.nats_server import EmbeddedNatsServer
@@ -122,6 +122,8 @@ class Runner:
         self._idle = asyncio.Event()
         self.engine_died = False
         self._engine_loaded = False
+        self._engine_absent: Callable[[], str | None] = lambda: None
+        """Why the engine cannot serve now though loaded (no vidcap worker), for readiness."""
         self._stream_made = False
         self._client: Client | None = None
         self._publisher: EventPublisher | None = None
@@ -188,7 +190,13 @@ class Runner:
             max_attempts=self.config.engine.max_attempts,
             timeout_s=self.config.engine.request_timeout_s,
             metrics=Metrics(self.registry),
+            stopping=self._stopped,
         )
+        looking = None
+        if isinstance(engine, NatsEngine):
+            captioner.until_serving = engine.until_serving
+            self._engine_absent = lambda: engine.absent
+            looking = asyncio.create_task(engine.until_serving())  # says at once if none
         try:
             await publisher.ensure_stream()
             self._stream_made = True  # before, a missing stream is no news (made after the load)
@@ -200,6 +208,8 @@ class Runner:
             streams = await self._streams_to_start(client)
             await self._run_streams(captioner, publisher, engine.model_id, streams)
         finally:
+            if looking is not None:
+                looking.cancel()
             # Deliver before closing the engine: closing vLLM can block the event loop for
             # seconds. The connection closes last: a NATS engine shares it.
             await publisher.flush(self.config.nats.flush_timeout_s)
@@ -323,6 +333,8 @@ class Runner:
             reasons.append("the engine is loading")
         elif self.engine_died:
             reasons.append("the engine died")
+        elif (absent := self._engine_absent()) is not None:
+            reasons.append(absent)
         if self._client is None or not self._client.is_connected:
             reasons.append("NATS is not connected")
         elif self._publisher is not None and self._stream_made:
@@ -555,7 +567,10 @@ class Runner:
         try:
             while True:
                 pipeline.stats.state = "standby"
-                pipeline.stats.state_detail = "another vidcap writes it, or this one has its share"
+                pipeline.stats.state_detail = (
+                    "waiting for its lease (taken at once when free; meanwhile another vidcap "
+                    "writes it, or this one already has its share)"
+                )
                 lease = await self._fleet.acquire(stream.id, self._stopped)
                 if lease is None:  # stopped while standing by
                     return True

@@ -26,6 +26,7 @@ import nats.js.errors
 import orjson
 from nats.js.api import DeliverPolicy
 
+from engine.base import CaptionEngine
 from engine.nats_engine import Worker, engine_subject
 from stream.config import NatsConfig
 from stream.delivery.events import Envelope, StatusEvent
@@ -51,10 +52,12 @@ class SlowEngine(FixedEngine):
 
 
 @asynccontextmanager
-async def worker_for(url: str) -> AsyncIterator[Worker]:
+async def worker_for(
+    url: str, engine: CaptionEngine | None = None, prefix: str = "story"
+) -> AsyncIterator[Worker]:
     client = await nats.connect(url)
     stop = asyncio.Event()
-    worker = Worker(client, SlowEngine(), engine_subject("story"), concurrency=8)
+    worker = Worker(client, engine or SlowEngine(), engine_subject(prefix), concurrency=8)
     serving = asyncio.create_task(worker.serve(stop))
     try:
         yield worker

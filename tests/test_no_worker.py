@@ -1,0 +1,106 @@
+"""`engine.kind: nats` with no `vidcap worker` serving (none started yet, or the last one
+killed). A trial found every keyframe failed in 1.7 s ("no worker is serving ... after 3
+tries"), a file job ended with all its captions failed and exit status 0, and `/readyz` said
+ready. Now keyframes wait for a worker (outside their request deadline), readiness names the
+missing worker, and a stop ends the wait. nats-server, the file and the worker are real; the
+worker's engine is the fixed stand-in of test_nats_permissions (these tests are about
+reaching workers, not about the model)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import nats
+from PIL import Image
+
+from engine.captioner import Captioner
+from engine.nats_engine import NatsEngine, Worker, engine_subject
+from stream.config import parse_config
+from stream.delivery.nats_server import EmbeddedNatsServer
+from stream.runner import Runner
+from stream.sample_clip import ClipSpec, write_clip
+from tests.test_nats_permissions import FixedEngine
+from tests.test_story_across_runs import worker_for
+
+SUBJECT = engine_subject("vidcap")
+
+
+def a_worker(url: str) -> AbstractAsyncContextManager[Worker]:
+    return worker_for(url, FixedEngine(), prefix="vidcap")
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 30) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not await check():  # noqa: ASYNC110 (polls)
+            await asyncio.sleep(0.05)
+
+
+async def test_keyframes_wait_for_a_worker_and_readiness_names_it(
+    nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    clip = write_clip(tmp_path / "cuts.mp4", ClipSpec(shots=4, shot_frames=15))
+    config = parse_config(
+        {
+            "streams": [{"id": "cuts", "url": str(clip)}],
+            "keyframes": {"min_gap_s": 0.2},
+            "engine": {"kind": "nats"},
+            "nats": {"url": nats_server.url},
+        }
+    )
+    client = await nats.connect(nats_server.url)
+    engine = NatsEngine(client, SUBJECT, "fixed", attempt_timeout_s=5, attempts=3)
+    events: list[dict[str, Any]] = []
+    runner = Runner(config, events.append)
+    running = asyncio.create_task(runner.run(nats_server.url, engine))
+
+    async def says_no_worker() -> bool:
+        return f"no vidcap worker is serving {SUBJECT}" in await runner.not_ready()
+
+    try:
+        await until(says_no_worker)
+        await asyncio.sleep(3)  # the old code had failed every keyframe by now
+        assert not [e for e in events if e["type"] == "caption"], events
+        async with a_worker(nats_server.url):
+            await until(lambda: _has(events, "ended"))
+            assert not await says_no_worker()
+    finally:
+        runner.request_stop()
+        status = await running
+        await client.close()
+    assert status == 0
+    captions = [e for e in events if e["type"] == "caption"]
+    assert len(captions) == 4 and all(e["status"] == "ok" for e in captions), captions
+    assert [e["keyframe"] for e in captions] == [0, 1, 2, 3]
+
+
+async def _has(events: list[dict[str, Any]], state: str) -> bool:
+    return any(e.get("state") == state for e in events)
+
+
+async def test_a_keyframe_waiting_for_a_worker_fails_at_a_stop(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    client = await nats.connect(nats_server.url)
+    engine = NatsEngine(client, SUBJECT, "fixed", attempt_timeout_s=5, attempts=3)
+    captioner = Captioner(engine, timeout_s=2, until_serving=engine.until_serving)
+    picture = Image.new("RGB", (64, 48))
+    try:
+        async with a_worker(nats_server.url):  # one was there, then it went
+            assert (await captioner.caption(picture, "kf-0")).ok
+        waiting = asyncio.create_task(captioner.caption(picture, "kf-1"))
+        await asyncio.sleep(3)  # past the request deadline: waiting for a worker is not work
+        assert not waiting.done()
+        assert engine.absent == f"no vidcap worker is serving {SUBJECT}"
+        stopped_at = time.monotonic()
+        captioner.stopping.set()
+        outcome = await asyncio.wait_for(waiting, 10)
+        assert time.monotonic() - stopped_at < 3
+        assert outcome.error is not None and outcome.error["reason"] == "engine_error"
+        assert outcome.error["detail"] == "no worker was serving the engine when vidcap stopped"
+    finally:
+        await client.close()
