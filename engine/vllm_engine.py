@@ -53,6 +53,9 @@ def engine_args(
         # Engine-level whitespace ban: the per-request flag did not take effect (notes).
         "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
         "disable_log_stats": False,  # its Prometheus metrics, served on /metrics
+        # No "Loading safetensors checkpoint shards" bar on vidcap's terminal (its lines
+        # about the load are in vLLM's log).
+        "use_tqdm_on_load": False,
         "scheduling_policy": scheduling_policy,
     }
     if seed is not None:

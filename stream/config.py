@@ -596,8 +596,9 @@ def load_yaml(path: Path, sections: tuple[str, ...] | None = None) -> dict[str, 
     """A YAML mapping with ${ENV} references expanded; with ``sections``, only those (a tool
     that reads the nats section needs no other section's variables)."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        with path.open(encoding="utf-8") as text:  # a syntax error's place names the file
+            raw = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level")

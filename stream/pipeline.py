@@ -312,8 +312,14 @@ class StreamPipeline:
             return self._late_status(1, time.time() - keyframe.time.captured_at)
         snapshot = await pending.settle()
         if outcome.error is not None:
+            # Named by its frame, as its event is (the event's keyframe number goes on
+            # across runs; ``number`` is this session's request count).
             logger.warning(
-                "stream %s keyframe %d failed: %s", self.stream.id, number, outcome.error
+                "stream %s: the keyframe at frame %d (%.2f s) failed: %s",
+                self.stream.id,
+                keyframe.time.index,
+                keyframe.time.time_s,
+                outcome.error,
             )
         return CaptionEvent(
             number,

@@ -32,6 +32,19 @@ def test_a_file_that_is_no_mapping_names_the_file(tmp_path: Path) -> None:
     assert str(path) in str(error.value)
 
 
+def test_a_yaml_syntax_error_says_where_in_the_file(tmp_path: Path) -> None:
+    """It said 'in "<unicode string>", line 3' (a trial); bytes that are no UTF-8 were a
+    traceback."""
+    path = tmp_path / "vidcap.yaml"
+    path.write_text("streams:\n  - id: [\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert f'in "{path}", line 3' in str(error.value)
+    path.write_bytes(b"\xff\xfe streams")
+    with pytest.raises(ConfigError, match=f"cannot read config {path}: 'utf-8' codec"):
+        load_config(path)
+
+
 def test_data_from_elsewhere_is_named_by_its_source() -> None:
     bad = {**STREAMS, "pipeline": {"max_streams": 0}}
     with pytest.raises(ConfigError) as error:

@@ -171,12 +171,16 @@ async def _follow_until_signal(indexer: Indexer) -> None:
 async def _report_progress(indexer: Indexer) -> None:
     """A line when the index catches up, then every few seconds while new events come."""
     shown = (-1, False)
+    once_caught_up = False
     while True:
         await asyncio.sleep(PROGRESS_EVERY_S if shown[1] else 1.0)
         p = indexer.progress
         if (p.position, p.caught_up) == shown or not (p.caught_up or p.indexed):
             continue  # nothing new, or nothing yet (NATS or the stream not there)
-        state = "up to date" if p.caught_up else "catching up"
+        # Once caught up, each new event is followed, not caught up with (a trial read
+        # "catching up" for every event after "up to date").
+        state = "up to date" if p.caught_up else "following" if once_caught_up else "catching up"
+        once_caught_up = once_caught_up or p.caught_up
         print(
             f"vidcap index: {state}: {p.indexed} events indexed ({p.duplicates} duplicates, "
             f"{p.skipped} skipped), at stream sequence {p.position}",

@@ -158,6 +158,10 @@ class VideoSource:
     def _explain(self, exc: BaseException) -> str:
         if isinstance(exc, av.error.ExitError):
             return self.redact(f"no data within the read timeout ({exc})")
+        if isinstance(exc, av.error.FFmpegError) and exc.strerror:
+            # Without "[Errno 1094995529]": FFmpeg's own codes are tags, not news to a reader.
+            where = f": {exc.filename!r}" if exc.filename else ""
+            return self.redact(f"{type(exc).__name__}: {exc.strerror}{where}")
         return self.redact(f"{type(exc).__name__}: {exc}")
 
     def _open(self) -> av.container.InputContainer:
