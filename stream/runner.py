@@ -46,6 +46,7 @@ from stream.search.commands import default_db
 from stream.search.follower import Indexer
 from stream.service.dashboard.routes import Dashboard
 from stream.service.http_server import ConnectionMetrics, HttpServer
+from stream.service.json_errors import json_error
 from stream.service.operations import Operations
 from stream.service.search_api import SearchApi
 from stream.service.stream_api import StreamApi
@@ -505,10 +506,10 @@ class Runner:
 
     def _check_changeable(self, stream_id: str) -> None:
         if self._scope is None or self._stop_requested:
-            raise web.HTTPServiceUnavailable(
-                text='{"error": "vidcap is starting or stopping"}',
-                content_type="application/json",
-                headers={"Retry-After": "5"},
+            raise json_error(
+                web.HTTPServiceUnavailable,
+                "vidcap is starting (the engine loads) or stopping",
+                {"Retry-After": "5"},
             )
         if stream_id in self._removing:
             raise ValueError(f"stream {stream_id!r} is being removed")

@@ -137,6 +137,14 @@ async def test_while_the_engine_loads_readiness_says_so_alone(
                     await asyncio.sleep(0.05)
             _, body = await readiness(http, runner.http_url)
             assert body["reasons"] == ["the engine is loading"], body
+            stream = {"id": "early", "url": "rtsp://127.0.0.1:1/early"}
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            async with http.post(
+                f"{runner.http_url}/api/streams", json=stream, headers=bearer
+            ) as r:
+                assert r.status == 503 and r.headers["Retry-After"] == "5"
+                said = await r.json()
+                assert said == {"error": "vidcap is starting (the engine loads) or stopping"}
             loaded.set()
             await wait_readiness(http, runner.http_url, 200)
     finally:

@@ -26,7 +26,7 @@ _CHANGES = {
     "401": _error("missing or wrong token"),
     "403": _error("http.token is not set"),
     "409": _error("the id is taken, being removed, or a WHIP stream's"),
-    "503": _error("vidcap is starting or stopping; Retry-After"),
+    "503": _error("vidcap is starting (the engine loads) or stopping; Retry-After"),
 }
 _PAUSE_DOC = "Stream snapshot; a `{}` status event is published (once) in the stream's events"
 
