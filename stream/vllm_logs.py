@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging.config
 import os
+import re
+import warnings
 from pathlib import Path
 
 
@@ -51,4 +53,22 @@ def route_vllm_logs(log_file: Path) -> Path | None:
     # And here at once: some of vLLM's modules log while imported, before vLLM has read
     # the file ("Triton is installed, but doesn't include CPU backend" reached the terminal).
     logging.config.dictConfig(config)
+    _quiet_known_warnings()
     return log_file
+
+
+# vLLM's kernel dispatcher looks at every attribute of torch.distributed, deprecated ones too,
+# and each engine process printed torch's FutureWarning twice on the terminal.
+_KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    (FutureWarning, "vllm.triton_utils.dispatcher"),
+)
+
+
+def _quiet_known_warnings() -> None:
+    """Here, and in the processes vLLM starts (they read ``PYTHONWARNINGS`` as they start,
+    before any import)."""
+    specs = [os.environ.get("PYTHONWARNINGS", "")]
+    for category, module in _KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", category=category, module=re.escape(module) + r"\Z")
+        specs.append(f"ignore::{category.__name__}:{module}")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, specs))

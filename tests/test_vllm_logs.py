@@ -60,3 +60,33 @@ def test_a_users_own_vllm_logging_is_left_alone(
     monkeypatch.setenv("VLLM_LOGGING_CONFIG_PATH", "/etc/my-logging.json")
     assert route_vllm_logs(tmp_path / "vllm.log") is None
     assert os.environ["VLLM_LOGGING_CONFIG_PATH"] == "/etc/my-logging.json"
+
+
+# vidcap's process routes, then starts a Python process as vLLM starts its engine core; that
+# process warns as vLLM's kernel dispatcher does when imported, and as some other module.
+WARNS = """
+import warnings
+for module in ("vllm.triton_utils.dispatcher", "elsewhere"):
+    warnings.warn_explicit("reduce_op is deprecated", FutureWarning, "x.py", 1, module=module)
+"""
+STARTS_A_CHILD = f"""
+import subprocess, sys
+from pathlib import Path
+from stream.vllm_logs import route_vllm_logs
+route_vllm_logs(Path(sys.argv[1]))
+subprocess.run([sys.executable, "-c", {WARNS!r}], check=True)
+"""
+
+
+def test_a_known_vllm_warning_is_quiet_in_the_processes_vllm_starts(tmp_path: Path) -> None:
+    """Each engine process printed torch's FutureWarning about reduce_op twice (a trial)."""
+    environment = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_CONFIG_PATH"}
+    environment["PYTHONWARNINGS"] = "default::DeprecationWarning"  # the user's, kept
+    run = subprocess.run(
+        [sys.executable, "-c", STARTS_A_CHILD, str(tmp_path / "vllm.log")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stderr.count("FutureWarning") == 1, run.stderr  # the other module's only
