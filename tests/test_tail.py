@@ -247,6 +247,7 @@ async def test_tail_follows_each_vidcap_run_here_one_after_another(
         await tail.wait()
     assert not [line for line in heard if "WARNING" in line or "Traceback" in line], heard
     assert sum("reconnecting" in line for line in heard) <= 2  # once a run, not each attempt
+    assert not [line for line in heard if "waiting for NATS" in line], heard  # it was lost
 
 
 async def test_tail_waits_for_a_given_nats_saying_so_once(tmp_path: Path) -> None:

@@ -94,28 +94,34 @@ async def connect(config: NatsConfig, url: str, say: Callable[[str], None] | Non
     ``say`` (a command's user), trouble is told through it once, not logged at each attempt."""
     client = Client()
     refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    told = False
+    told = False  # said once, until reconnected
+    connected = False
+
+    def tell(why: str) -> None:
+        nonlocal told
+        if say is not None and not told:
+            told = True
+            where = redact(url)
+            say(
+                f"lost NATS at {where} ({why}); reconnecting"
+                if connected
+                else f"waiting for NATS at {where} ({why})"
+            )
 
     async def on_error(exc: Exception) -> None:
-        nonlocal told
         if AUTHORIZATION_VIOLATION in str(exc) and not client.is_connected and not refused.done():
             refused.set_result(str(exc))
         if say is None:
             await _log_error(exc)
-        elif not told:
-            told = True
-            say(f"waiting for NATS at {redact(url)} ({redact(str(exc)) or type(exc).__name__})")
+        tell(redact(str(exc)) or type(exc).__name__)
 
     async def disconnected() -> None:
-        nonlocal told
         # nats-py also calls this when we close the connection ourselves.
         if client.is_closed or client.is_draining:
             return
         if say is None:
             logger.warning("NATS disconnected from %s; reconnecting", redact(url))
-        elif not told:
-            told = True
-            say(f"lost NATS at {redact(url)}; reconnecting")
+        tell("disconnected")
 
     async def reconnected() -> None:
         nonlocal told
@@ -160,7 +166,7 @@ async def connect(config: NatsConfig, url: str, say: Callable[[str], None] | Non
             f"NATS at {redact(url)} refused the credentials ({refused.result()})"
         )
     connecting.result()
-    told = False  # what goes wrong from now on is news again
+    told, connected = False, True  # what goes wrong from now on is news again
     return client
 
 
