@@ -63,7 +63,7 @@ async def test_keyframes_wait_for_a_worker_and_readiness_names_it(
 
     try:
         await until(says_no_worker)
-        await asyncio.sleep(3)  # the old code had failed every keyframe by now
+        await asyncio.sleep(2.5)  # the old code failed a keyframe in 1.7 s
         assert not [e for e in events if e["type"] == "caption"], events
         async with a_worker(nats_server.url):
             await until(lambda: _has(events, "ended"))
@@ -87,13 +87,13 @@ async def test_a_keyframe_waiting_for_a_worker_fails_at_a_stop(
 ) -> None:
     client = await nats.connect(nats_server.url)
     engine = NatsEngine(client, SUBJECT, "fixed", attempt_timeout_s=5, attempts=3)
-    captioner = Captioner(engine, timeout_s=2, until_serving=engine.until_serving)
+    captioner = Captioner(engine, timeout_s=1, until_serving=engine.until_serving)
     picture = Image.new("RGB", (64, 48))
     try:
         async with a_worker(nats_server.url):  # one was there, then it went
             assert (await captioner.caption(picture, "kf-0")).ok
         waiting = asyncio.create_task(captioner.caption(picture, "kf-1"))
-        await asyncio.sleep(3)  # past the request deadline: waiting for a worker is not work
+        await asyncio.sleep(2)  # past the request deadline: waiting for a worker is not work
         assert not waiting.done()
         assert engine.absent == f"no vidcap worker is serving {SUBJECT}"
         stopped_at = time.monotonic()

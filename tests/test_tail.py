@@ -265,7 +265,7 @@ async def test_tail_waits_for_a_given_nats_saying_so_once(tmp_path: Path) -> Non
     server = EmbeddedNatsServer(jetstream=False, port=port)
     try:
         await _said(tail, f"waiting for NATS at {url}", heard)
-        await asyncio.sleep(5)  # two more of nats-py's attempts
+        await asyncio.sleep(2.5)  # another of nats-py's attempts (every 2 s)
         server.start()
         await _said(tail, "listening on", heard)
         client = await nats.connect(url)
