@@ -253,9 +253,14 @@ async def test_metrics_carry_vidcap_and_vllm_and_the_api_refuses_bad_requests(
             f"{base}/api/streams", data=b"{}", headers={**AUTH, "Content-Type": "text/plain"}
         ) as r:
             assert r.status == 415
-        clip = {"id": "clip", "url": str(sample_clip)}
+        # Through a link in an allowed folder to an allowed file: the stream reads the file
+        # as checked (the link could be pointed elsewhere later; a relative path would name
+        # another file after a restart elsewhere, a trial found).
+        (tmp_path / "link.mp4").symlink_to(sample_clip)
+        clip = {"id": "clip", "url": str(tmp_path / "link.mp4")}
         async with http.post(f"{base}/api/streams", json=clip, headers=AUTH) as r:
             assert r.status == 201 and r.headers["Location"] == "/api/streams/clip"
+            assert (await r.json())["url"] == str(await asyncio.to_thread(sample_clip.resolve))
         async with http.post(f"{base}/api/streams", json=clip, headers=AUTH) as r:
             assert r.status == 409 and "already running" in await r.text()
         another = {"id": "clip2", "url": str(sample_clip)}

@@ -70,7 +70,9 @@ class StreamApi:
         self._authorise(request)
         stream = parse_stream(await _json_body(request))
         if "://" not in stream.url:
-            self._check_file(stream.url)
+            # The file as checked, for good: a relative path would name another file when
+            # vidcap restarts elsewhere, and a link could be pointed elsewhere after the check.
+            stream = stream.model_copy(update={"url": str(self._check_file(stream.url))})
         try:
             created = await self._control.add(stream)
         except ValueError as exc:
@@ -106,9 +108,9 @@ class StreamApi:
             raise json_error(web.HTTPNotFound, "no such stream")
         return snapshot
 
-    def _check_file(self, path: str) -> None:
-        """Only under ``http.api_files``, links and ``..`` resolved: the token is not a key
-        to every picture and video the process can read."""
+    def _check_file(self, path: str) -> Path:
+        """The file, links and ``..`` resolved, if it is under ``http.api_files``: the token is
+        not a key to every picture and video the process can read."""
         resolved = Path(path).expanduser().resolve()
         if not any(resolved.is_relative_to(folder) for folder in self._file_folders):
             where = "is not under http.api_files" if self._file_folders else "needs http.api_files"
@@ -116,6 +118,7 @@ class StreamApi:
                 web.HTTPUnprocessableEntity,
                 f"a file path through the API {where} (the folders it may read from)",
             )
+        return resolved
 
     def _authorise(self, request: web.Request) -> None:
         if self._token is None:
