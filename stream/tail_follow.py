@@ -53,9 +53,24 @@ async def tail(url: str | None, options: TailOptions) -> None:
 
 async def _follow_vidcap(url: str, pid: int, options: TailOptions) -> None:
     say(f"the embedded nats-server of vidcap (pid {pid}) at {url}")
-    client = await connect(options.config, url, say)
-    await print_events(client, url, options, ended=lambda: _gone(client, pid))
+    client = await _connect_while_running(url, pid, options)
+    if client is not None:
+        await print_events(client, url, options, ended=lambda: _gone(client, pid))
     say(f"vidcap (pid {pid}) has stopped; waiting for the next vidcap here (Ctrl-C to quit)")
+
+
+async def _connect_while_running(url: str, pid: int, options: TailOptions) -> Client | None:
+    """Connected, or None once that vidcap has stopped (it may stop before we are in)."""
+    connecting = asyncio.ensure_future(connect(options.config, url, say))
+    while not connecting.done():
+        await asyncio.wait({connecting}, timeout=LOOK_AGAIN_S)
+        if not connecting.done() and not embedded_address.is_running(pid):
+            connecting.cancel()
+            await asyncio.wait({connecting})
+            if not connecting.cancelled() and connecting.exception() is None:
+                await connecting.result().close()  # it got in just then
+            return None
+    return connecting.result()
 
 
 def _gone(client: Client, pid: int) -> bool:

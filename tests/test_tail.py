@@ -278,3 +278,32 @@ async def test_tail_waits_for_a_given_nats_saying_so_once(tmp_path: Path) -> Non
         await tail.wait()
         server.stop()
     assert len(heard) == 2, heard
+
+
+async def test_tail_gives_up_a_vidcap_that_stops_before_it_got_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The address file names a running vidcap whose server does not answer (it is stopping):
+    tail waited for that server for ever, though the vidcap was gone."""
+    if await _nats_answers(embedded_address.DEFAULT_URL):
+        pytest.skip(f"a NATS server answers at {embedded_address.DEFAULT_URL} on this machine")
+    monkeypatch.setenv("VIDCAP_CACHE", str(tmp_path))
+    vidcap = await asyncio.create_subprocess_exec("sleep", "600")
+    dead = f"nats://127.0.0.1:{free_port()}"
+    (tmp_path / "embedded-nats.json").write_bytes(orjson.dumps({"url": dead, "pid": vidcap.pid}))
+    tail = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "stream.cli", "tail"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    heard: list[str] = []
+    try:
+        await _said(tail, f"waiting for NATS at {dead}", heard)
+        vidcap.kill()
+        await vidcap.wait()
+        await _said(tail, f"vidcap (pid {vidcap.pid}) has stopped", heard)
+    finally:
+        tail.terminate()
+        await tail.wait()
+        if vidcap.returncode is None:
+            vidcap.kill()
