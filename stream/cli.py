@@ -335,7 +335,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from stream.tail import TailOptions, parse_since
+    from stream.tail import TailError, TailOptions, parse_since
     from stream.tail_follow import tail
 
     try:
@@ -345,8 +345,12 @@ def _tail(args: argparse.Namespace) -> int:
         return 2
     config = NatsConfig(url=args.nats, subject_prefix=args.prefix, stream_name=args.stream_name)
     options = TailOptions(config, args.stream, args.json, args.kind, since, args.from_seq)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail(args.nats, options))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(tail(args.nats, options))
+    except TailError as exc:
+        print(f"vidcap tail: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -15,10 +15,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import nats.js.errors
 import orjson
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from engine.errors import VidcapError
 from engine.guard import printable
 from stream.config import NatsConfig
 from stream.console import print_line
@@ -87,6 +89,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+class TailError(VidcapError):
+    """What `vidcap tail` cannot do; the message says why."""
+
+
 @dataclass(frozen=True, slots=True)
 class TailOptions:
     """What `vidcap tail` prints; ``since``/``from_seq`` replay from JetStream first."""
@@ -109,7 +115,7 @@ async def print_events(
     twice a second) says their source is gone; the client is closed either way."""
     queue: asyncio.Queue[tuple[bytes, int | None]] = asyncio.Queue(maxsize=10_000)
     try:
-        subject, where = await _subscribe(client, options, queue)
+        subject, where = await _subscribe(client, url, options, queue)
         await client.flush()  # the subscription is live on the server before we say so
         print(
             f"vidcap tail: listening on {subject} at {redact(url)} ({where})",
@@ -127,7 +133,10 @@ async def print_events(
 
 
 async def _subscribe(
-    client: Client, options: TailOptions, queue: asyncio.Queue[tuple[bytes, int | None]]
+    client: Client,
+    url: str,
+    options: TailOptions,
+    queue: asyncio.Queue[tuple[bytes, int | None]],
 ) -> tuple[str, str]:
     config = options.config
     kinds = options.kinds
@@ -151,9 +160,15 @@ async def _subscribe(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=options.from_seq
         )
     )
-    await client.jetstream().subscribe(
-        subject, cb=on_replayed, ordered_consumer=True, config=start, stream=config.stream_name
-    )
+    try:
+        await client.jetstream().subscribe(
+            subject, cb=on_replayed, ordered_consumer=True, config=start, stream=config.stream_name
+        )
+    except nats.js.errors.NotFoundError:
+        raise TailError(
+            f"no JetStream stream {config.stream_name} at {redact(url)}: nothing to replay "
+            "(vidcap makes it once its engine has loaded; --stream-name names another)"
+        ) from None
     where = f"JetStream {config.stream_name} from " + (
         options.since.isoformat()
         if options.since is not None

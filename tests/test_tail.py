@@ -307,3 +307,16 @@ async def test_tail_gives_up_a_vidcap_that_stops_before_it_got_in(
         await tail.wait()
         if vidcap.returncode is None:
             vidcap.kill()
+
+
+def test_a_replay_where_no_jetstream_stream_is_says_so(nats_server: EmbeddedNatsServer) -> None:
+    """It was a traceback ending in "NotFoundError: ... stream not found"."""
+    command = [sys.executable, "-m", "stream.cli", "tail", "--nats", nats_server.url]
+    done = subprocess.run(
+        [*command, "--since", "1h", "--stream-name", "NOPE"], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == (
+        f"vidcap tail: no JetStream stream NOPE at {nats_server.url}: nothing to replay "
+        "(vidcap makes it once its engine has loaded; --stream-name names another)"
+    )
