@@ -44,8 +44,14 @@ def raw_line(data: bytes) -> str:
 
 
 def format_event(event: dict[str, Any]) -> str:
-    """One readable line; every control or bidi character the event carries is escaped."""
-    return printable(_readable(event))
+    """One readable line; every control or bidi character the event carries is escaped.
+    Anyone who may publish on the subjects can send anything: what is not a well-formed
+    event gets a line saying so, never a traceback that ends the tail."""
+    try:
+        return printable(_readable(event))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        head = f"{event.get('stream')} #{event.get('seq')} {event.get('type')}"
+        return printable(f"{head} (not a well-formed vidcap event)")
 
 
 def _readable(event: dict[str, Any]) -> str:
@@ -178,7 +184,13 @@ async def _subscribe(
 
 
 def _print_event(data: bytes, position: int | None, options: TailOptions) -> None:
-    event = orjson.loads(data)
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        event = None
+    if not isinstance(event, dict):
+        print_line(f"(a message of {len(data)} bytes that is no JSON object: not an event)")
+        return
     if options.kinds and event.get("type") not in options.kinds:
         return
     line = raw_line(data) if options.raw else format_event(event)

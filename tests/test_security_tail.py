@@ -39,3 +39,17 @@ def test_raw_lines_stay_json_and_escape_what_json_leaves_raw() -> None:
     line = raw_line(data)
     assert line.isprintable(), repr(line)
     assert orjson.loads(line) == STATUS
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "caption", "stream": "cam", "seq": 5},  # fields missing
+        {"type": "caption", "stream": "cam", "seq": 6, "keyframe": 0, "frame": [], "x": 1},
+        {"type": "caption", "frame": {"index": "a", "time_s": "b"}, "selection": {}},
+    ],
+)
+def test_a_malformed_event_is_a_line_not_a_traceback(event: dict[str, Any]) -> None:
+    """Anyone who may publish on vidcap.> could end every `vidcap tail` with one message."""
+    line = format_event(event)
+    assert line.endswith("(not a well-formed vidcap event)") and line.isprintable()

@@ -320,3 +320,20 @@ def test_a_replay_where_no_jetstream_stream_is_says_so(nats_server: EmbeddedNats
         f"vidcap tail: no JetStream stream NOPE at {nats_server.url}: nothing to replay "
         "(vidcap makes it once its engine has loaded; --stream-name names another)"
     )
+
+
+async def test_tail_outlives_messages_that_are_no_events(nats_server: EmbeddedNatsServer) -> None:
+    """Not JSON, a JSON array: each was a traceback that ended the tail."""
+    tail = await start_tail(nats_server.url)
+    assert tail.stdout is not None
+    client = await nats.connect(nats_server.url)
+    event = wire_object(*status("cam", 0, "live"))
+    for junk in (b"not json", b"[1, 2]", orjson.dumps(event)):
+        await client.publish("tl.cam.status", junk)
+    await client.close()
+    lines = [(await asyncio.wait_for(tail.stdout.readline(), 10)).decode() for _ in range(3)]
+    tail.terminate()
+    await tail.wait()
+    assert lines[0].startswith("(a message of 8 bytes that is no JSON object")
+    assert lines[1].startswith("(a message of 6 bytes that is no JSON object")
+    assert lines[2].startswith("cam #0 status  live")
