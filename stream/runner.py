@@ -609,7 +609,7 @@ class Runner:
         async def stop_when_lost() -> None:
             await lease.lost.wait()
             publisher.fence(lease.stream_id)
-            pipeline.stop()
+            pipeline.stop(f"lease lost ({lease.why_lost}); another vidcap writes the stream")
 
         async def stop_when_yielding() -> None:
             await lease.yielding.wait()

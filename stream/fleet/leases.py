@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -41,6 +42,10 @@ GIVE_UP_SHARE: Final = 0.8
 """An owner that could not renew for this share of the TTL stops sending: a standby can take
 the key only after the whole TTL."""
 EXPIRED: Final = "taken: it expired"
+NO_ANSWER: Final = "NATS did not answer"
+RECONNECT_ALLOWANCE_S: Final = 3.0
+"""How much later than this process another may reconnect after an outage (nats-py tries
+every 2 s), on top of the TTL a standby leaves the keys to their owners before it."""
 
 
 def lease_bucket(stream_name: str) -> str:
@@ -87,6 +92,9 @@ class Leases:
             {"node": node, "session": session, "host": socket.gethostname(), "pid": os.getpid()}
         )
         self._kv: KeyValue | None = None
+        self._away_at = -math.inf
+        """When NATS last did not answer this process: for a while after it, a key found free is
+        left to the owner that held it before the outage (it takes it back first)."""
 
     @property
     def ttl_s(self) -> float:
@@ -106,6 +114,7 @@ class Leases:
                 lease = await self._try_acquire(stream_id)
             except KV_ERRORS as exc:
                 logger.warning("stream %s: the lease bucket does not answer (%r)", stream_id, exc)
+                self._away_at = time.monotonic()
                 lease = None
             if isinstance(lease, Lease):
                 if said_standby:
@@ -128,6 +137,9 @@ class Leases:
         """The lease, or who holds it."""
         kv = self._bucket()
         started = time.monotonic()
+        if started - self._away_at < self._ttl_s + RECONNECT_ALLOWANCE_S:
+            # Everyone's keys ran out while NATS was away; their owners, alive, take them back.
+            return "its owner before NATS was away, for a TTL after that"
         if self._may_take is None or await self._may_take():
             try:
                 revision = await kv.create(stream_id, self._value)
@@ -177,6 +189,8 @@ class Leases:
                 pause = self._ttl_s / RENEWALS_PER_TTL
                 continue
             silent = time.monotonic() - lease.renewed_at
+            if why.startswith(NO_ANSWER):
+                self._away_at = time.monotonic()
             if why.startswith("taken"):
                 lease.why_lost = f"{why}; not renewed for {silent:.1f} s"
                 lease.lost.set()
@@ -207,7 +221,7 @@ class Leases:
         except nats.js.errors.KeyWrongLastSequenceError:
             return "taken by another vidcap after it expired"
         except KV_ERRORS as exc:
-            return f"NATS did not answer: {exc!r}"
+            return f"{NO_ANSWER}: {exc!r}"
         lease.unverified = True
         lease.renewed_at = attempt
         return None
@@ -218,7 +232,7 @@ class Leases:
         try:
             ours = await story_is_ours()
         except (TimeoutError, nats.errors.Error) as exc:
-            return f"NATS did not answer: {exc!r}"
+            return f"{NO_ANSWER}: {exc!r}"
         if not ours:
             return "taken: another vidcap wrote the stream while it was expired"
         lease.unverified = False
@@ -245,7 +259,7 @@ class Leases:
         except nats.js.errors.KeyNotFoundError:
             return EXPIRED
         except KV_ERRORS as exc:
-            return f"NATS did not answer: {exc!r}"
+            return f"{NO_ANSWER}: {exc!r}"
         lease.renewed_at = attempt
         return None
 
