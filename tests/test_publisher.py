@@ -6,9 +6,10 @@ import asyncio
 
 import nats
 import orjson
+import pytest
 from nats.aio.msg import Msg
 
-from stream.config import NatsConfig
+from stream.config import ConfigError, NatsConfig
 from stream.delivery.events import Envelope, StatusEvent
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.publisher import EventPublisher, connect
@@ -66,3 +67,18 @@ def test_embedded_server_binds_loopback_on_a_random_port(tmp_path) -> None:
     with EmbeddedNatsServer(tmp_path) as first, EmbeddedNatsServer(tmp_path / "b") as second:
         assert first.url.startswith("nats://127.0.0.1:")
         assert first.url != second.url
+
+
+async def test_a_stream_jetstream_refuses_is_a_config_error(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    """Another stream already stores vidcap.>: a 40-line traceback and exit 1 (a trial); now
+    one message naming the settings (exit 2)."""
+    client = await nats.connect(nats_server.url)
+    await client.jetstream().add_stream(name="OTHER", subjects=["vidcap.>"])
+    config = NatsConfig(url=nats_server.url, stream_name="VIDCAPAPI")
+    publisher = EventPublisher(client, config)
+    with pytest.raises(ConfigError, match="subjects overlap") as refused:
+        await publisher.ensure_stream()
+    assert "nats.stream_name 'VIDCAPAPI'" in str(refused.value)
+    await client.close()

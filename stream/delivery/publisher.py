@@ -21,7 +21,7 @@ from nats.js.api import StreamConfig as JsStreamConfig
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from engine.errors import VidcapError
-from stream.config import NatsConfig, SnapshotsConfig
+from stream.config import ConfigError, NatsConfig, SnapshotsConfig
 from stream.delivery.events import Envelope, Event, EventKind, StatusEvent, wire_json
 from stream.delivery.snapshots import SnapshotMetrics, SnapshotStore
 from stream.delivery.spool import Recovery, Spool, SpooledEvent, SpoolError
@@ -300,16 +300,23 @@ class EventPublisher:
             info = await self._js.stream_info(self._config.stream_name)
             logger.info("JetStream stream %s exists (%s)", info.config.name, info.config.subjects)
         except nats.js.errors.NotFoundError:
-            await self._js.add_stream(
-                JsStreamConfig(
-                    name=self._config.stream_name,
-                    subjects=subjects,
-                    duplicate_window=self._config.duplicate_window_s,
-                    max_age=self._config.max_age_s or None,
-                    max_bytes=self._config.max_bytes,
-                    num_replicas=self._config.replicas,
-                )
+            settings = JsStreamConfig(
+                name=self._config.stream_name,
+                subjects=subjects,
+                duplicate_window=self._config.duplicate_window_s,
+                max_age=self._config.max_age_s or None,
+                max_bytes=self._config.max_bytes,
+                num_replicas=self._config.replicas,
             )
+            try:
+                await self._js.add_stream(settings)
+            except nats.js.errors.BadRequestError as exc:  # a setting the server refuses
+                raise ConfigError(
+                    f"nats.stream_name {self._config.stream_name!r}: JetStream refused to "
+                    f"create it for {subjects[0]} ({exc.description}); another stream may "
+                    "store those subjects: name it in nats.stream_name, or set another "
+                    "nats.subject_prefix"
+                ) from None
             logger.info("created JetStream stream %s for %s", self._config.stream_name, subjects)
 
     async def last_stored(self, stream_id: str) -> tuple[str, int] | None:
