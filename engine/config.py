@@ -23,8 +23,10 @@ class EngineConfig(BaseModel):
     """openai: bearer token (use ${ENV})."""
     max_connections: int = Field(64, ge=1, le=4096)
     """openai: pooled HTTP connections (requests in flight at once)."""
-    worker_timeout_s: float = Field(60.0, gt=0, le=3600)
-    """nats: how long one try waits for a worker's reply before it goes to another worker."""
+    worker_timeout_s: float = Field(20.0, gt=0, le=3600)
+    """nats: how long one try waits for a worker's reply before it goes to another worker.
+    A third of ``request_timeout_s``, so the tries fit in a keyframe's deadline (at 60 s, a
+    killed worker's keyframes timed out before a second try could go)."""
     worker_attempts: int = Field(3, ge=1, le=20)
     """nats: tries per request (a worker that died mid-request costs one)."""
     model_id: str | None = None

@@ -238,3 +238,10 @@ def test_a_duplicate_window_longer_than_retention_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match="duplicate_window_s .* must be <= max_age_s"):
         parse_config({"streams": streams, "nats": {"max_age_s": 60, "duplicate_window_s": 120}})
     parse_config({"streams": streams, "nats": {"max_age_s": 0, "duplicate_window_s": 120}})
+
+
+def test_the_default_worker_tries_fit_in_a_keyframes_deadline() -> None:
+    """At 60 s a try, a killed worker's keyframes timed out (request_timeout_s, 60) before
+    their second try could go (a trial)."""
+    engine = EngineConfig(kind="nats")
+    assert engine.worker_timeout_s * engine.worker_attempts <= engine.request_timeout_s
