@@ -21,14 +21,22 @@ async def run_worker(config: WorkerConfig, announce: Callable[[str], None] = log
     client = await connect(config.nats, config.nats.url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if not stop.is_set():  # said at once: the answers in flight can take a while
+            announce("stopping: taking no more requests, answering those in flight")
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     limits = RequestLimits(config.max_image_bytes, config.max_image_pixels, config.max_tokens)
     subject = engine_subject(config.nats.subject_prefix)
     worker = Worker(client, engine, subject, config.concurrency, limits)
     try:
         await worker.serve(stop, announce)  # SIGTERM: stop taking, answer those in flight
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
         await client.drain()
         await engine.close()
     if worker.engine_error is not None:  # a non-zero exit: the supervisor restarts it

@@ -9,6 +9,8 @@ reaching workers, not about the model)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import pytest
 from PIL import Image
 
 from engine.captioner import Captioner
@@ -104,3 +107,30 @@ async def test_a_keyframe_waiting_for_a_worker_fails_at_a_stop(
         assert outcome.error["detail"] == "no worker was serving the engine when vidcap stopped"
     finally:
         await client.close()
+
+
+async def test_a_worker_says_at_once_that_it_stops(
+    nats_server: EmbeddedNatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM was met with silence until the last answer went (20 s in a trial)."""
+    from stream.config import WorkerConfig
+    from stream.worker import run_worker
+
+    async def fixed(_: object) -> FixedEngine:
+        return FixedEngine()
+
+    monkeypatch.setattr("stream.worker.start_engine", fixed)
+    said: list[str] = []
+    config = WorkerConfig.model_validate({"nats": {"url": nats_server.url}})
+    working = asyncio.create_task(run_worker(config, said.append))
+    await until(lambda: _said_serving(said))
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(working, 10) == 0
+    assert said[-2:] == [
+        "stopping: taking no more requests, answering those in flight",
+        "stopped after serving 0 requests",
+    ]
+
+
+async def _said_serving(said: list[str]) -> bool:
+    return any(line.startswith("serving ") for line in said)
