@@ -314,12 +314,13 @@ class StreamPipeline:
         if outcome.error is not None:
             # Named by its frame, as its event is (the event's keyframe number goes on
             # across runs; ``number`` is this session's request count).
-            logger.warning(
-                "stream %s: the keyframe at frame %d (%.2f s) failed: %s",
+            logger.warning(  # short: the event has the whole detail and the excerpt
+                "stream %s: the keyframe at frame %d (%.2f s) failed: %s (%.160s)",
                 self.stream.id,
                 keyframe.time.index,
                 keyframe.time.time_s,
-                outcome.error,
+                outcome.error["reason"],
+                outcome.error["detail"],
             )
         return CaptionEvent(
             number,
