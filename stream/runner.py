@@ -264,6 +264,7 @@ class Runner:
             node,
             self.session,
             self.config.nats.replicas,
+            reconnects=lambda: int(client.stats["reconnects"]),
         )
         await fleet.join()
         return fleet

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import math
+from collections.abc import Callable
 from typing import Any, Final
 
 from nats.js import JetStreamContext
@@ -37,6 +38,7 @@ class Fleet:
         node: str,
         session: str,
         replicas: int = 1,
+        reconnects: Callable[[], int] = lambda: 0,
     ) -> None:
         self.held: dict[str, Lease] = {}
         """Streams this vidcap writes now, in the order it took them."""
@@ -44,7 +46,14 @@ class Fleet:
         """Streams this vidcap writes or stands by for."""
         self.presence = Presence(js, stream_name, ttl_s, node, session, self.describe, replicas)
         self.leases = Leases(
-            js, stream_name, ttl_s, node, session, may_take=self.may_take, replicas=replicas
+            js,
+            stream_name,
+            ttl_s,
+            node,
+            session,
+            may_take=self.may_take,
+            replicas=replicas,
+            reconnects=reconnects,
         )
 
     async def join(self) -> None:

@@ -43,6 +43,7 @@ GIVE_UP_SHARE: Final = 0.8
 the key only after the whole TTL."""
 EXPIRED: Final = "taken: it expired"
 NO_ANSWER: Final = "NATS did not answer"
+BACK_FROM_AWAY: Final = "its owner before NATS was away, for a TTL after that"
 RECONNECT_ALLOWANCE_S: Final = 3.0
 """How much later than this process another may reconnect after an outage (nats-py tries
 every 2 s), on top of the TTL a standby leaves the keys to their owners before it."""
@@ -81,6 +82,7 @@ class Leases:
         session: str,
         may_take: Callable[[], Awaitable[bool]] | None = None,
         replicas: int = 1,
+        reconnects: Callable[[], int] = lambda: 0,
     ) -> None:
         self._js = js
         self._may_take = may_take
@@ -92,6 +94,10 @@ class Leases:
             {"node": node, "session": session, "host": socket.gethostname(), "pid": os.getpid()}
         )
         self._kv: KeyValue | None = None
+        self._reconnects = reconnects
+        """The connection's reconnect count: NATS was away when it moved (a call may have
+        waited the outage out instead of failing)."""
+        self._seen_reconnects = reconnects()
         self._away_at = -math.inf
         """When NATS last did not answer this process: for a while after it, a key found free is
         left to the owner that held it before the outage (it takes it back first)."""
@@ -129,6 +135,13 @@ class Leases:
                     await stopping.wait()
         return None
 
+    def _was_away(self) -> bool:
+        """Whether NATS was away from this process lately (a TTL and a bit ago or less)."""
+        if (count := self._reconnects()) != self._seen_reconnects:
+            self._seen_reconnects = count
+            self._away_at = time.monotonic()
+        return time.monotonic() - self._away_at < self._ttl_s + RECONNECT_ALLOWANCE_S
+
     @property
     def _poll_s(self) -> float:
         return min(1.0, self._ttl_s / 4)
@@ -137,15 +150,20 @@ class Leases:
         """The lease, or who holds it."""
         kv = self._bucket()
         started = time.monotonic()
-        if started - self._away_at < self._ttl_s + RECONNECT_ALLOWANCE_S:
+        if self._was_away():
             # Everyone's keys ran out while NATS was away; their owners, alive, take them back.
-            return "its owner before NATS was away, for a TTL after that"
+            return BACK_FROM_AWAY
         if self._may_take is None or await self._may_take():
             try:
                 revision = await kv.create(stream_id, self._value)
-                return Lease(stream_id, revision, started)
             except nats.js.errors.KeyWrongLastSequenceError:
                 pass
+            else:
+                if not self._was_away():
+                    return Lease(stream_id, revision, started)
+                with contextlib.suppress(*KV_ERRORS):  # taken across an outage: give it back
+                    await kv.delete(stream_id, last=revision)
+                return BACK_FROM_AWAY
         try:
             entry = await kv.get(stream_id)
         except nats.js.errors.KeyNotFoundError:
