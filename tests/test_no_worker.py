@@ -12,7 +12,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
 from tests.test_nats_permissions import FixedEngine
+from tests.test_standby import wait_for
 from tests.test_story_across_runs import worker_for
 
 SUBJECT = engine_subject("vidcap")
@@ -35,12 +35,6 @@ SUBJECT = engine_subject("vidcap")
 
 def a_worker(url: str) -> AbstractAsyncContextManager[Worker]:
     return worker_for(url, FixedEngine(), prefix="vidcap")
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 30) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not await check():  # noqa: ASYNC110 (polls)
-            await asyncio.sleep(0.05)
 
 
 async def test_keyframes_wait_for_a_worker_and_readiness_names_it(
@@ -65,11 +59,11 @@ async def test_keyframes_wait_for_a_worker_and_readiness_names_it(
         return f"no vidcap worker is serving {SUBJECT}" in await runner.not_ready()
 
     try:
-        await until(says_no_worker)
+        await wait_for(says_no_worker, 30)
         await asyncio.sleep(2.5)  # the old code failed a keyframe in 1.7 s
         assert not [e for e in events if e["type"] == "caption"], events
         async with a_worker(nats_server.url):
-            await until(lambda: _has(events, "ended"))
+            await wait_for(lambda: _has(events, "ended"), 30)
             assert not await says_no_worker()
     finally:
         runner.request_stop()
@@ -123,7 +117,7 @@ async def test_a_worker_says_at_once_that_it_stops(
     said: list[str] = []
     config = WorkerConfig.model_validate({"nats": {"url": nats_server.url}})
     working = asyncio.create_task(run_worker(config, said.append))
-    await until(lambda: _said_serving(said))
+    await wait_for(lambda: _said_serving(said), 30)
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(working, 10) == 0
     assert said[-2:] == [
