@@ -2,9 +2,12 @@
 
 Nothing the model writes is trusted: grammar-constrained decoding still produces truncated
 output, raw control characters and strings cut by a stop sequence (see the vLLM-on-CPU notes).
-Accepted captions carry no control characters (C0, DEL, C1) and no bidirectional-text
-controls, which could rewrite a terminal or make text read differently from what it is;
-markup such as ``<script>`` is kept as the text it is: events are data, never rendered.
+Raw control characters are removed before the parse rather than rejected: xgrammar's grammar
+for a length-bounded string lets them in (xgrammar issues #286, #800), and a tab in a good
+caption is not worth a retry. Accepted captions carry no control characters (C0, DEL, C1) and
+no bidirectional-text controls, which could rewrite a terminal or make text read differently
+from what it is; markup such as ``<script>`` is kept as the text it is: events are data,
+never rendered.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def check_output(text: str, finish_reason: str | None) -> GuardedCaption | Guard
     if not body:
         return GuardRejection("empty", "the model returned no text", excerpt)
     try:
-        value = orjson.loads(body)
+        value = orjson.loads(clean_text(body))
     except orjson.JSONDecodeError as exc:
         return GuardRejection("invalid_json", str(exc), excerpt)
     try:

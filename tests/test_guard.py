@@ -43,6 +43,17 @@ def test_valid_output_passes_unchanged() -> None:
     assert list(result.caption) == list(CAPTION_FIELDS)
 
 
+def test_raw_control_characters_in_strings_are_cleaned_not_rejected() -> None:
+    # xgrammar's JSON-schema grammar lets raw control characters into bounded strings (its
+    # issues #286 and #800; the tiny model writes them in about half its outputs): strict JSON
+    # would reject the whole caption and spend a retry on a tab.
+    raw = VALID_TEXT.replace("corner.", "corner.\n\tThen").replace("City", "Ci\x01ty\x1b[2J")
+    result = check_output(raw, "stop")
+    assert isinstance(result, GuardedCaption)
+    assert result.caption["description"] == "A red bus stops at a corner.  Then People step off."
+    assert result.caption["environment"] == "City[2J street in daylight"
+
+
 def test_code_fenced_object_is_accepted() -> None:
     result = check_output(f"```json\n{VALID_TEXT}\n```", "stop")
     assert isinstance(result, GuardedCaption) and result.caption == VALID
@@ -84,8 +95,6 @@ MALFORMED = [
     ("extra key", with_(mood="happy"), "stop", "schema"),
     ("11 objects", with_(objects=[f"o{i}" for i in range(11)]), "stop", "schema"),
     ("6 actions", with_(actions=[f"a{i}" for i in range(6)]), "stop", "schema"),
-    ("raw newline in string", VALID_TEXT.replace("corner.", "corner.\n"), "stop", "invalid_json"),
-    ("raw control char", VALID_TEXT.replace("corner", "cor\x01ner"), "stop", "invalid_json"),
     ("single quotes", VALID_TEXT.replace('"', "'"), "stop", "invalid_json"),
     ("trailing comma", VALID_TEXT[:-1] + ",}", "stop", "invalid_json"),
     ("NaN value", VALID_TEXT.replace('"TV broadcast"', "NaN"), "stop", "invalid_json"),
