@@ -300,7 +300,7 @@ class StreamPipeline:
                     self._metrics.queue_wait.labels(self.stream.id).observe(queue_s)
                     # Stored while the model works; the event waits for it only briefly after.
                     name = snapshot_name(self.stream.id, self._session, number)
-                    pending = self._publisher.snapshots.start(keyframe.image, name)
+                    pending = self._publisher.snapshots.start(name, keyframe.image, keyframe.planes)
                     try:
                         outcome = await self._captioner.caption(
                             keyframe.image, request_id, priority

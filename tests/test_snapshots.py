@@ -47,7 +47,7 @@ async def open_store(url: str, **settings: Any) -> tuple[nats.NATS, SnapshotStor
 async def test_a_stored_snapshot_is_the_picture_as_sent(nats_server: EmbeddedNatsServer) -> None:
     client, store = await open_store(nats_server.url, wait_s=5)
     picture = noise(896, 504)
-    outcome = await store.start(picture, "cam/ab12/0").settle()
+    outcome = await store.start("cam/ab12/0", picture).settle()
     assert outcome.error is None and outcome.stored is not None
     assert (outcome.stored.width, outcome.stored.height) == (896, 504)
     assert outcome.stored.bucket == snapshot_bucket("SNAP") == "SNAP_SNAPSHOTS"
@@ -61,7 +61,7 @@ async def test_a_stored_snapshot_is_the_picture_as_sent(nats_server: EmbeddedNat
 
 async def test_retention_by_age_removes_old_snapshots(nats_server: EmbeddedNatsServer) -> None:
     client, store = await open_store(nats_server.url, max_age_s=1, wait_s=5)
-    assert (await store.start(noise(64, 64), "cam/ab12/0").settle()).stored is not None
+    assert (await store.start("cam/ab12/0", noise(64, 64)).settle()).stored is not None
     assert await store.get("cam/ab12/0") is not None
     for _ in range(50):  # the server expires by age about once a second
         await asyncio.sleep(0.2)
@@ -79,7 +79,7 @@ async def test_a_snapshot_half_aged_out_reads_as_gone_at_once(
     there and its data is not. nats-py's get then waits for the data for ever (CI hung 10 min
     in the test above); the dashboard's read timed out as "store did not answer"."""
     client, store = await open_store(nats_server.url, wait_s=5)
-    stored = (await store.start(noise(*size), "cam/ab12/0").settle()).stored
+    stored = (await store.start("cam/ab12/0", noise(*size)).settle()).stored
     assert stored is not None
     bucket = await client.jetstream().object_store(stored.bucket)
     info = await bucket.get_info(stored.name)
@@ -98,7 +98,7 @@ async def test_reading_a_snapshot_takes_two_jetstream_requests(
     client, store = await open_store(nats_server.url, wait_s=5)
     names = ["cam/ab12/0", "cam/ab12/10", "cam/ab12/100"]  # base64 with and without padding
     for number, name in enumerate(names):
-        assert (await store.start(noise(320, 180, number), name).settle()).stored is not None
+        assert (await store.start(name, noise(320, 180, number)).settle()).stored is not None
     requests: list[str] = []
 
     async def count(message: Msg) -> None:
@@ -122,7 +122,7 @@ async def test_a_full_bucket_refuses_and_says_full(
     nats_server: EmbeddedNatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     client, store = await open_store(nats_server.url, max_bytes=16 << 20, wait_s=5)
-    outcomes = [await store.start(noise(896, 504, n), f"cam/ab12/{n}").settle() for n in range(80)]
+    outcomes = [await store.start(f"cam/ab12/{n}", noise(896, 504, n)).settle() for n in range(80)]
     errors = [o.error for o in outcomes]
     first_full = errors.index("full")  # 300 kB of noise each: 16 MiB holds about 55
     assert 40 < first_full < 60 and set(errors[first_full:]) == {"full"}, errors
@@ -135,7 +135,7 @@ async def test_a_full_bucket_refuses_and_says_full(
 
 async def test_an_event_waits_at_most_wait_s(nats_server: EmbeddedNatsServer) -> None:
     client, store = await open_store(nats_server.url, wait_s=0)
-    outcome = await store.start(noise(896, 504), "cam/ab12/0").settle()
+    outcome = await store.start("cam/ab12/0", noise(896, 504)).settle()
     assert (outcome.stored, outcome.error) == (None, "slow")  # encoding alone takes longer
     await client.close()
 

@@ -132,7 +132,8 @@ async def vidcap_path(
         # On one thread of its own, as a stream's ingest thread scales its keyframes.
         loop = asyncio.get_running_loop()
         picture = await loop.run_in_executor(ingest, scale, frame)
-        outcome: CaptionOutcome = await captioner.caption(picture, f"vidcap-{tag}-{number}")
+        request_id = f"vidcap-{tag}-{number}"
+        outcome: CaptionOutcome = await captioner.caption(picture.image, request_id)
         at = FrameTime(number, None, None, float(number), time.time())
         return CaptionEvent(number, at, "cut", 1.0, outcome, engine.model_id, 0.0)
 

@@ -90,7 +90,7 @@ def picture_stages(frames: list[av.VideoFrame], image_size: int) -> list[tuple[s
     pictures = [scale(frame) for frame in frames]  # and warms it up
     return [
         ("scale for the model", _per_item_us(frames, scale)),
-        ("snapshot JPEG", _per_item_us(pictures, lambda p: encode_jpeg(p, 80))),
+        ("snapshot JPEG", _per_item_us(pictures, lambda p: encode_jpeg(p.image, 80, p.planes))),
     ]
 
 

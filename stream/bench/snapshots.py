@@ -14,25 +14,24 @@ from pathlib import Path
 
 import av
 import nats
-from PIL import Image
 
 from stream.config import NatsConfig, SnapshotsConfig
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.snapshots import SnapshotStore, encode_jpeg
 from stream.keyframes.scan import detect_scenes
-from stream.sources.model_picture import model_image
+from stream.sources.model_picture import ModelPicture, ModelScaler
 
 DEFAULT_MEDIA = Path("../shared/media/pyscenedetect")
 
 
-def keyframe_pictures(path: Path, image_size: int) -> list[Image.Image]:
+def keyframe_pictures(path: Path, image_size: int) -> list[ModelPicture]:
     """The keyframes vidcap selects in ``path`` (no heartbeat), as the model gets them."""
     wanted = {selection.index for selection in detect_scenes(path).selections}
-    pictures = []
+    pictures, scale = [], ModelScaler(image_size)
     with av.open(str(path)) as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index in wanted:
-                pictures.append(model_image(frame, image_size))
+                pictures.append(scale(frame))
     return pictures
 
 
@@ -41,14 +40,15 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _store_all(url: str, pictures: list[Image.Image], quality: int) -> list[float]:
+async def _store_all(url: str, pictures: list[ModelPicture], quality: int) -> list[float]:
     client = await nats.connect(url)
     settings = SnapshotsConfig(quality=quality, wait_s=10)
     store = await SnapshotStore.open(client.jetstream(), settings, NatsConfig(stream_name="BENCH"))
     latencies = []
     for number, picture in enumerate(pictures):
         started = time.perf_counter()
-        outcome = await store.start(picture, f"bench/{quality:x}/{number}").settle()
+        name = f"bench/{quality:x}/{number}"
+        outcome = await store.start(name, picture.image, picture.planes).settle()
         latencies.append(time.perf_counter() - started)
         if outcome.error is not None:
             raise RuntimeError(f"snapshot {number} not stored: {outcome.error}")
@@ -62,7 +62,7 @@ def bench_snapshots(media: Path, qualities: list[int], image_size: int = 896) ->
         print(f"no .mp4 clips in {media}")
         return 1
     pictures = [p for clip in clips for p in keyframe_pictures(clip, image_size)]
-    sizes = sorted({picture.size for picture in pictures})
+    sizes = sorted({picture.image.size for picture in pictures})
     print(f"{len(pictures)} keyframes from {len(clips)} clips in {media}; sizes {sizes}")
     print("quality  kB p50  kB mean  kB p95  encode ms p50  store ms p50  store ms p95")
     server = EmbeddedNatsServer()
@@ -72,7 +72,8 @@ def bench_snapshots(media: Path, qualities: list[int], image_size: int = 896) ->
             encode_s, kilobytes = [], []
             for picture in pictures:
                 started = time.perf_counter()
-                kilobytes.append(len(encode_jpeg(picture, quality)) / 1000)
+                jpeg = encode_jpeg(picture.image, quality, picture.planes)
+                kilobytes.append(len(jpeg) / 1000)
                 encode_s.append(time.perf_counter() - started)
             store_s = asyncio.run(_store_all(server.url, pictures, quality))
             print(

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 
 import nats.errors
 import nats.js.errors
+import simplejpeg
 from nats.js import JetStreamContext
 from nats.js.api import ObjectStoreConfig
 from nats.js.object_store import ObjectStore
@@ -27,6 +28,7 @@ from engine.metrics import LATENCY_BUCKETS
 from stream.config import NatsConfig, SnapshotsConfig
 from stream.delivery.object_read import read_object
 from stream.delivery.story import find_event
+from stream.sources.frames import YuvPlanes
 
 logger = logging.getLogger(__name__)
 
@@ -189,16 +191,22 @@ class SnapshotStore:
     def enabled(self) -> bool:
         return self._bucket is not None
 
-    def start(self, image: Image.Image, name: str) -> PendingSnapshot:
-        """Begin storing ``image`` under ``name``; the caller settles it with its event."""
+    def start(
+        self, name: str, image: Image.Image, planes: YuvPlanes | None = None
+    ) -> PendingSnapshot:
+        """Begin storing ``image`` (encoded from ``planes`` if given) under ``name``; the
+        caller settles it with its event."""
         if self._bucket is None:
             return PendingSnapshot(None, 0.0, self)
-        task = asyncio.get_running_loop().create_task(self._store(self._bucket, image, name))
+        store = self._store(self._bucket, name, image, planes)
+        task = asyncio.get_running_loop().create_task(store)
         return PendingSnapshot(task, self._config.wait_s, self)
 
-    async def _store(self, bucket: ObjectStore, image: Image.Image, name: str) -> Snapshot:
+    async def _store(
+        self, bucket: ObjectStore, name: str, image: Image.Image, planes: YuvPlanes | None
+    ) -> Snapshot:
         started = time.perf_counter()
-        jpeg = await asyncio.to_thread(encode_jpeg, image, self._config.quality)
+        jpeg = await asyncio.to_thread(encode_jpeg, image, self._config.quality, planes)
         await bucket.put(name, jpeg)
         self.metrics.store_seconds.observe(time.perf_counter() - started)
         self.metrics.bytes.inc(len(jpeg))
@@ -247,7 +255,11 @@ async def _bind_or_create(
         return await js.create_object_store(name, settings)
 
 
-def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+def encode_jpeg(image: Image.Image, quality: int, planes: YuvPlanes | None = None) -> bytes:
+    """``image`` as a JPEG; from ``planes``, the same picture in a JPEG's own YUV, if given."""
+    if planes is not None:
+        jpeg: bytes = simplejpeg.encode_jpeg_yuv_planes(*planes, quality=quality)
+        return jpeg
     buffer = io.BytesIO()
     rgb = image if image.mode == "RGB" else image.convert("RGB")  # no copy of what is RGB
     rgb.save(buffer, "JPEG", quality=quality)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:  # the keyframes package pulls in numba: not for every importer of frames
@@ -13,6 +14,8 @@ if TYPE_CHECKING:  # the keyframes package pulls in numba: not for every importe
 
 SelectionReason = Literal["start", "cut", "transition", "interval"]
 TransitionKind = Literal["cut", "dissolve", "fade_in", "fade_out", "fade_out_in"]
+YuvPlanes = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A picture as 8-bit Y, Cb, Cr planes, the chroma halved both ways, BT.601, full range."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,8 @@ class Keyframe:
     image: Image.Image
     transition: Transition | None = None
     """The transition that led to this keyframe (none for the start and heartbeats)."""
+    planes: YuvPlanes | None = None
+    """``image`` as YUV planes, for its snapshot JPEG (see ``ModelPicture``)."""
 
 
 SourceState = Literal[

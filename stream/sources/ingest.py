@@ -141,14 +141,15 @@ class Ingest:
             if selection.index <= self._skip_through:
                 continue  # captioned in an earlier run of this file
             frame_time, frame = frames[selection.index]
-            image = self._model_picture(frame)
+            picture = self._model_picture(frame)
             keyframe = Keyframe(
                 self.config.id,
                 frame_time,
                 selection.reason,
                 selection.score,
-                image,
+                picture.image,
                 selection.transition,
+                picture.planes,
             )
             if not self._handoff.put_threadsafe(keyframe, self._stop):
                 return False
