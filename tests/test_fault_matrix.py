@@ -5,6 +5,7 @@ video and an unreachable camera get status events; nobody disturbs anybody else.
 from __future__ import annotations
 
 import asyncio
+import io
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,16 @@ from typing import Any
 import av
 import fastjsonschema
 import numpy as np
+from PIL import Image
 
 from engine.vllm_engine import VllmEngine
 from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.delivery.schemas import EVENT_SCHEMAS
+from stream.delivery.snapshots import encode_jpeg
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, shot_frame, write_clip
-from stream.sources.model_picture import model_image
+from stream.sources.model_picture import ModelScaler
 from tests.conftest import engine_and_nats, free_port
 
 VALIDATE = {name.split("-")[0]: fastjsonschema.compile(s) for name, s in EVENT_SCHEMAS.items()}
@@ -86,9 +89,13 @@ def test_a_rotated_source_reaches_the_model_upright(tmp_path: Path) -> None:
     with av.open(str(clip)) as container:
         frame = next(container.decode(video=0))
     assert frame.rotation == 90
-    image = np.asarray(model_image(frame, 896))
-    assert image.shape[:2] == (320, 240)  # portrait, as a player shows it
-    assert image[-30:].mean() > 200 and image[:-50].mean() < 30  # the band is now at the bottom
+    picture = ModelScaler(896)(frame)
+    # The planes are as stored: the snapshot is encoded from the turned picture instead.
+    assert picture.planes is None
+    snapshot = Image.open(io.BytesIO(encode_jpeg(picture.image, 80, picture.planes)))
+    for image in (np.asarray(picture.image), np.asarray(snapshot)):
+        assert image.shape[:2] == (320, 240)  # portrait, as a player shows it
+        assert image[-30:].mean() > 200 and image[:-50].mean() < 30  # the band is at the bottom
 
 
 async def test_eight_streams_over_the_fault_matrix(

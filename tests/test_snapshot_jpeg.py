@@ -1,11 +1,10 @@
 """A keyframe's snapshot JPEG is encoded straight from the YUV planes the model's picture was
 made from: it must show that picture's colours whatever the source's pixel format, matrix and
-range, at any size, and upright when the source is turned."""
+range, at any size (a turned source's: tests/test_fault_matrix.py)."""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import av
 import numpy as np
@@ -15,7 +14,6 @@ from PIL import Image
 
 from stream.delivery.snapshots import encode_jpeg
 from stream.sources.model_picture import ModelScaler
-from tests.test_fault_matrix import write_video
 
 QUADRANTS = ((220, 30, 40), (30, 200, 60), (40, 50, 210), (240, 240, 240))
 
@@ -77,16 +75,3 @@ def test_the_snapshot_shows_the_model_picture_s_colours(
         # moves white by 15.
         assert np.abs(got - sent).max() <= 4, (got, sent)
         assert np.abs(got - colour).max() <= 6, (got, colour)
-
-
-def test_a_turned_source_s_snapshot_is_upright(tmp_path: Path) -> None:
-    pixels = np.zeros((240, 320, 3), np.uint8)
-    pixels[:, :40] = 255  # a white band down the left edge, as stored
-    clip = write_video(tmp_path / "phone.mp4", "libx264", "yuv420p", [pixels] * 3, rotation=90)
-    with av.open(str(clip)) as container:
-        frame = next(container.decode(video=0))
-    picture = ModelScaler(896)(frame)
-    assert picture.planes is None  # the planes are as stored: PIL encodes the turned picture
-    shown = np.asarray(Image.open(io.BytesIO(encode_jpeg(picture.image, 80, picture.planes))))
-    assert shown.shape[:2] == (320, 240)
-    assert shown[-30:].mean() > 200 and shown[:-50].mean() < 30  # the band is at the bottom
