@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import io
 import itertools
 import logging
@@ -62,6 +63,7 @@ MAX_PRIORITY: Final = 100
 NO_WORKER_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0)
 PROBE_HEADER: Final = "Vidcap-Probe"
 PROBE_TIMEOUT_S: Final = 1.0
+WATCH_S: Final = 2.0
 
 
 def engine_subject(prefix: str) -> str:
@@ -96,6 +98,7 @@ class NatsEngine:
         self._serving = asyncio.Event()  # a worker was there; cleared when none answers
         self._looking = asyncio.Lock()  # one looks for a worker, the other requests wait
         self._said_absent = False
+        self._watching: asyncio.Task[None] | None = None
 
     @property
     def absent(self) -> str | None:
@@ -104,25 +107,45 @@ class NatsEngine:
 
     async def until_serving(self) -> None:
         """Return once a worker serves the subject; while none does, look again with backoff
-        (said once in the log, and again when one comes)."""
+        (said once in the log, and again when one comes). From the first call on, a worker
+        leaving or coming is also seen with no request asking (see ``_watch``)."""
+        if self._watching is None:
+            self._watching = asyncio.create_task(self._watch(), name="engine-worker-watch")
         async with self._looking:
             for attempt in itertools.count():
                 if self._serving.is_set():
                     return
                 if await self._worker_answers():
-                    self._serving.set()
-                    if self._said_absent:
-                        logger.warning("a vidcap worker serves %s: keyframes go on", self._subject)
-                    self._said_absent = False
+                    self._found()
                     return
-                if not self._said_absent:
-                    self._said_absent = True
-                    logger.warning(
-                        "no vidcap worker is serving %s; keyframes wait for one", self._subject
-                    )
+                self._lost()
                 await asyncio.sleep(NO_WORKER_BACKOFF_S[min(attempt, len(NO_WORKER_BACKOFF_S) - 1)])
 
-    async def _worker_answers(self) -> bool:
+    async def _watch(self) -> None:
+        """Ask every WATCH_S whether a worker serves, so that readiness and the log follow the
+        workers while no keyframe asks (a quiet camera's vidcap said ready with none left)."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            answered = await self._worker_answers()
+            if answered:
+                self._found()
+            elif answered is not None:
+                self._lost()
+
+    def _found(self) -> None:
+        self._serving.set()
+        if self._said_absent:
+            logger.warning("a vidcap worker serves %s: keyframes go on", self._subject)
+        self._said_absent = False
+
+    def _lost(self) -> None:
+        self._serving.clear()
+        if not self._said_absent:
+            self._said_absent = True
+            logger.warning("no vidcap worker is serving %s; keyframes wait for one", self._subject)
+
+    async def _worker_answers(self) -> bool | None:
+        """Whether a worker is there; None when NATS itself is away (nobody can tell)."""
         try:
             await self._client.request(
                 self._subject, b"", timeout=PROBE_TIMEOUT_S, headers={PROBE_HEADER: "1"}
@@ -132,7 +155,7 @@ class NatsEngine:
         except nats.errors.TimeoutError:
             return True  # it reached a subscriber (a worker from before probes answers late)
         except nats.errors.Error:
-            return False  # NATS itself is away: look again
+            return None
         return True
 
     async def generate(
@@ -150,7 +173,7 @@ class NatsEngine:
                 )
                 return parse_reply(reply.data, reply.headers)
             except nats.errors.NoRespondersError:
-                self._serving.clear()
+                self._lost()
                 raise EngineAbsentError(f"no vidcap worker is serving {self._subject}") from None
             except nats.errors.TimeoutError:
                 last_error = f"no reply within {self._attempt_timeout_s:g} s (worker lost?)"
@@ -161,7 +184,12 @@ class NatsEngine:
         raise EngineError(f"{request_id}: {last_error} after {self._attempts} tries")
 
     async def close(self) -> None:
-        pass  # the NATS client belongs to the caller (it also publishes the events)
+        """Stop watching for workers; the NATS client belongs to the caller (it also
+        publishes the events)."""
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
 
 
 def parse_reply(data: bytes, headers: Mapping[str, str] | None) -> Generation:

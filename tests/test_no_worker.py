@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from PIL import Image
 
 from engine.captioner import Captioner
-from engine.nats_engine import NatsEngine, Worker, engine_subject
+from engine.nats_engine import WATCH_S, NatsEngine, Worker, engine_subject
 from stream.config import parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
@@ -68,6 +69,7 @@ async def test_keyframes_wait_for_a_worker_and_readiness_names_it(
     finally:
         runner.request_stop()
         status = await running
+        await engine.close()
         await client.close()
     assert status == 0
     captions = [e for e in events if e["type"] == "caption"]
@@ -100,7 +102,35 @@ async def test_a_keyframe_waiting_for_a_worker_fails_at_a_stop(
         assert outcome.error is not None and outcome.error["reason"] == "engine_error"
         assert outcome.error["detail"] == "no worker was serving the engine when vidcap stopped"
     finally:
+        await engine.close()
         await client.close()
+
+
+async def test_readiness_sees_the_last_worker_go_with_no_keyframe_asking(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    """It was noticed only by the next request: a quiet camera's vidcap said ready for as
+    long as no keyframe came, with no worker left."""
+    client = await nats.connect(nats_server.url)
+    engine = NatsEngine(client, SUBJECT, "fixed", attempt_timeout_s=5, attempts=3)
+
+    async def absent() -> bool:
+        return engine.absent is not None
+
+    try:
+        async with a_worker(nats_server.url):
+            await asyncio.wait_for(engine.until_serving(), 10)
+            assert engine.absent is None
+        assert await wait_for(absent, 10) < 3 * WATCH_S
+        async with a_worker(nats_server.url):
+            await wait_for(lambda: _not(absent), 10)  # and back, still with nobody asking
+    finally:
+        await engine.close()
+        await client.close()
+
+
+async def _not(condition: Callable[[], Awaitable[bool]]) -> bool:
+    return not await condition()
 
 
 async def test_a_worker_says_at_once_that_it_stops(
