@@ -404,6 +404,7 @@ def _scenes(args: argparse.Namespace) -> int:
     from stream.keyframes import scene_list
     from stream.keyframes.scan import detect_scenes
     from stream.progress import frame_bar, frames_in
+    from stream.sources.pyav import NoVideoError
 
     overrides = {"threshold": args.threshold, "min_gap_s": args.min_gap}
     settings = {key: value for key, value in overrides.items() if value is not None}
@@ -411,8 +412,10 @@ def _scenes(args: argparse.Namespace) -> int:
     with frame_bar(args.video.name, frames_in(str(args.video))) as bar:
         try:
             report = detect_scenes(args.video, config, on_frame=bar.update)
-        except (OSError, av.error.FFmpegError, IndexError) as exc:
-            print(f"vidcap scenes: cannot read {args.video}: {redact(str(exc))}", file=sys.stderr)
+        except (OSError, av.error.FFmpegError, NoVideoError) as exc:
+            # strerror: without FFmpeg's "[Errno 1094995529]" tag and the path a second time.
+            why = getattr(exc, "strerror", None) or str(exc)
+            print(f"vidcap scenes: cannot read {args.video}: {redact(why)}", file=sys.stderr)
             return 1
     if args.json:
         print(orjson.dumps(scene_list.to_json(report)).decode())

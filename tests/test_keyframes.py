@@ -287,6 +287,25 @@ def test_vidcap_scenes_says_what_is_wrong_once(
     assert capsys.readouterr().err.startswith(f"vidcap scenes: cannot read {tmp_path}/missing.mp4")
 
 
+def test_vidcap_scenes_says_why_a_file_is_no_video(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "[Errno 1094995529] Invalid data found when processing input: '<path>'" for a
+    text file (FFmpeg's tag and the path twice), and "tuple index out of range" for audio."""
+    from stream.cli import main
+    from tests.test_fault_matrix import write_audio_only
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n")
+    audio = write_audio_only(tmp_path / "audio.mp4")
+    for path, why in [
+        (text, "Invalid data found when processing input"),
+        (audio, "no video stream in the source (streams: audio)"),
+    ]:
+        assert main(["scenes", str(path)]) == 1
+        assert capsys.readouterr().err == f"vidcap scenes: cannot read {path}: {why}\n"
+
+
 def test_vidcap_scenes_refuses_a_url_without_quoting_its_password(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -12,6 +12,7 @@ from stream.config import KeyframeConfig
 from stream.keyframes.features import FeatureExtractor
 from stream.keyframes.selector import KeyframeSelector, Selection
 from stream.keyframes.transitions import Transition
+from stream.sources.pyav import first_video_stream
 
 NO_HEARTBEAT_S = 86400.0
 # A scan only looks at tiny averaged pictures, where the deblocking (loop) filter of
@@ -63,7 +64,7 @@ def detect_scenes(
     frames = 0
     last_time = 0.0
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+        stream = first_video_stream(container)
         stream.thread_type = "AUTO"
         stream.codec_context.options = SCAN_DECODER_OPTIONS
         fps = float(stream.average_rate or stream.guessed_rate or 0)

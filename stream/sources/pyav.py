@@ -69,6 +69,14 @@ class NoVideoError(Exception):
     """The source opened but has no video stream."""
 
 
+def first_video_stream(container: av.container.InputContainer) -> av.VideoStream:
+    """The container's first video stream; NoVideoError naming the streams it has instead."""
+    if not container.streams.video:
+        kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+        raise NoVideoError(f"no video stream in the source (streams: {kinds})")
+    return container.streams.video[0]
+
+
 class FrameTooLargeError(Exception):
     """The source's frames have more pixels than the stream's ``max_pixels``."""
 
@@ -174,10 +182,7 @@ class VideoSource:
     def _decode(
         self, container: av.container.InputContainer, stop: threading.Event
     ) -> Iterator[av.VideoFrame]:
-        if not container.streams.video:
-            kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
-            raise NoVideoError(f"no video stream in the source (streams: {kinds})")
-        stream = container.streams.video[0]
+        stream = first_video_stream(container)
         self._refuse_large(stream.codec_context)
         # Frame threading holds several decoded frames back: on a live feed that is latency, and
         # when packets stop those frames come out late, after the stall (seen with a frozen
