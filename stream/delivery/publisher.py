@@ -16,7 +16,6 @@ from typing import Any, Final, TypeVar, cast
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.js import JetStreamContext
 from nats.js.api import StreamConfig as JsStreamConfig
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -493,7 +492,7 @@ class EventPublisher:
                 self._acknowledged()
             return
         if self._check_stored:
-            await self._forget_stored(self._js)
+            await self._forget_stored()
             self._check_stored = False
         pending: deque[asyncio.Future[Any]] = deque()
         try:
@@ -523,16 +522,14 @@ class EventPublisher:
             for future in pending:
                 future.cancel()
 
-    async def _forget_stored(self, js: JetStreamContext) -> None:
+    async def _forget_stored(self) -> None:
         """Drop from the outbox what JetStream already holds: after an outage of any length
         nothing is stored twice (the duplicate window alone would forget after its time).
         Each stream's events travel in order on one connection, so when its seq N is stored,
         everything of it before N is too."""
         stored: dict[str, tuple[str, int] | None] = {}
         for stream_id in {entry.envelope.stream for entry in self._entries}:
-            stored[stream_id] = await read_last_stored(
-                js, self._config.stream_name, self._config.subject_prefix, stream_id
-            )
+            stored[stream_id] = await self.last_stored(stream_id)
         kept: deque[_Entry] = deque()
         for entry in self._entries:
             last = stored[entry.envelope.stream]
