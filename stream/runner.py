@@ -471,7 +471,7 @@ class Runner:
         return running.pipeline.stats.snapshot() if running is not None else None
 
     async def add(self, stream: StreamConfig) -> dict[str, Any]:
-        self._check_changeable(stream.id)
+        self.check_changeable(stream.id)
         if stream.id in self._whip_sources:
             raise ValueError(f"stream {stream.id!r} is a WHIP stream")
         if len(self._streams) >= self._max_streams and stream.id not in self._streams:
@@ -482,7 +482,7 @@ class Runner:
         return self._streams[stream.id].pipeline.stats.snapshot()
 
     async def remove(self, stream_id: str) -> bool:
-        self._check_changeable(stream_id)
+        self.check_changeable(stream_id)
         if stream_id in self._whip_sources:
             raise ValueError("a WHIP stream ends when its publisher leaves; it is not removed")
         self._removing.add(stream_id)
@@ -496,7 +496,7 @@ class Runner:
         return ok
 
     async def pause(self, stream_id: str, pause: bool) -> dict[str, Any]:
-        self._check_changeable(stream_id)
+        self.check_changeable(stream_id)
         pipeline = self._streams[stream_id].pipeline
         if pipeline.pause(pause) and stream_id not in self._whip_sources:
             added = stream_id in self._added_at_run_time
@@ -505,7 +505,8 @@ class Runner:
             )
         return pipeline.stats.snapshot()
 
-    def _check_changeable(self, stream_id: str) -> None:
+    def check_changeable(self, stream_id: str) -> None:
+        """503 (json) while starting or stopping; ValueError while the stream is removed."""
         if self._scope is None or self._stop_requested:
             raise json_error(
                 web.HTTPServiceUnavailable,

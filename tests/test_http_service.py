@@ -126,6 +126,7 @@ async def test_while_the_engine_loads_readiness_says_so_alone(
         {
             "http": {"listen": "127.0.0.1:0", "token": TOKEN},
             "nats": {"url": nats_server.url, "stream_name": "LOADING", "subject_prefix": "load"},
+            "streams": [{"id": "configured", "url": "rtsp://127.0.0.1:1/configured"}],
         }
     )
     runner = Runner(config)
@@ -145,6 +146,15 @@ async def test_while_the_engine_loads_readiness_says_so_alone(
                 assert r.status == 503 and r.headers["Retry-After"] == "5"
                 said = await r.json()
                 assert said == {"error": "vidcap is starting (the engine loads) or stopping"}
+            # A configured stream is not started yet: changing it is "later", not "no such
+            # stream" (it was 404, and automation took the camera for gone).
+            for method, route in [
+                ("DELETE", "/api/streams/configured"),
+                ("POST", "/api/streams/configured/pause"),
+                ("POST", "/api/streams/configured/resume"),
+            ]:
+                async with http.request(method, runner.http_url + route, headers=bearer) as r:
+                    assert r.status == 503 and r.headers["Retry-After"] == "5", (route, r.status)
             loaded.set()
             await wait_readiness(http, runner.http_url, 200)
     finally:

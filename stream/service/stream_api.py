@@ -36,6 +36,10 @@ class StreamControl(Protocol):
 
     async def pause(self, stream_id: str, pause: bool) -> dict[str, Any]: ...
 
+    def check_changeable(self, stream_id: str) -> None:
+        """Raise an HTTP 503 while vidcap starts or stops; ValueError while it is removed."""
+        ...
+
 
 class StreamApi:
     def __init__(self, config: HttpConfig, control: StreamControl) -> None:
@@ -81,7 +85,7 @@ class StreamApi:
 
     async def _remove(self, request: web.Request) -> web.Response:
         self._authorise(request)
-        stream_id = self._known(request)["id"]
+        stream_id = self._changeable(request)
         try:
             ok = await self._control.remove(stream_id)
         except ValueError as exc:
@@ -96,11 +100,20 @@ class StreamApi:
 
     async def _set_paused(self, request: web.Request, pause: bool) -> web.Response:
         self._authorise(request)
-        stream_id = self._known(request)["id"]
+        stream_id = self._changeable(request)
         try:
             return _json(await self._control.pause(stream_id, pause))
         except ValueError as exc:
             raise json_error(web.HTTPConflict, str(exc)) from None
+
+    def _changeable(self, request: web.Request) -> str:
+        """The id of a stream that can change now. While vidcap starts the configured streams
+        are not there yet: that is a 503 ("later"), not a 404."""
+        try:
+            self._control.check_changeable(request.match_info["id"])
+        except ValueError as exc:
+            raise json_error(web.HTTPConflict, str(exc)) from None
+        return str(self._known(request)["id"])
 
     def _known(self, request: web.Request) -> dict[str, Any]:
         snapshot = self._control.snapshot(request.match_info["id"])
