@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -212,11 +213,13 @@ class Runner:
             if looking is not None:
                 looking.cancel()
             # Deliver before closing the engine: closing vLLM can block the event loop for
-            # seconds. The connection closes last: a NATS engine shares it.
+            # seconds. The connection closes last: a NATS engine shares it. One wait of
+            # flush_timeout_s in all: with NATS away, two made a stop outlast Compose's grace.
+            delivered_by = time.monotonic() + self.config.nats.flush_timeout_s
             await publisher.flush(self.config.nats.flush_timeout_s)
             if owns_engine:
                 await engine.close()
-            undelivered = await publisher.close()
+            undelivered = await publisher.close(max(0.0, delivered_by - time.monotonic()))
         return self._exit_status(undelivered)
 
     def _exit_status(self, undelivered: int) -> int:

@@ -428,10 +428,13 @@ class EventPublisher:
             return False
         return True
 
-    async def close(self) -> int:
-        """Deliver what is waiting (at most ``flush_timeout_s``), then close the connection.
-        Returns how many events could not be delivered (logged as an error too)."""
-        await self.flush(self._config.flush_timeout_s)
+    async def close(self, flush_timeout_s: float | None = None) -> int:
+        """Deliver what is waiting (at most ``flush_timeout_s``, by default the configured
+        one), then close the connection. Returns how many events could not be delivered
+        (logged as an error too)."""
+        if flush_timeout_s is None:
+            flush_timeout_s = self._config.flush_timeout_s
+        await self.flush(flush_timeout_s)
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
