@@ -355,6 +355,39 @@ async def test_every_api_error_is_json_the_routers_own_too() -> None:
         await http.close()
 
 
+async def test_a_stalled_body_gets_a_408_and_a_hang_up_is_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A trial's finding: a token holder's POST whose body stopped half-way was never
+    answered (the README promises a 408 after http.request_timeout_s), and hanging up then
+    logged ERROR with a 30-line traceback."""
+    config = HttpConfig(listen="127.0.0.1:0", token=TOKEN, request_timeout_s=1)
+    http = HttpServer(config)
+    StreamApi(config, None).mount(http.app)  # type: ignore[arg-type]
+    port = int((await http.start()).rsplit(":", 1)[1])
+    head = (
+        "POST /api/streams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f'Authorization: Bearer {TOKEN}\r\nContent-Length: 10\r\n\r\n{{"id"'
+    ).encode()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        async with asyncio.timeout(5):
+            answer = await reader.read(4096)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b'{"error":"the body did not arrive within http.request_timeout_s (1 s)"}' in answer
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        await asyncio.sleep(0.3)
+        writer.transport.abort()  # hangs up mid-body
+        await asyncio.sleep(0.5)
+    finally:
+        await http.close()
+    noisy = [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
+    assert not noisy, [r.getMessage() for r in noisy]
+
+
 def _collect(resource: Any, into: set[tuple[str, str]]) -> None:
     app = getattr(resource, "_app", None)
     if app is not None:  # a mounted sub-application (WHIP): its paths carry the prefix

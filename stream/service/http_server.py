@@ -154,15 +154,21 @@ def _harden(response: web.StreamResponse) -> None:
 
 class _ClientErrorsAreNotOurs(logging.Filter):
     """aiohttp logs a request it could not parse (and answered 400) at ERROR with a
-    traceback. That is the client's error: one INFO line, no traceback, and not the message
-    either (it quotes the bad line, which may be an Authorization header). Exceptions in our
-    handlers (500) stay ERROR with their traceback."""
+    traceback, and so a client that hangs up while a handler reads its body. That is the
+    client's doing: one INFO line, no traceback, and not the message either (it quotes the
+    bad line, which may be an Authorization header). Exceptions in our handlers (500) stay
+    ERROR with their traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.msg = f"{record.msg}: HTTP {exc.code or 400} ({type(exc).__name__})"
+            record.exc_info = record.exc_text = None
+        elif isinstance(exc, ConnectionResetError):  # the client hung up mid-request
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            said = str(exc).replace("%", "%%")  # the record's args are still to be applied
+            record.msg = f"{record.msg}: the client hung up ({said})"
             record.exc_info = record.exc_text = None
         return True
 

@@ -222,6 +222,8 @@ OPENAPI: Final[dict[str, Any]] = {
                 "responses": {
                     "201": _json("Stream", "added; Location names it"),
                     "400": _error("not a JSON object"),
+                    "408": _error("the body did not arrive within http.request_timeout_s"),
+                    "413": _error("the body is over 64 KiB"),
                     "415": _error("not application/json"),
                     "422": _error("invalid settings; the message names each"),
                     **_CHANGES,

@@ -7,6 +7,7 @@ read-only. A new stream is validated exactly as in the config file. Errors are J
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ class StreamApi:
     def __init__(self, config: HttpConfig, control: StreamControl) -> None:
         self._control = control
         self._file_folders = [folder.expanduser().resolve() for folder in config.api_files]
+        self._body_timeout_s = config.request_timeout_s
         token = config.token.get_secret_value() if config.token else None
         self._token = BearerToken(token) if token else None
 
@@ -72,7 +74,7 @@ class StreamApi:
 
     async def _add(self, request: web.Request) -> web.Response:
         self._authorise(request)
-        stream = parse_stream(await _json_body(request))
+        stream = parse_stream(await _json_body(request, self._body_timeout_s))
         if "://" not in stream.url:
             # The file as checked, for good: a relative path would name another file when
             # vidcap restarts elsewhere, and a link could be pointed elsewhere after the check.
@@ -165,11 +167,17 @@ def parse_stream(data: Any) -> StreamConfig:
     return stream
 
 
-async def _json_body(request: web.Request) -> Any:
+async def _json_body(request: web.Request, timeout_s: float) -> Any:
     if request.content_type != "application/json":
         raise json_error(web.HTTPUnsupportedMediaType, "send application/json")
     try:
-        return orjson.loads(await request.read())
+        async with asyncio.timeout(timeout_s):
+            body = await request.read()
+    except TimeoutError:
+        why = f"the body did not arrive within http.request_timeout_s ({timeout_s:g} s)"
+        raise json_error(web.HTTPRequestTimeout, why) from None
+    try:
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise json_error(web.HTTPBadRequest, "the body is not JSON") from None
 
