@@ -58,14 +58,33 @@ def announce(line: str) -> None:
     print_line(f"vidcap: {line}")
 
 
+def _log_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=default or "warning",
+        choices=["debug", "info", "warning", "error"],
+    )
+    parser.add_argument(
+        "--log-format",
+        default=default or "text",
+        choices=["text", "json"],
+        help="json: one object a line",
+    )
+
+
+def _log_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """The log options after any command too (`vidcap run --log-format json`): each command
+    takes them, and sets them only when given, over the top level's defaults."""
+    for action in parser._actions:  # argparse keeps its subcommands only there
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _log_options(command, argparse.SUPPRESS)
+                _log_options_everywhere(command)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidcap", description="Live video captioning.")
-    parser.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
-    )
-    parser.add_argument(
-        "--log-format", default="text", choices=["text", "json"], help="json: one object a line"
-    )
+    _log_options(parser, None)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="caption streams and publish events to NATS")
@@ -225,6 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
     schemas.add_argument("directory", type=Path)
     schemas.set_defaults(handler=_schemas)
+    _log_options_everywhere(parser)
     return parser
 
 

@@ -245,3 +245,20 @@ def test_the_default_worker_tries_fit_in_a_keyframes_deadline() -> None:
     their second try could go (a trial)."""
     engine = EngineConfig(kind="nats")
     assert engine.worker_timeout_s * engine.worker_attempts <= engine.request_timeout_s
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--log-format", "json", "--log-level", "info", "tail"],
+        ["tail", "--log-format", "json", "--log-level", "info"],  # a trial's "unrecognized"
+        ["snapshot", "get", "cam", "1", "-o", "x.jpg", "--log-format=json", "--log-level=info"],
+        ["bench", "snapshots", "--log-level", "info", "--log-format", "json"],
+    ],
+)
+def test_the_log_options_go_before_or_after_the_command(argv: list[str]) -> None:
+    from stream.cli import _parser
+
+    args = _parser().parse_args(argv)
+    assert (args.log_format, args.log_level) == ("json", "info")
+    assert (_parser().parse_args(["tail"]).log_level) == "warning"  # the default stays
