@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +375,11 @@ def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_to(command: str) -> Callable[[str], None]:
+    """A one-shot command's own line on stderr (NATS trouble: once, not a log line a try)."""
+    return lambda line: print(f"{command}: {line}", file=sys.stderr, flush=True)
+
+
 def _snapshot_get(args: argparse.Namespace) -> int:
     from stream.delivery.publisher import connect
     from stream.delivery.snapshots import SnapshotNotFound, read_snapshot
@@ -382,7 +388,7 @@ def _snapshot_get(args: argparse.Namespace) -> int:
     config = NatsConfig(url=args.nats, subject_prefix=args.prefix, stream_name=args.stream_name)
 
     async def fetch() -> tuple[bytes, dict[str, Any]]:
-        client = await connect(config, args.nats)
+        client = await connect(config, args.nats, say=_say_to("vidcap snapshot"))
         try:
             return await read_snapshot(client.jetstream(), config, args.stream, args.seq)
         finally:

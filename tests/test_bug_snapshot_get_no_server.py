@@ -28,5 +28,8 @@ def test_snapshot_get_without_a_server_fails_with_a_message(tmp_path: Path) -> N
     assert f"no NATS server answered at {url} within 2 s" in done.stderr
     assert "--nats" in done.stderr  # says what to do
     assert "Traceback" not in done.stderr
+    # Said once, as the command's own line, not a publisher's WARNING at each retry (a trial).
+    assert "WARNING" not in done.stderr and "publisher" not in done.stderr, done.stderr
+    assert done.stderr.count(f"vidcap snapshot: waiting for NATS at {url}") == 1, done.stderr
     assert not (tmp_path / "frame.jpg").exists()
     assert elapsed < 20
