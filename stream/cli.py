@@ -442,7 +442,7 @@ def _scenes(args: argparse.Namespace) -> int:
             # strerror: without FFmpeg's "[Errno 1094995529]" tag and the path a second time.
             why = getattr(exc, "strerror", None) or str(exc)
             print(f"vidcap scenes: cannot read {args.video}: {redact(why)}", file=sys.stderr)
-            return 1
+            return 2  # a bad argument, as for `vidcap run`'s quick form
     if args.json:
         print(orjson.dumps(scene_list.to_json(report)).decode())
     elif args.csv:

@@ -283,7 +283,7 @@ def test_vidcap_scenes_says_what_is_wrong_once(
     assert main(["scenes", "--threshold", "-5", str(tmp_path / "clip.mp4")]) == 2
     said = capsys.readouterr().err.splitlines()
     assert said[0] == "vidcap: command line: 1 invalid setting(s)"  # was "vidcap: vidcap scenes"
-    assert main(["scenes", str(tmp_path / "missing.mp4")]) == 1
+    assert main(["scenes", str(tmp_path / "missing.mp4")]) == 2  # as `vidcap run` says it
     assert capsys.readouterr().err.startswith(f"vidcap scenes: cannot read {tmp_path}/missing.mp4")
 
 
@@ -302,7 +302,7 @@ def test_vidcap_scenes_says_why_a_file_is_no_video(
         (text, "Invalid data found when processing input"),
         (audio, "no video stream in the source (streams: audio)"),
     ]:
-        assert main(["scenes", str(path)]) == 1
+        assert main(["scenes", str(path)]) == 2
         assert capsys.readouterr().err == f"vidcap scenes: cannot read {path}: {why}\n"
 
 
