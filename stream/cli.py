@@ -259,6 +259,7 @@ def build_run_config(args: argparse.Namespace) -> Config:
             raise ConfigError(f"--nats: {exc}") from None
     if args.config:
         config = load_config(args.config)
+        _warn_of_missing_files(config)
     else:
         taken: set[str] = set()
         streams = []
@@ -304,6 +305,17 @@ def _sequence(text: str) -> int:
     if not 1 <= number < 2**64:
         raise argparse.ArgumentTypeError(f"{text!r}: a stream sequence is 1 or more")
     return number
+
+
+def _warn_of_missing_files(config: Config) -> None:
+    """A config's file that is not there fails only its stream, when the streams start (the
+    others go on): said now, before the engine's load, not a minute later."""
+    for stream in config.streams:
+        if "://" not in stream.url and not Path(stream.url).expanduser().exists():
+            announce(
+                f"stream {stream.id}: {stream.url}: no such file (it will fail when the "
+                "streams start; the others run)"
+            )
 
 
 def _check_file_source(source: str) -> None:

@@ -262,3 +262,27 @@ def test_the_log_options_go_before_or_after_the_command(argv: list[str]) -> None
     args = _parser().parse_args(argv)
     assert (args.log_format, args.log_level) == ("json", "info")
     assert (_parser().parse_args(["tail"]).log_level) == "warning"  # the default stays
+
+
+def test_a_config_s_missing_file_is_said_before_the_engine_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trial ran configs/example.yaml: the engine loaded for 65 s, then `replay` failed
+    with FileNotFoundError. The stream still fails alone (the others go on), but at once the
+    person running vidcap is told."""
+    from stream.cli import _parser, build_run_config
+
+    there = tmp_path / "there.mp4"
+    there.write_bytes(b"")
+    config_file = tmp_path / "vidcap.yaml"
+    config_file.write_text(
+        f"streams:\n  - {{id: gone, url: {tmp_path}/gone.mp4}}\n"
+        f"  - {{id: there, url: {there}}}\n  - {{id: cam, url: 'rtsp://127.0.0.1:1/x'}}\n"
+    )
+    config = build_run_config(_parser().parse_args(["run", "--config", str(config_file)]))
+    assert [s.id for s in config.streams] == ["gone", "there", "cam"]
+    said = capsys.readouterr().out.splitlines()
+    assert said == [
+        f"vidcap: stream gone: {tmp_path}/gone.mp4: no such file (it will fail when the "
+        "streams start; the others run)"
+    ]
