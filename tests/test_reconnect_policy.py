@@ -7,6 +7,7 @@ reconnects in a row end the stream as ``failed``; 401, 403 and 404 fail it at on
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from fractions import Fraction
@@ -210,3 +211,17 @@ def test_other_http_errors_are_retried(monkeypatch: pytest.MonkeyPatch) -> None:
         [av.error.HTTPBadRequestError(0, "400")], monkeypatch, stop, reconnect_jitter=0
     )
     assert opens == 2 and reports.states == ["connecting", "reconnecting", "reconnecting"]
+
+
+def test_a_source_error_is_said_once_by_the_state_it_leads_to(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trial saw each retry's error three times: the source's WARNING, the ingest's
+    `reconnecting (<error>)` WARNING, and the status event. The source now leaves it to the
+    state (the ingest logs each state with its detail)."""
+    reports, _, _ = run_source(
+        [OSError("refused")], monkeypatch, RecordingStop(3), reconnect_max_attempts=2
+    )
+    assert reports.events[1][:2] == ("reconnecting", "OSError: refused; attempt 1 in 1.0 s")
+    said = [r for r in caplog.records if r.name == "stream.sources.pyav"]
+    assert all(r.levelno < logging.WARNING for r in said), [r.getMessage() for r in said]

@@ -118,7 +118,9 @@ class VideoSource:
             except (av.error.FFmpegError, OSError, NoVideoError, FrameTooLargeError) as exc:
                 permanent = isinstance(exc, (*_PERMANENT_ERRORS, NoVideoError, FrameTooLargeError))
                 error = self._explain(exc)
-                logger.warning("stream %s (%s): %s", self.config.id, self.url, error)
+                # Said at WARNING by the state it leads to (reconnecting, failed), as the
+                # status event says it: three lines a retry before.
+                logger.debug("stream %s (%s): %s", self.config.id, self.url, error)
             if stop.is_set():
                 return
             if not self.config.is_live:
@@ -129,6 +131,8 @@ class VideoSource:
                         "failed" if error else "ended", error or f"end of file after {index} frames"
                     )
                     return
+                if error:  # no state tells it: the file starts over
+                    logger.warning("stream %s: %s; the file starts over", self.config.id, error)
                 clock.restart_file()
                 continue
             failures += 1
