@@ -57,7 +57,9 @@ class StreamConfig(_Section):
     url: str = Field(min_length=1)
     """File path, rtsp://, rtsps://, http(s):// (HLS) or any URL FFmpeg opens."""
     live: bool | None = None
-    """Live sources reconnect when they end; default: true for network URLs, false for files."""
+    """Live sources reconnect when they end; default: true for network URLs, false for files.
+    Left unset, an http(s) URL whose length is known (a finished HLS playlist) ends at its
+    end."""
     loop: bool = False
     """Replay a file forever (demos and soak tests)."""
     resume: bool = True

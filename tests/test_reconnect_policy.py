@@ -92,6 +92,7 @@ def run_source(
     monkeypatch.setattr(source, "_open", script.open)
     monkeypatch.setattr(source, "_decode", script.decode)
     monkeypatch.setattr(VideoSource, "_describe", staticmethod(lambda container: "fake"))
+    monkeypatch.setattr(VideoSource, "_is_recording", lambda self, container: False)
     drawn: list[tuple[float, float]] = []
 
     def uniform(low: float, high: float) -> float:

@@ -20,10 +20,12 @@ import orjson
 import pytest
 
 from engine.vllm_engine import VllmEngine
-from stream.config import parse_config
+from stream.config import StreamConfig, parse_config
 from stream.delivery.nats_server import EmbeddedNatsServer
 from stream.runner import Runner
 from stream.sample_clip import ClipSpec, write_clip
+from stream.sources.health import SourceHealth
+from stream.sources.pyav import VideoSource
 from tests.conftest import engine_and_nats, free_port
 
 
@@ -191,6 +193,45 @@ def http_directory(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+def source_states(url: str, **settings: Any) -> list[tuple[str, str]]:
+    """A real source's status reports (FFmpeg over HTTP) until it ends or would reconnect."""
+    config = StreamConfig.model_validate({"id": "h", "url": url, **settings})
+    reports: list[tuple[str, str]] = []
+    stop = threading.Event()
+
+    def report(state: str, detail: str, **_: Any) -> None:
+        reports.append((state, detail))
+        if state == "reconnecting":
+            stop.set()
+
+    for _ in VideoSource(config).frames(stop, SourceHealth(5.0, report), report):
+        pass
+    return reports
+
+
+def test_a_vod_playlist_over_http_ends_at_its_end(
+    http_directory: tuple[Path, str], sample_clip: Path, clip_spec: ClipSpec
+) -> None:
+    """A trial: a finished HLS playlist given as a URL (live by default) was read again and
+    again, as fast as it downloaded, each pass captioned anew. Its length is known: it ends.
+    `live: true` still reads it again; a playlist without its end marker is live."""
+    root, base_url = http_directory
+    vod = write_hls(sample_clip, root / "clip")
+    url = f"{base_url}/clip/index.m3u8"
+    states = source_states(url)
+    assert [state for state, _ in states] == ["connecting", "live", "ended"], states
+    assert states[-1][1].startswith(f"end of the recording after {clip_spec.frames} frames")
+    again = source_states(url, live=True, reconnect_initial_s=0.1)
+    assert [state for state, _ in again] == ["connecting", "live", "reconnecting"]
+    open_ended = vod.read_text().replace("#EXT-X-ENDLIST\n", "")
+    (root / "clip" / "live.m3u8").write_text(open_ended.replace("#EXT-X-PLAYLIST-TYPE:VOD\n", ""))
+    live = VideoSource(
+        StreamConfig.model_validate({"id": "h", "url": f"{base_url}/clip/live.m3u8"})
+    )
+    with av.open(f"{base_url}/clip/live.m3u8", timeout=(5, 5)) as container:
+        assert not live._is_recording(container)
 
 
 async def test_hls_over_http_is_captioned_like_a_file(

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from fractions import Fraction
 from functools import partial
+from typing import Final
 
 import av
 import av.error
@@ -65,6 +66,12 @@ _PERMANENT_ERRORS = (
 )
 
 
+RECORDING: Final = (
+    "its length was known: a finished HLS playlist or a file over HTTP; live: true reads it "
+    "again and again"
+)
+
+
 class NoVideoError(Exception):
     """The source opened but has no video stream."""
 
@@ -105,10 +112,11 @@ class VideoSource:
         report("connecting", self.url)
         while not stop.is_set():
             error: str | None = None
-            permanent = False
+            permanent = recording = False
             try:
                 with self._open() as container:
                     health.opened()
+                    recording = self._is_recording(container)
                     describe = partial(self._describe, container)  # once per connection
                     for frame in self._decode(container, stop):
                         health.frame(describe)
@@ -122,6 +130,9 @@ class VideoSource:
                 # status event says it: three lines a retry before.
                 logger.debug("stream %s (%s): %s", self.config.id, self.url, error)
             if stop.is_set():
+                return
+            if recording and error is None:
+                report("ended", f"end of the recording after {index} frames ({RECORDING})")
                 return
             if not self.config.is_live:
                 if index == 0 and error is None:
@@ -148,6 +159,15 @@ class VideoSource:
             delay = self._backoff(failures)
             health.disconnected(error or "stream ended", failures, delay)
             stop.wait(delay)
+
+    def _is_recording(self, container: av.container.InputContainer) -> bool:
+        """A URL whose length is known, left live by default: it ends at its end rather than
+        being read again as fast as it downloads (a VOD HLS playlist, found by a trial)."""
+        return (
+            self.config.live is None
+            and self.config.url.startswith(("http://", "https://"))
+            and bool(container.duration and container.duration > 0)
+        )
 
     def _backoff(self, failures: int) -> float:
         """Capped doubling with jitter, so cameras behind one dead switch do not retry in step."""
