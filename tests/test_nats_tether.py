@@ -113,3 +113,27 @@ def test_a_signal_to_the_group_leaves_the_server_to_vidcap_which_stops_it(signum
     finally:
         if vidcap.poll() is None:
             vidcap.kill()
+
+
+def test_a_killed_tether_leaves_the_server_to_vidcap_s_stop() -> None:
+    """A trial SIGKILLed the tether, then stopped vidcap: nats-server outlived both (parent
+    1, its data folder deleted under it). vidcap's own stop now ends the server itself when
+    the tether is not there to."""
+    from stream.delivery.nats_server import EmbeddedNatsServer
+
+    server = EmbeddedNatsServer(tethered=True)
+    server.start()
+    folder = server.data_dir
+    (nats,) = servers_on(folder)
+    os.kill(server.pid, signal.SIGKILL)  # the tether
+    assert wait_until(lambda: not psutil.pid_exists(server.pid) or _zombie(server.pid), 5)
+    assert nats.is_running()
+    server.stop()
+    assert not servers_on(folder) and not folder.exists()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Final
 
+import psutil
+
 from engine.errors import VidcapError
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,13 @@ def find_nats_server() -> str:
     return found
 
 
+def _process_of(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
+
+
 class EmbeddedNatsServer:
     def __init__(
         self,
@@ -55,6 +64,7 @@ class EmbeddedNatsServer:
         self._jetstream = jetstream
         """A nats-server configuration (users, permissions); the flags here override it."""
         self._process: subprocess.Popen[bytes] | None = None
+        self._server: psutil.Process | None = None  # nats-server's own (not the tether)
         self.port: int | None = None
 
     @property
@@ -116,6 +126,7 @@ class EmbeddedNatsServer:
             for ports_file in self.data_dir.glob("nats-server_*.ports"):
                 text = ports_file.read_text()
                 if '"nats"' in text:
+                    self._server = _process_of(int(ports_file.stem.rsplit("_", 1)[1]))
                     return int(json.loads(text)["nats"][0].rsplit(":", 1)[1])
             time.sleep(0.01)
         self._end(process)
@@ -125,6 +136,7 @@ class EmbeddedNatsServer:
         process, self._process = self._process, None
         if process is not None:
             self._end(process)
+            self._end_orphan()
         self.port = None if self._port == -1 else self.port
         if self._owned_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -141,6 +153,21 @@ class EmbeddedNatsServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def _end_orphan(self) -> None:
+        """The server itself, when its tether was killed before it could end it (it would
+        outlive vidcap, its folder deleted under it)."""
+        server, self._server = self._server, None
+        if server is None or not self._tethered:
+            return
+        try:
+            if server.is_running():  # the same process: psutil compares its start time
+                server.terminate()
+                _, alive = psutil.wait_procs([server], STOP_TIMEOUT_S)
+                for process in alive:
+                    process.kill()
+        except psutil.Error:
+            return  # gone meanwhile: the tether did its work
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (tests); its data directory stays for a restart."""
