@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(
         "VLLM_LOGGING_LEVEL", "INFO" if args.log_level in ("debug", "info") else "WARNING"
     )
-    args.vllm_log = None
-    if args.log_level in ("warning", "error"):
-        args.vllm_log = route_vllm_logs(cache_dir() / "logs" / "vllm.log")
+    quiet = args.log_level in ("warning", "error")
+    log_file = cache_dir() / "logs" / "vllm.log" if quiet else None
+    args.vllm_log = route_vllm_logs(log_file, args.log_format, args.log_level.upper())
     configure_logging(args.log_level, args.log_format)
     try:
         return int(args.handler(args) or 0)

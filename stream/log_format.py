@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 class JsonLogFormatter(logging.Formatter):
     """time, level, logger, message (and the exception, when there is one)."""
@@ -28,5 +30,5 @@ def configure_logging(level: str, log_format: str) -> None:
     if log_format == "json":
         handler.setFormatter(JsonLogFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])

@@ -13,41 +13,57 @@ import re
 import warnings
 from pathlib import Path
 
+from engine.cache import cache_dir
+from stream.log_format import TEXT_FORMAT
 
-def route_vllm_logs(log_file: Path) -> Path | None:
-    """Send vLLM's log to ``log_file`` (errors to stderr too); returns the file, or None when
-    the user configured vLLM's logging themselves."""
+
+def route_vllm_logs(
+    log_file: Path | None, log_format: str = "text", level: str = "INFO"
+) -> Path | None:
+    """Send vLLM's log to ``log_file`` (errors to stderr too), or with no file (vidcap's
+    ``--log-level info``) all of it to stderr; on stderr in vidcap's ``log_format`` (vLLM's own
+    handler wrote text to stdout, among the events). Returns the file, or None when there is
+    none or the user configured vLLM's logging themselves."""
     if "VLLM_LOGGING_CONFIG_PATH" in os.environ or os.environ.get("VLLM_CONFIGURE_LOGGING") == "0":
         return None
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    folder = log_file.parent if log_file is not None else cache_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    handlers: dict[str, dict[str, str]] = {
+        "terminal": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "formatter": log_format,
+            "level": "ERROR" if log_file is not None else level,
+        }
+    }
+    if log_file is not None:
+        handlers["file"] = {
+            "class": "logging.FileHandler",
+            "filename": str(log_file),
+            "formatter": "plain",
+            "level": "INFO",
+        }
     config = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}
+            "plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"},
+            "text": {"format": TEXT_FORMAT},
+            "json": {"()": "stream.log_format.JsonLogFormatter"},
         },
-        "handlers": {
-            "file": {
-                "class": "logging.FileHandler",
-                "filename": str(log_file),
-                "formatter": "plain",
-                "level": "INFO",
-            },
-            "errors": {
-                "class": "logging.StreamHandler",
-                "stream": "ext://sys.stderr",
-                "formatter": "plain",
-                "level": "ERROR",
-            },
-        },
+        "handlers": handlers,
         "loggers": {
-            name: {"handlers": ["file", "errors"], "level": "INFO", "propagate": False}
+            name: {
+                "handlers": list(handlers),
+                "level": "INFO" if log_file is not None else level,
+                "propagate": False,
+            }
             # torch's C++ extension helper, imported by vLLM, warns on every host without
             # CUDA ("No CUDA runtime is found").
             for name in ("vllm", "torch.utils.cpp_extension")
         },
     }
-    config_file = log_file.with_suffix(".logging.json")
+    config_file = folder / "vllm.logging.json"
     config_file.write_text(json.dumps(config))
     os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
     # And here at once: some of vLLM's modules log while imported, before vLLM has read

@@ -3,6 +3,7 @@ the environment; a user's own vLLM logging configuration is left alone."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -90,3 +91,32 @@ def test_a_known_vllm_warning_is_quiet_in_the_processes_vllm_starts(tmp_path: Pa
         check=True,
     )
     assert run.stderr.count("FutureWarning") == 1, run.stderr  # the other module's only
+
+
+# vidcap's process with `--log-level info --log-format json`, then an engine process.
+ROUTES_INFO_AS_JSON = f"""
+import logging, subprocess, sys
+from stream.vllm_logs import route_vllm_logs
+assert route_vllm_logs(None, "json", "INFO") is None  # no file: the terminal has it all
+logging.getLogger("vllm.config").info("resolved")
+subprocess.run([sys.executable, "-c", {CHILD!r}.replace("warning", "info")], check=True)
+"""
+
+
+def test_with_log_level_info_vllm_lines_are_on_stderr_in_vidcap_s_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial ran `vidcap run --log-format json --log-level info`: vLLM's lines came as its
+    own text on stdout, among the event lines a collector parses."""
+    monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH", raising=False)
+    monkeypatch.setenv("VIDCAP_CACHE", str(tmp_path))
+    vidcap = subprocess.run(
+        [sys.executable, "-c", ROUTES_INFO_AS_JSON], capture_output=True, text=True, check=True
+    )
+    assert vidcap.stdout == ""
+    lines = [json.loads(line) for line in vidcap.stderr.splitlines()]
+    assert [(line["logger"], line["level"], line["message"]) for line in lines] == [
+        ("vllm.config", "INFO", "resolved"),
+        ("vllm.worker", "INFO", "a info for the file"),
+        ("vllm.worker", "ERROR", "an error for both"),
+    ]
