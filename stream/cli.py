@@ -309,12 +309,13 @@ def _sequence(text: str) -> int:
 
 def _warn_of_missing_files(config: Config) -> None:
     """A config's file that is not there fails only its stream, when the streams start (the
-    others go on): said now, before the engine's load, not a minute later."""
+    others go on, and the API may add more): said now, before the engine's load, not a
+    minute later."""
     for stream in config.streams:
         if "://" not in stream.url and not Path(stream.url).expanduser().exists():
             announce(
-                f"stream {stream.id}: {stream.url}: no such file (it will fail when the "
-                "streams start; the others run)"
+                f"stream {stream.id}: {stream.url}: no such file (this stream will fail when "
+                "the streams start)"
             )
 
 

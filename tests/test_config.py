@@ -283,6 +283,6 @@ def test_a_config_s_missing_file_is_said_before_the_engine_loads(
     assert [s.id for s in config.streams] == ["gone", "there", "cam"]
     said = capsys.readouterr().out.splitlines()
     assert said == [
-        f"vidcap: stream gone: {tmp_path}/gone.mp4: no such file (it will fail when the "
-        "streams start; the others run)"
+        f"vidcap: stream gone: {tmp_path}/gone.mp4: no such file (this stream will fail when "
+        "the streams start)"
     ]

@@ -168,7 +168,7 @@ class _ClientErrorsAreNotOurs(logging.Filter):
         elif isinstance(exc, ConnectionResetError):  # the client hung up mid-request
             record.levelno, record.levelname = logging.INFO, "INFO"
             said = str(exc).replace("%", "%%")  # the record's args are still to be applied
-            record.msg = f"{record.msg}: the client hung up ({said})"
+            record.msg = f"the client hung up mid-request ({said}); aiohttp: {record.msg}"
             record.exc_info = record.exc_text = None
         return True
 
