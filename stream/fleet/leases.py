@@ -45,6 +45,8 @@ EXPIRED: Final = "taken: it expired"
 NO_ANSWER: Final = "NATS did not answer"
 BACK_FROM_AWAY: Final = "its owner before NATS was away, for a TTL after that"
 RECONNECT_ALLOWANCE_S: Final = 3.0
+# A key that is not there: expired, or deleted (a KeyDeletedError is no KeyNotFoundError).
+_GONE: Final = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError)
 """How much later than this process another may reconnect after an outage (nats-py tries
 every 2 s), on top of the TTL a standby leaves the keys to their owners before it."""
 
@@ -166,7 +168,7 @@ class Leases:
                 return BACK_FROM_AWAY
         try:
             entry = await kv.get(stream_id)
-        except nats.js.errors.KeyNotFoundError:
+        except _GONE:
             return "nobody; this vidcap has its share of the streams"
         holder = orjson.loads(entry.value or b"{}")
         if holder.get("node") != self._node or entry.revision is None:
@@ -209,7 +211,12 @@ class Leases:
             silent = time.monotonic() - lease.renewed_at
             if why.startswith(NO_ANSWER):
                 self._away_at = time.monotonic()
-            if why.startswith("taken"):
+            if why.startswith("taken") and self._was_away():
+                # Just after this vidcap's own outage the key may be another's create that
+                # crossed it, which that vidcap gives back (_try_acquire): the events wait,
+                # and the key is looked at again until the hold-off is over.
+                lease.unverified = True
+            elif why.startswith("taken"):
                 lease.why_lost = f"{why}; not renewed for {silent:.1f} s"
                 lease.lost.set()
                 logger.error(
@@ -274,7 +281,7 @@ class Leases:
                     lease.revision = await kv.update(
                         lease.stream_id, self._value, last=entry.revision
                     )
-        except nats.js.errors.KeyNotFoundError:
+        except _GONE:  # ran out, or given back by a create that crossed an outage
             return EXPIRED
         except KV_ERRORS as exc:
             return f"{NO_ANSWER}: {exc!r}"
