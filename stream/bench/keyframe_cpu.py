@@ -87,9 +87,13 @@ def footage_frames(count: int, clip: Path = FOOTAGE) -> list[av.VideoFrame]:
 def picture_stages(frames: list[av.VideoFrame], image_size: int) -> list[tuple[str, float]]:
     """µs of CPU per keyframe for the stages that depend on the picture."""
     scale = ModelScaler(image_size)  # a stream's own, as the ingest thread has
-    pictures = [scale(frame) for frame in frames]  # and warms it up
+    scale(frames[0])  # its swscale contexts
+    # Each picture is let go before the next, as a stream's are (a list of them kept the
+    # heap full of holes to reuse, and hid the page faults of fresh memory).
+    scale_us = _per_item_us(frames, scale)
+    pictures = [scale(frame) for frame in frames]
     return [
-        ("scale for the model", _per_item_us(frames, scale)),
+        ("scale for the model", scale_us),
         ("snapshot JPEG", _per_item_us(pictures, lambda p: encode_jpeg(p.image, 80, p.planes))),
     ]
 
