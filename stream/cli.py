@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from stream.config import (
     parse_config,
     parse_section,
 )
-from stream.console import print_line
+from stream.console import print_line, say_to
 from stream.delivery import embedded_address
 from stream.ids import stream_id_from_source, validate_stream_id
 from stream.log_format import configure_logging
@@ -388,11 +387,6 @@ def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_to(command: str) -> Callable[[str], None]:
-    """A one-shot command's own line on stderr (NATS trouble: once, not a log line a try)."""
-    return lambda line: print(f"{command}: {line}", file=sys.stderr, flush=True)
-
-
 def _snapshot_get(args: argparse.Namespace) -> int:
     from stream.delivery.publisher import connect
     from stream.delivery.snapshots import SnapshotNotFound, read_snapshot
@@ -401,7 +395,7 @@ def _snapshot_get(args: argparse.Namespace) -> int:
     config = NatsConfig(url=args.nats, subject_prefix=args.prefix, stream_name=args.stream_name)
 
     async def fetch() -> tuple[bytes, dict[str, Any]]:
-        client = await connect(config, args.nats, say=_say_to("vidcap snapshot"))
+        client = await connect(config, args.nats, say=say_to("vidcap snapshot"))
         try:
             return await read_snapshot(client.jetstream(), config, args.stream, args.seq)
         finally:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from typing import Final
 from urllib.parse import urlsplit
 
 from nats.aio.client import Client
 
+from stream.console import say_to
 from stream.delivery import embedded_address
 from stream.delivery.publisher import connect
 from stream.tail import TailOptions, print_events
@@ -20,8 +20,7 @@ LOOK_AGAIN_S: Final = 0.5
 PROBE_TIMEOUT_S: Final = 1.0
 
 
-def say(line: str) -> None:
-    print(f"vidcap tail: {line}", file=sys.stderr, flush=True)
+say = say_to("vidcap tail")
 
 
 async def tail(url: str | None, options: TailOptions) -> None:

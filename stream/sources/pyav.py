@@ -66,7 +66,7 @@ _PERMANENT_ERRORS = (
 )
 
 
-RECORDING: Final = (
+_RECORDING: Final = (
     "its length was known: a finished HLS playlist or a file over HTTP; live: true reads it "
     "again and again"
 )
@@ -132,7 +132,7 @@ class VideoSource:
             if stop.is_set():
                 return
             if recording and error is None:
-                report("ended", f"end of the recording after {index} frames ({RECORDING})")
+                report("ended", f"end of the recording after {index} frames ({_RECORDING})")
                 return
             if not self.config.is_live:
                 if index == 0 and error is None:
