@@ -10,7 +10,7 @@ from collections.abc import Callable
 from engine.factory import start_engine
 from engine.nats_engine import RequestLimits, Worker, engine_subject
 from stream.config import WorkerConfig
-from stream.delivery.publisher import connect
+from stream.delivery.publisher import close_client, connect
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ async def run_worker(config: WorkerConfig, announce: Callable[[str], None] = log
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-        await client.drain()
+        await close_client(client)  # drained, or closed if NATS is away
         await engine.close()
     if worker.engine_error is not None:  # a non-zero exit: the supervisor restarts it
         announce(f"engine died after serving {worker.served} requests: {worker.engine_error}")

@@ -453,9 +453,7 @@ class EventPublisher:
             )
         if self._spool is not None:
             await self._spool.close()
-        if not self._client.is_closed:
-            with contextlib.suppress(nats.errors.Error, TimeoutError):
-                await self._client.drain()
+        await close_client(self._client)
         return undelivered
 
     # ---- the sender ----
@@ -781,6 +779,18 @@ def _recovered_entry(spooled: SpooledEvent) -> _Entry:
         record=spooled.record,
         recovered=True,
     )
+
+
+async def close_client(client: Client) -> None:
+    """Drain ``client`` if NATS is there, else close it: a client left reconnecting would
+    try to reach NATS for as long as the process lives."""
+    if client.is_closed:
+        return
+    with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+        await client.drain()
+    if not client.is_closed:
+        with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+            await client.close()
 
 
 async def _log_error(exc: Exception) -> None:
