@@ -58,8 +58,8 @@ class StreamConfig(_Section):
     """File path, rtsp://, rtsps://, http(s):// (HLS) or any URL FFmpeg opens."""
     live: bool | None = None
     """Live sources reconnect when they end; default: true for network URLs, false for files.
-    Left unset, an http(s) URL whose length is known (a finished HLS playlist) ends at its
-    end."""
+    Left unset, an http(s) URL whose length is known (a finished HLS playlist) is read as a
+    file is: timed by its pts, each keyframe waiting for the engine, ended at its end."""
     loop: bool = False
     """Replay a file forever (demos and soak tests)."""
     resume: bool = True

@@ -234,7 +234,32 @@ def test_a_vod_playlist_over_http_ends_at_its_end(
         assert not live._is_recording(container)
 
 
+def test_a_vod_playlist_is_timed_by_its_pts(
+    http_directory: tuple[Path, str], sample_clip: Path, clip_spec: ClipSpec
+) -> None:
+    """A recording downloads faster than it plays: timed by the wall clock, as a live URL
+    is, its frames came about a millisecond apart and the keyframe selector's gaps and
+    heartbeat saw the whole clip as a moment. Its pipeline is told, to keep every keyframe."""
+    root, base_url = http_directory
+    write_hls(sample_clip, root / "clip")
+    config = StreamConfig.model_validate({"id": "h", "url": f"{base_url}/clip/index.m3u8"})
+    told: list[bool] = []
+
+    def report(state: str, detail: str, **_: Any) -> None:
+        pass
+
+    source = VideoSource(config, lambda: told.append(True))
+    frames = source.frames(threading.Event(), SourceHealth(5, report), report)
+    times = [at.time_s for _, at in frames]
+    assert told == [True]
+    assert len(times) == clip_spec.frames
+    assert times[-1] - times[0] == pytest.approx((clip_spec.frames - 1) / clip_spec.fps, abs=0.01)
+
+
+# live unset: a URL, but a recording (its length is known); it was captioned once, at frame 0
+@pytest.mark.parametrize("live", [False, None])
 async def test_hls_over_http_is_captioned_like_a_file(
+    live: bool | None,
     http_directory: tuple[Path, str],
     sample_clip: Path,
     clip_spec: ClipSpec,
@@ -246,7 +271,7 @@ async def test_hls_over_http_is_captioned_like_a_file(
     write_hls(sample_clip, root / "clip")
     config = parse_config(
         {
-            "streams": [{"id": "hls", "url": f"{base_url}/clip/index.m3u8", "live": False}],
+            "streams": [{"id": "hls", "url": f"{base_url}/clip/index.m3u8", "live": live}],
             **engine_and_nats(nats_server.url, "hls", tiny_model),
         }
     )

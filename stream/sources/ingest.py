@@ -61,7 +61,7 @@ class Ingest:
         self._keyframes = keyframes
         self._model_picture = ModelScaler(image_size)  # the ingest thread's
         self._handoff = handoff
-        self._source = source or VideoSource(config)
+        self._source = source or VideoSource(config, self._replay_at_engine_pace)
         self._stop = threading.Event()
         self._health = SourceHealth(config.stall_timeout_s, self._report)
         self._redact = Redactor([config.url])
@@ -69,6 +69,11 @@ class Ingest:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _replay_at_engine_pace(self) -> None:
+        """A recording behind a live-looking URL loses no keyframe, as a file does (on this
+        thread, the only one that reads the policy)."""
+        self._handoff.policy = "block"
 
     async def run(self) -> None:
         """Run the thread to its end; cancelling stops it and waits for it (never abandoned)."""

@@ -10,7 +10,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from functools import partial
 from typing import Final
@@ -52,6 +52,10 @@ class StreamClock:
             self._step = min(candidate - self._last, 1.0)
         self._last = time_s
         return FrameTime(index, pts, time_base, time_s, time.time())
+
+    def follow_pts(self) -> None:
+        """Time a recording by its pts, as a file: it downloads faster than it plays."""
+        self._live = False
 
     def restart_file(self) -> None:
         self._offset = self._last + self._step
@@ -97,8 +101,13 @@ class VideoSource:
     """Yields decoded frames of one stream until ``stop`` is set, a file ends, or a live
     source fails for good."""
 
-    def __init__(self, config: StreamConfig) -> None:
+    def __init__(
+        self, config: StreamConfig, on_recording: Callable[[], None] | None = None
+    ) -> None:
         self.config = config
+        self._on_recording = on_recording
+        """Told on the reading thread when a URL turns out to be a recording, before its
+        first frame: it is replayed as a file is, keyframes waiting for the engine."""
         self.redact = Redactor([config.url])
         """Applied to every string this source lets out: FFmpeg's errors quote the URL."""
         self.url = self.redact(config.url)
@@ -117,6 +126,10 @@ class VideoSource:
                 with self._open() as container:
                     health.opened()
                     recording = self._is_recording(container)
+                    if recording:
+                        clock.follow_pts()
+                        if self._on_recording is not None:
+                            self._on_recording()
                     describe = partial(self._describe, container)  # once per connection
                     for frame in self._decode(container, stop):
                         health.frame(describe)
