@@ -73,11 +73,17 @@ class Captioner:
     """Set when vidcap stops: a keyframe still waiting for a worker then fails."""
 
     async def caption(
-        self, image: Image.Image, request_id: str, priority: int = 0
+        self,
+        image: Image.Image,
+        request_id: str,
+        priority: int = 0,
+        stream_stopping: asyncio.Event | None = None,
     ) -> CaptionOutcome:
+        """``stream_stopping``: set when the keyframe's stream stops alone (removed, its
+        lease lost): if it is then waiting for a worker, it fails as at vidcap's stop."""
         self.metrics.in_flight.inc()
         try:
-            outcome = await self._caption(image, request_id, priority)
+            outcome = await self._caption(image, request_id, priority, stream_stopping)
         finally:
             self.metrics.in_flight.dec()
         self._record(outcome)
@@ -92,7 +98,13 @@ class Captioner:
         m.tokens.labels("in").inc(outcome.tokens.get("prompt", 0))
         m.tokens.labels("out").inc(outcome.tokens.get("output", 0))
 
-    async def _caption(self, image: Image.Image, request_id: str, priority: int) -> CaptionOutcome:
+    async def _caption(
+        self,
+        image: Image.Image,
+        request_id: str,
+        priority: int,
+        stream_stopping: asyncio.Event | None,
+    ) -> CaptionOutcome:
         started = time.monotonic()
         max_tokens = self.max_tokens
         rejection: GuardRejection | None = None
@@ -101,7 +113,7 @@ class Captioner:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 generation = await self._generate(
-                    image, f"{request_id}.{attempt}", max_tokens, priority
+                    image, f"{request_id}.{attempt}", max_tokens, priority, stream_stopping
                 )
             except Exception as exc:  # the engine boundary: any failure is this keyframe's
                 if isinstance(exc, EngineDeadError):
@@ -133,10 +145,15 @@ class Captioner:
         )
 
     async def _generate(
-        self, image: Image.Image, request_id: str, max_tokens: int, priority: int
+        self,
+        image: Image.Image,
+        request_id: str,
+        max_tokens: int,
+        priority: int,
+        stream_stopping: asyncio.Event | None,
     ) -> Generation:
         while True:
-            await self._until_serving()
+            await self._until_serving(stream_stopping)
             try:
                 async with asyncio.timeout(self.timeout_s):
                     generation = await self.engine.generate(image, request_id, max_tokens, priority)
@@ -153,21 +170,24 @@ class Captioner:
             raise MalformedReplyError(f"engine returned {type(generation).__name__}")
         return generation
 
-    async def _until_serving(self) -> None:
+    async def _until_serving(self, stream_stopping: asyncio.Event | None) -> None:
         if self.until_serving is None:
             return
         waiting = asyncio.ensure_future(self.until_serving())
-        stop = asyncio.ensure_future(self.stopping.wait())
+        stops = [self.stopping] + ([stream_stopping] if stream_stopping is not None else [])
+        stop_waits = [asyncio.ensure_future(stop.wait()) for stop in stops]
         try:
-            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiting, *stop_waits}, return_when=asyncio.FIRST_COMPLETED)
             if not waiting.done():  # stopping: one last look
                 await asyncio.wait({waiting}, timeout=STOPPING_LOOK_S)
         finally:
-            stop.cancel()
+            for stop_wait in stop_waits:
+                stop_wait.cancel()
             waiting.cancel()  # nothing when it is done
         if not waiting.done() or waiting.cancelled():
             await asyncio.wait({waiting})  # its cancel lands
-            raise EngineAbsentError("no worker was serving the engine when vidcap stopped")
+            what = "vidcap" if self.stopping.is_set() else "its stream"
+            raise EngineAbsentError(f"no worker was serving the engine when {what} stopped")
         waiting.result()
 
     @staticmethod

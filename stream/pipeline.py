@@ -108,6 +108,7 @@ class StreamPipeline:
         self._share = share
         self._metrics = metrics
         self._stopping = False
+        self._stop_event = asyncio.Event()  # for keyframes waiting for a worker
         self._stopped_why = "shutdown"
         self.source_failed = False
         """The source gave up (a ``failed`` status): the stream ended with an error."""
@@ -161,6 +162,7 @@ class StreamPipeline:
         """Stop reading; captions in flight finish and are published, then run() returns.
         ``why`` begins the ``stopped`` event's detail."""
         self._stopping = True
+        self._stop_event.set()
         self._stopped_why = why
         if self._ingest is not None:
             self._ingest.stop()
@@ -303,7 +305,7 @@ class StreamPipeline:
                     pending = self._publisher.snapshots.start(name, keyframe.image, keyframe.planes)
                     try:
                         outcome = await self._captioner.caption(
-                            keyframe.image, request_id, priority
+                            keyframe.image, request_id, priority, self._stop_event
                         )
                     except BaseException:
                         pending.cancel()

@@ -12,8 +12,9 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,41 +39,56 @@ def a_worker(url: str) -> AbstractAsyncContextManager[Worker]:
     return worker_for(url, FixedEngine(), prefix="vidcap")
 
 
+@dataclass
+class NoWorkerRun:
+    """A runner over files, with `engine.kind: nats` and, at first, no worker serving."""
+
+    runner: Runner
+    events: list[dict[str, Any]]
+    status: int | None = None
+
+
+@asynccontextmanager
+async def run_without_worker(url: str, files: dict[str, Path]) -> AsyncIterator[NoWorkerRun]:
+    config = parse_config(
+        {
+            "streams": [{"id": name, "url": str(clip)} for name, clip in files.items()],
+            "keyframes": {"min_gap_s": 0.2},
+            "engine": {"kind": "nats"},
+            "nats": {"url": url},
+        }
+    )
+    client = await nats.connect(url)
+    engine = NatsEngine(client, SUBJECT, "fixed", attempt_timeout_s=5, attempts=3)
+    events: list[dict[str, Any]] = []
+    run = NoWorkerRun(Runner(config, events.append), events)
+    running = asyncio.create_task(run.runner.run(url, engine))
+    try:
+        await wait_for(lambda: _says_no_worker(run.runner), 30)
+        yield run
+    finally:
+        run.runner.request_stop()
+        run.status = await running
+        await engine.close()
+        await client.close()
+
+
+async def _says_no_worker(runner: Runner) -> bool:
+    return f"no vidcap worker is serving {SUBJECT}" in await runner.not_ready()
+
+
 async def test_keyframes_wait_for_a_worker_and_readiness_names_it(
     nats_server: EmbeddedNatsServer, tmp_path: Path
 ) -> None:
     clip = write_clip(tmp_path / "cuts.mp4", ClipSpec(shots=4, shot_frames=15))
-    config = parse_config(
-        {
-            "streams": [{"id": "cuts", "url": str(clip)}],
-            "keyframes": {"min_gap_s": 0.2},
-            "engine": {"kind": "nats"},
-            "nats": {"url": nats_server.url},
-        }
-    )
-    client = await nats.connect(nats_server.url)
-    engine = NatsEngine(client, SUBJECT, "fixed", attempt_timeout_s=5, attempts=3)
-    events: list[dict[str, Any]] = []
-    runner = Runner(config, events.append)
-    running = asyncio.create_task(runner.run(nats_server.url, engine))
-
-    async def says_no_worker() -> bool:
-        return f"no vidcap worker is serving {SUBJECT}" in await runner.not_ready()
-
-    try:
-        await wait_for(says_no_worker, 30)
+    async with run_without_worker(nats_server.url, {"cuts": clip}) as run:
         await asyncio.sleep(2.5)  # the old code failed a keyframe in 1.7 s
-        assert not [e for e in events if e["type"] == "caption"], events
+        assert not [e for e in run.events if e["type"] == "caption"], run.events
         async with a_worker(nats_server.url):
-            await wait_for(lambda: _has(events, "ended"), 30)
-            assert not await says_no_worker()
-    finally:
-        runner.request_stop()
-        status = await running
-        await engine.close()
-        await client.close()
-    assert status == 0
-    captions = [e for e in events if e["type"] == "caption"]
+            await wait_for(lambda: _has(run.events, "ended"), 30)
+            assert not await _says_no_worker(run.runner)
+    assert run.status == 0
+    captions = [e for e in run.events if e["type"] == "caption"]
     assert len(captions) == 4 and all(e["status"] == "ok" for e in captions), captions
     assert [e["keyframe"] for e in captions] == [0, 1, 2, 3]
 
@@ -158,3 +174,30 @@ async def test_a_worker_says_at_once_that_it_stops(
 
 async def _said_serving(said: list[str]) -> bool:
     return any(line.startswith("serving ") for line in said)
+
+
+async def test_a_stream_removed_while_no_worker_serves_stops_at_once(
+    nats_server: EmbeddedNatsServer, tmp_path: Path
+) -> None:
+    """A trial: DELETE /api/streams/{id} with no worker serving waited for one to come (its
+    keyframes waited for a worker, and the removal for its keyframes), and the stream went on
+    in the list. Its waiting keyframes now fail at the removal, as they do at vidcap's stop;
+    the other streams' keyframes go on waiting."""
+    files = {name: write_clip(tmp_path / f"{name}.mp4", ClipSpec(shots=2)) for name in "ab"}
+    async with run_without_worker(nats_server.url, files) as run:
+        await asyncio.sleep(1)  # the keyframes are waiting
+        removed_at = time.monotonic()
+        assert await asyncio.wait_for(run.runner.remove("a"), 10)
+        assert time.monotonic() - removed_at < 3
+        async with a_worker(nats_server.url):
+            await wait_for(lambda: _ended(run.events, "b"), 30)
+    failed = [e for e in run.events if e["stream"] == "a" and e["type"] == "caption"]
+    assert failed and all(e["status"] == "failed" for e in failed), failed
+    why = "no worker was serving the engine when its stream stopped"
+    assert failed[0]["error"]["detail"] == why
+    served = [e["status"] for e in run.events if e["stream"] == "b" and e["type"] == "caption"]
+    assert served == ["ok", "ok"]
+
+
+async def _ended(events: list[dict[str, Any]], stream: str) -> bool:
+    return any(e["stream"] == stream and e.get("state") == "ended" for e in events)
