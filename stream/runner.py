@@ -120,6 +120,8 @@ class Runner:
         self._started = False
         self._whip_sources: dict[str, WhipSource] = {}
         self._stop_requested = False
+        self._deliver_by: float | None = None
+        """When the last events must be delivered, once stopping (see _delivery_time_left)."""
         self._stopped = asyncio.Event()
         self._idle = asyncio.Event()
         self.engine_died = False
@@ -158,6 +160,7 @@ class Runner:
         if self._stop_requested:
             return
         self._stop_requested = True
+        self._deliver_by = time.monotonic() + self.config.nats.flush_timeout_s
         self._stopped.set()
         self._announce("stopping: finishing the captions in flight, then publishing them")
         for running in self._streams.values():
@@ -213,13 +216,13 @@ class Runner:
             if looking is not None:
                 looking.cancel()
             # Deliver before closing the engine: closing vLLM can block the event loop for
-            # seconds. The connection closes last: a NATS engine shares it. One wait of
-            # flush_timeout_s in all: with NATS away, two made a stop outlast Compose's grace.
-            delivered_by = time.monotonic() + self.config.nats.flush_timeout_s
-            await publisher.flush(self.config.nats.flush_timeout_s)
+            # seconds. The connection closes last: a NATS engine shares it.
+            if self._deliver_by is None:  # every stream ended by itself
+                self._deliver_by = time.monotonic() + self.config.nats.flush_timeout_s
+            await publisher.flush(self._delivery_time_left())
             if owns_engine:
                 await engine.close()
-            undelivered = await publisher.close(max(0.0, delivered_by - time.monotonic()))
+            undelivered = await publisher.close(self._delivery_time_left())
         return self._exit_status(undelivered)
 
     def _exit_status(self, undelivered: int) -> int:
@@ -268,6 +271,7 @@ class Runner:
             self.session,
             self.config.nats.replicas,
             reconnects=lambda: int(client.stats["reconnects"]),
+            connected=lambda: client.is_connected,
         )
         await fleet.join()
         return fleet
@@ -636,8 +640,15 @@ class Runner:
         """Release after the stream's last events are stored: the next owner reads them."""
         assert self._fleet is not None and self._publisher is not None
         if not lease.lost.is_set():
-            await self._publisher.flush(self.config.nats.flush_timeout_s)
+            await self._publisher.flush(self._delivery_time_left())
         await self._fleet.release(lease)
+
+    def _delivery_time_left(self) -> float:
+        """How long a flush may wait: flush_timeout_s, and at a stop all flushes together
+        (with NATS away, each one's own wait made a stop outlast Compose's grace)."""
+        if self._deliver_by is None:
+            return self.config.nats.flush_timeout_s
+        return max(0.0, self._deliver_by - time.monotonic())
 
     async def _finished_elsewhere(self, stream: StreamConfig) -> bool:
         """A file another vidcap captioned to its end (or failed on) while this one stood by

@@ -39,7 +39,11 @@ class Fleet:
         session: str,
         replicas: int = 1,
         reconnects: Callable[[], int] = lambda: 0,
+        connected: Callable[[], bool] = lambda: True,
     ) -> None:
+        self._connected = connected
+        """Whether NATS is there now: while it is away, a release or a leave would only wait
+        for a reply that cannot come (the keys expire with their TTL instead)."""
         self.held: dict[str, Lease] = {}
         """Streams this vidcap writes now, in the order it took them."""
         self.wanted: set[str] = set()
@@ -92,7 +96,8 @@ class Fleet:
 
     async def release(self, lease: Lease) -> None:
         self.held.pop(lease.stream_id, None)
-        await self.leases.release(lease)
+        if self._connected():
+            await self.leases.release(lease)
 
     def may_send(self, stream_id: str) -> bool:
         """Whether the stream's events may go out: not while its lease is in question."""
@@ -110,8 +115,9 @@ class Fleet:
         try:
             await self._beat_and_balance(stopping)
         finally:  # stopping, or cancelled once the streams ended
-            async with asyncio.timeout(self.leases.ttl_s):
-                await self.presence.leave()
+            if self._connected():
+                async with asyncio.timeout(self.leases.ttl_s):
+                    await self.presence.leave()
 
     async def _beat_and_balance(self, stopping: asyncio.Event) -> None:
         period = self.leases.ttl_s / HEARTBEATS_PER_TTL
