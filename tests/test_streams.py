@@ -234,6 +234,24 @@ def test_a_vod_playlist_over_http_ends_at_its_end(
         assert not live._is_recording(container)
 
 
+def test_a_recording_cut_short_fails_rather_than_ends(
+    http_directory: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A trial killed the HTTP server of a 192 s playlist at 98 s: FFmpeg skipped the
+    segments it could not fetch and vidcap said `ended ... after 2940 frames`, exit status 0.
+    Here the last half's segments are gone (404); the whole playlist still ends."""
+    root, base_url = http_directory
+    clip = write_clip(tmp_path / "eight.mp4", ClipSpec(shots=8, shot_frames=25))
+    write_hls(clip, root / "clip")
+    url = f"{base_url}/clip/index.m3u8"
+    assert [state for state, _ in source_states(url)][-1] == "ended"
+    for segment in range(4, 8):
+        (root / "clip" / f"index{segment}.ts").unlink()
+    states = source_states(url)
+    assert [state for state, _ in states] == ["connecting", "live", "failed"], states
+    assert states[-1][1].startswith("the recording ended early: 100 frames, 4.0 s of its 8.0 s")
+
+
 def test_a_vod_playlist_is_timed_by_its_pts(
     http_directory: tuple[Path, str], sample_clip: Path, clip_spec: ClipSpec
 ) -> None:

@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
 from typing import Final
@@ -70,6 +71,7 @@ _PERMANENT_ERRORS = (
 )
 
 
+MISSING_END_TOLERANCE_S: Final = 2.0
 _RECORDING: Final = (
     "its length was known: a finished HLS playlist or a file over HTTP; live: true reads it "
     "again and again"
@@ -97,6 +99,42 @@ class FrameTooLargeError(Exception):
         )
 
 
+@dataclass(slots=True)
+class RecordingReach:
+    """How far into a recording its frames went. FFmpeg's HLS reader skips segments it
+    cannot fetch and then ends as at the end: a trial's server died at 98 s of 192 and the
+    stream said `ended`, exit status 0."""
+
+    length_s: float
+    first_s: float | None = None
+    last_s: float = 0.0
+
+    def saw(self, time_s: float) -> None:
+        if self.first_s is None:
+            self.first_s = time_s
+        self.last_s = time_s
+
+    def cut_short(self, frames: int) -> str | None:
+        """Why the recording's end came early, or None when its frames reached its length
+        (within a segment's rounding: 2 s, or 1 % of a long one)."""
+        read_s = self.last_s - (self.first_s or 0.0)
+        if read_s >= self.length_s - max(MISSING_END_TOLERANCE_S, 0.01 * self.length_s):
+            return None
+        return (
+            f"the recording ended early: {frames} frames, {read_s:.1f} s of its "
+            f"{self.length_s:.1f} s (its server stopped answering, or parts of it are missing)"
+        )
+
+
+def _video_length_s(container: av.container.InputContainer) -> float:
+    """The video's own length where the container gives it (an audio track can run on),
+    else the container's."""
+    video = container.streams.video[0]
+    if video.duration and video.time_base:
+        return float(video.duration * video.time_base)
+    return (container.duration or 0) / av.time_base
+
+
 class VideoSource:
     """Yields decoded frames of one stream until ``stop`` is set, a file ends, or a live
     source fails for good."""
@@ -122,11 +160,13 @@ class VideoSource:
         while not stop.is_set():
             error: str | None = None
             permanent = recording = False
+            reach: RecordingReach | None = None
             try:
                 with self._open() as container:
                     health.opened()
                     recording = self._is_recording(container)
                     if recording:
+                        reach = RecordingReach(_video_length_s(container))
                         clock.follow_pts()
                         if self._on_recording is not None:
                             self._on_recording()
@@ -134,7 +174,10 @@ class VideoSource:
                     for frame in self._decode(container, stop):
                         health.frame(describe)
                         failures = 0
-                        yield frame, clock.stamp(index, frame.pts, frame.time_base)
+                        at = clock.stamp(index, frame.pts, frame.time_base)
+                        if reach is not None:
+                            reach.saw(at.time_s)
+                        yield frame, at
                         index += 1
             except (av.error.FFmpegError, OSError, NoVideoError, FrameTooLargeError) as exc:
                 permanent = isinstance(exc, (*_PERMANENT_ERRORS, NoVideoError, FrameTooLargeError))
@@ -144,8 +187,11 @@ class VideoSource:
                 logger.debug("stream %s (%s): %s", self.config.id, self.url, error)
             if stop.is_set():
                 return
-            if recording and error is None:
-                report("ended", f"end of the recording after {index} frames ({_RECORDING})")
+            if reach is not None and error is None:
+                if (cut_short := reach.cut_short(index)) is not None:
+                    report("failed", cut_short)  # read again, it would be captioned twice
+                else:
+                    report("ended", f"end of the recording after {index} frames ({_RECORDING})")
                 return
             if not self.config.is_live:
                 if index == 0 and error is None:
