@@ -107,8 +107,7 @@ class StreamPipeline:
         self._on_event = on_event
         self._share = share
         self._metrics = metrics
-        self._stopping = False
-        self._stop_event = asyncio.Event()  # for keyframes waiting for a worker
+        self._stop_event = asyncio.Event()  # also ends keyframes' waits for a worker
         self._stopped_why = "shutdown"
         self.source_failed = False
         """The source gave up (a ``failed`` status): the stream ended with an error."""
@@ -161,7 +160,6 @@ class StreamPipeline:
     def stop(self, why: str = "shutdown") -> None:
         """Stop reading; captions in flight finish and are published, then run() returns.
         ``why`` begins the ``stopped`` event's detail."""
-        self._stopping = True
         self._stop_event.set()
         self._stopped_why = why
         if self._ingest is not None:
@@ -189,7 +187,7 @@ class StreamPipeline:
             on_frame=self.stats.frames.tick,
             skip_through_frame=skip_through,
         )
-        if self._stopping:
+        if self._stop_event.is_set():
             self._ingest.stop()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._ingest.run())
@@ -235,7 +233,7 @@ class StreamPipeline:
     async def _dispatch(self, handoff: KeyframeHandoff, sequencer: Sequencer[Event]) -> None:
         try:
             while (item := await handoff.get()) is not None:
-                if self._stopping:
+                if self._stop_event.is_set():
                     self._skipped_at_stop += len(handoff.drain_keyframes())
                 await self._report_drops(handoff, sequencer)
                 if isinstance(item, SourceStatus):
@@ -243,7 +241,7 @@ class StreamPipeline:
                     await self._submit_source_status(sequencer, item)
                 elif isinstance(item, Control):
                     await self._apply(sequencer, item)
-                elif self._stopping:
+                elif self._stop_event.is_set():
                     self._skipped_at_stop += 1
                 else:
                     self.stats.keyframes += 1
@@ -255,7 +253,7 @@ class StreamPipeline:
                     else:
                         await self._submit_keyframe(sequencer, item)
             await self._report_drops(handoff, sequencer)
-            if self._stopping:
+            if self._stop_event.is_set():
                 await self._submit_status(sequencer, self._stopped_status())
         finally:
             sequencer.close()

@@ -159,13 +159,12 @@ class VideoSource:
         report("connecting", self.url)
         while not stop.is_set():
             error: str | None = None
-            permanent = recording = False
+            permanent = False
             reach: RecordingReach | None = None
             try:
                 with self._open() as container:
                     health.opened()
-                    recording = self._is_recording(container)
-                    if recording:
+                    if self._is_recording(container):
                         reach = RecordingReach(_video_length_s(container))
                         clock.follow_pts()
                         if self._on_recording is not None:
